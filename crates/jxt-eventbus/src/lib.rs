@@ -1,1 +1,89 @@
-//! placeholder
+//! One async event-bus API over memory, Apache Kafka and NATS JetStream, with
+//! per-aggregate ordered parallel processing and commits that are never wrong.
+//!
+//! Services publish domain events and handle them with plain async
+//! functions. The bus runs one consumer (one group, every subscribed topic)
+//! per instance, hands records to handlers in per-key lanes — one record per
+//! key at a time, many keys at once — and acknowledges a record only after its
+//! handler succeeded or it was written to a dead-letter topic.
+//!
+//! | feature | backend | default |
+//! |---------|---------|---------|
+//! | —       | memory (in-process broker with partitions, groups, lag) | always |
+//! | `kafka` | Apache Kafka through rdkafka (bundled librdkafka) | off |
+//! | `nats`  | NATS JetStream through async-nats | off |
+//!
+//! ```
+//! use jxt_eventbus::{EventBus, Message, SubscribeOptions, Delivery, HandlerResult};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> jxt_eventbus::Result<()> {
+//! let bus = EventBus::builder().group("billing").build().await?;
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! bus.subscribe(
+//!     "orders",
+//!     move |d: Delivery| {
+//!         let tx = tx.clone();
+//!         async move {
+//!             tx.send(d.key().unwrap_or_default().to_string()).unwrap();
+//!             HandlerResult::Ok(())
+//!         }
+//!     },
+//!     SubscribeOptions::new(),
+//! )
+//! .await?;
+//! bus.publish("orders", Message::new("created").with_key("order-1")).await?;
+//! assert_eq!(rx.recv().await.as_deref(), Some("order-1"));
+//! bus.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Delivery semantics
+//!
+//! **At least once.** A record is acknowledged (Kafka offset stored, JetStream
+//! ack, memory position committed) only after its handler returned `Ok`, or
+//! after it was durably written to its dead-letter topic. Per partition, the
+//! committed position is the lowest record not yet finished: when record 7 of
+//! a slow key is still running and 8..100 of other keys are done, the position
+//! stays at 7. A crash therefore redelivers 7..100 — some twice — and never
+//! skips 7. Handlers must be idempotent (the event id makes that easy).
+//!
+//! **Per-key order.** Records with the same key on the same topic are handled
+//! one at a time in publish order, retries included: a retry holds the key's
+//! lane, so a later record of that key never overtakes it, while other keys go
+//! on. Keyless records keep their partition's order in `key` mode.
+//!
+//! **Bounded memory.** Buffered and running records are capped per partition
+//! and per bus; at the cap the consumer pauses those partitions (it keeps
+//! polling, so the group does not evict it) instead of buffering more.
+//!
+//! **Nothing is dropped.** Full queues pause intake; they never discard
+//! records or acknowledgements. A handler panic is caught and treated as a
+//! permanent failure, so it cannot stall its partition.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+pub mod backend;
+mod bus;
+pub mod config;
+mod delivery;
+pub mod dispatch;
+pub mod envelope;
+mod error;
+mod handler;
+pub mod health;
+mod message;
+pub mod offsets;
+pub mod validate;
+
+pub use backend::memory::MemoryBroker;
+pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
+pub use bus::{EventBus, EventBusBuilder, SubscribeOptions};
+pub use config::{BackendKind, BusConfig, Ordering};
+pub use delivery::Delivery;
+pub use envelope::Envelope;
+pub use error::{BoxError, Error, Result};
+pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+pub use health::{HealthState, HealthStatus};
+pub use message::{Headers, Message};

@@ -1,0 +1,199 @@
+//! The backend boundary: a producer, a consumer and its acknowledgements.
+//!
+//! Backends only move bytes and acknowledgements. Ordering, retries,
+//! back-pressure decisions and commit positions are decided once, above this
+//! boundary, by the dispatcher; a backend carries them out.
+//!
+//! A consumer reports to the dispatcher through one bounded channel of
+//! [`ConsumerEvent`]s, in this order per partition: `Assigned`, then
+//! `Records`, then `Revoked`. It never sends records of a partition before its
+//! `Assigned` or after its `Revoked`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Result;
+use crate::message::Message;
+
+pub mod memory;
+
+/// A partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number (0 on backends without partitions).
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic partition.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// Acknowledges one record on backends that acknowledge per record
+/// (JetStream). Cumulative backends (memory, Kafka) leave it out and rely on
+/// [`Consumer::store`].
+pub trait RecordAck: Send + Sync + fmt::Debug {
+    /// Acknowledges the record: it was handled or dead-lettered.
+    fn ack(self: Box<Self>);
+}
+
+/// A record read by a consumer.
+#[derive(Debug)]
+pub struct Record {
+    /// Where it was read.
+    pub partition: TopicPartition,
+    /// Offset (or stream sequence) within the partition.
+    pub offset: i64,
+    /// The message.
+    pub message: Message,
+    /// Per-record acknowledgement, on backends that need one.
+    pub ack: Option<Box<dyn RecordAck>>,
+}
+
+/// What a consumer reports to the dispatcher.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// These partitions are now owned by this consumer.
+    Assigned(Vec<TopicPartition>),
+    /// Records, in offset order per partition.
+    Records(Vec<Record>),
+    /// These partitions are being taken away. The dispatcher stops handing
+    /// them out, waits (bounded) for their in-flight records, stores their
+    /// final positions (unless `lost`) and then answers on `done`; the
+    /// backend commits the stored positions before it releases them.
+    Revoked {
+        /// Partitions being revoked.
+        partitions: Vec<TopicPartition>,
+        /// The assignment was lost (session expired): nothing may be committed.
+        lost: bool,
+        /// Answered when the dispatcher is done with the partitions.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Result of a successful publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// Partition the record was stored in.
+    pub partition: i32,
+    /// Its offset (or stream sequence).
+    pub offset: i64,
+}
+
+/// Lag of one partition for the consumer's group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Offset after the last record in the log.
+    pub log_end: i64,
+    /// The group's committed position (next offset to read).
+    pub committed: i64,
+}
+
+impl PartitionLag {
+    /// Records not yet committed by the group.
+    pub fn lag(&self) -> i64 {
+        (self.log_end - self.committed).max(0)
+    }
+}
+
+/// Writes records.
+///
+/// Shared by every publisher of the bus; implementations are called
+/// concurrently and must not serialize publishes behind one lock.
+#[async_trait]
+pub trait Producer: Send + Sync + fmt::Debug {
+    /// Stores one record and resolves when the broker acknowledged it.
+    ///
+    /// # Errors
+    /// A typed publish error: timeout, unreachable broker, too large, closed.
+    async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt>;
+
+    /// Waits until every record handed to [`Producer::send`] is acknowledged.
+    ///
+    /// # Errors
+    /// [`crate::Error::Timeout`] when `timeout` elapses first.
+    async fn flush(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Reads records for one consumer group and takes acknowledgements.
+///
+/// One consumer serves the whole bus: every subscribed topic, one group.
+/// `pause`, `resume` and `store` are called from the dispatcher task and must
+/// not block.
+#[async_trait]
+pub trait Consumer: Send + Sync + fmt::Debug {
+    /// Replaces the set of subscribed topics. Partitions of topics that stay
+    /// subscribed keep being processed (incremental rebalancing).
+    ///
+    /// # Errors
+    /// A subscribe error when the backend refuses the topics.
+    async fn subscribe(&self, topics: &[String]) -> Result<()>;
+
+    /// Stops fetching these partitions; already fetched records still arrive.
+    fn pause(&self, partitions: &[TopicPartition]);
+
+    /// Starts fetching these partitions again.
+    fn resume(&self, partitions: &[TopicPartition]);
+
+    /// Records the commit position (next offset to read) of a partition: every
+    /// record below it is finished. Committed by the backend periodically, on
+    /// revoke and on close. Ignored for partitions no longer owned.
+    fn store(&self, partition: &TopicPartition, next_offset: i64);
+
+    /// Commits stored positions now.
+    ///
+    /// # Errors
+    /// [`crate::Error::Commit`] when the broker refuses.
+    async fn commit(&self) -> Result<()>;
+
+    /// Lag of every partition this consumer owns.
+    ///
+    /// # Errors
+    /// A backend error when the broker cannot be asked.
+    async fn lag(&self) -> Result<Vec<PartitionLag>>;
+
+    /// Commits stored positions and leaves the group.
+    ///
+    /// # Errors
+    /// A backend error; the consumer is closed regardless.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A broker connection: makes the producer and the consumer.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Backend name (`memory`, `kafka`, `nats`), used in errors and metrics.
+    fn name(&self) -> &'static str;
+
+    /// The producer (one per bus).
+    fn producer(&self) -> Arc<dyn Producer>;
+
+    /// Creates the bus's one consumer in `group`, reporting to `events`.
+    ///
+    /// # Errors
+    /// A backend error when the broker cannot be reached.
+    async fn consumer(
+        &self,
+        group: &str,
+        events: mpsc::Sender<ConsumerEvent>,
+    ) -> Result<Arc<dyn Consumer>>;
+}

@@ -1,0 +1,121 @@
+//! Building an [`EventBus`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::{EventBus, Inner};
+use crate::backend::memory::MemoryBroker;
+use crate::backend::Backend;
+use crate::config::{
+    BackendKind, BusConfig, DeadLetterConfig, DispatchConfig, Ordering, RetryConfig,
+};
+use crate::error::{Error, Result};
+
+/// Builds an [`EventBus`]: start from defaults or a loaded [`BusConfig`],
+/// adjust with the setters, then [`build`](EventBusBuilder::build), which
+/// validates everything.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct EventBusBuilder {
+    config: BusConfig,
+    memory_broker: Option<MemoryBroker>,
+}
+
+impl EventBusBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: BusConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Backend to use.
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// Consumer group of this bus.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.config.group = group.into();
+        self
+    }
+
+    /// Default ordering of subscriptions.
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.config.dispatch.ordering = ordering;
+        self
+    }
+
+    /// Default lanes handled concurrently per subscription.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.config.dispatch.max_concurrency = n;
+        self
+    }
+
+    /// Dispatch settings.
+    pub fn dispatch(mut self, dispatch: DispatchConfig) -> Self {
+        self.config.dispatch = dispatch;
+        self
+    }
+
+    /// Retry settings.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Dead-letter settings.
+    pub fn dead_letter(mut self, dead_letter: DeadLetterConfig) -> Self {
+        self.config.dead_letter = dead_letter;
+        self
+    }
+
+    /// Uses a shared in-memory broker (selects the memory backend). Buses on
+    /// the same broker see each other's records.
+    pub fn memory_broker(mut self, broker: MemoryBroker) -> Self {
+        self.config.backend = BackendKind::Memory;
+        self.memory_broker = Some(broker);
+        self
+    }
+
+    /// Validates the configuration and connects the backend.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings or a backend not compiled in;
+    /// a backend error when the broker cannot be reached.
+    pub async fn build(self) -> Result<EventBus> {
+        let config = self.config;
+        config.validate()?;
+        let backend: Box<dyn Backend> = match config.backend {
+            BackendKind::Memory => {
+                let broker = self
+                    .memory_broker
+                    .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()));
+                Box::new(broker.backend(config.start_from))
+            }
+            BackendKind::Kafka => return Err(not_compiled("kafka")),
+            BackendKind::Nats => return Err(not_compiled("nats")),
+        };
+        let producer = backend.producer();
+        Ok(EventBus {
+            inner: Arc::new(Inner {
+                config,
+                backend,
+                producer,
+                consumer: tokio::sync::Mutex::default(),
+                closed: AtomicBool::new(false),
+                recovering: Arc::new(AtomicBool::new(false)),
+            }),
+        })
+    }
+}
+
+fn not_compiled(name: &str) -> Error {
+    Error::config(
+        "backend",
+        format!(
+            "the {name} backend is not available in this build; enable the `{name}` cargo feature \
+             of jxt-eventbus, or use `memory`"
+        ),
+    )
+}

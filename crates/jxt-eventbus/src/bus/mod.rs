@@ -1,0 +1,454 @@
+//! The [`EventBus`]: publish, subscribe, unsubscribe, shut down.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::backend::{Backend, Consumer, PartitionLag, Producer, PublishReceipt};
+use crate::config::BusConfig;
+use crate::delivery::Delivery;
+use crate::dispatch::{
+    Command, DispatchStats, Dispatcher, DispatcherHandle, WorkerContext, EVENT_CHANNEL,
+};
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+use crate::health::{ComponentHealth, HealthState, HealthStatus};
+use crate::message::Message;
+use crate::validate;
+
+mod builder;
+mod options;
+
+pub use builder::EventBusBuilder;
+pub use options::SubscribeOptions;
+
+/// One event bus: one producer and one consumer (one group, every subscribed
+/// topic) over the configured backend.
+///
+/// Cloning is cheap and shares the bus. Dropping the last clone without
+/// [`shutdown`](EventBus::shutdown) stops it like a crash: nothing more is
+/// committed, and unfinished records are redelivered to the group.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    backend: Box<dyn Backend>,
+    producer: Arc<dyn Producer>,
+    /// Serializes subscription changes. The dispatcher never takes it, so
+    /// holding it across a rebalance cannot deadlock.
+    consumer: tokio::sync::Mutex<ConsumerSlot>,
+    closed: AtomicBool,
+    recovering: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct ConsumerSlot {
+    running: Option<Running>,
+    topics: BTreeSet<String>,
+}
+
+#[derive(Clone)]
+struct Running {
+    consumer: Arc<dyn Consumer>,
+    dispatcher: DispatcherHandle,
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("backend", &self.inner.backend.name())
+            .field("group", &self.inner.config.group)
+            .field("closed", &self.inner.closed.load(AtomicOrdering::Relaxed))
+            .finish()
+    }
+}
+
+impl EventBus {
+    /// A builder starting from the default configuration.
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder::default()
+    }
+
+    /// Builds a bus from a configuration.
+    ///
+    /// # Errors
+    /// As [`EventBusBuilder::build`].
+    pub async fn from_config(config: BusConfig) -> Result<Self> {
+        Self::builder().config(config).build().await
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.inner.closed.load(AtomicOrdering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Publishes a message and resolves once the backend stored it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMessage`] for a bad topic or aggregate id (nothing is
+    /// published); [`Error::Closed`] after shutdown; [`Error::Publish`] or
+    /// [`Error::Timeout`] when the backend did not store it.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it resolves leaves it unknown whether the
+    /// record was stored.
+    pub async fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
+        self.ensure_open()?;
+        validate::topic(topic)?;
+        if let Some(key) = &message.key {
+            validate::aggregate_id(key)?;
+        }
+        self.inner.producer.send(topic, message).await
+    }
+
+    /// Validates and publishes a domain event; its aggregate id is the key.
+    ///
+    /// # Errors
+    /// As [`EventBus::publish`], plus [`Error::InvalidMessage`] when
+    /// [`Envelope::validate`] fails.
+    ///
+    /// # Cancel safety
+    /// As [`EventBus::publish`].
+    pub async fn publish_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+    ) -> Result<PublishReceipt> {
+        let message = envelope.to_message()?;
+        self.publish(topic, message).await
+    }
+
+    /// Subscribes `handler` to `topic`. The bus's one consumer adds the topic
+    /// to its subscription; partitions of topics already subscribed keep
+    /// processing. Resolves once the backend accepted the subscription.
+    ///
+    /// # Errors
+    /// [`Error::Subscribe`] when the topic is invalid or already subscribed;
+    /// [`Error::Closed`] after shutdown; a backend error when the consumer
+    /// cannot be created.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future may leave the subscription half
+    /// set up; call [`EventBus::unsubscribe`] before retrying.
+    pub async fn subscribe<H: Handler>(
+        &self,
+        topic: &str,
+        handler: H,
+        options: SubscribeOptions,
+    ) -> Result<()> {
+        self.subscribe_handler(topic, Arc::new(handler), options)
+            .await
+    }
+
+    /// Subscribes a handler of domain events. A payload that is not a valid
+    /// [`Envelope`] fails with [`ErrorKind::Decode`] (dead-lettered, not
+    /// retried).
+    ///
+    /// # Errors
+    /// As [`EventBus::subscribe`].
+    ///
+    /// # Cancel safety
+    /// As [`EventBus::subscribe`].
+    pub async fn subscribe_envelope<F, Fut>(
+        &self,
+        topic: &str,
+        handler: F,
+        options: SubscribeOptions,
+    ) -> Result<()>
+    where
+        F: Fn(Envelope, Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let decode = move |delivery: Delivery| {
+            let handler = handler.clone();
+            async move {
+                let envelope = Envelope::from_message(delivery.message())
+                    .map_err(|e| HandlerError::new(ErrorKind::Decode, e.to_string()))?;
+                handler(envelope, delivery).await
+            }
+        };
+        self.subscribe(topic, decode, options).await
+    }
+
+    async fn subscribe_handler(
+        &self,
+        topic: &str,
+        handler: Arc<dyn Handler>,
+        options: SubscribeOptions,
+    ) -> Result<()> {
+        self.ensure_open()?;
+        validate::topic(topic).map_err(|e| Error::Subscribe {
+            topic: topic.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut slot = self.inner.consumer.lock().await;
+        self.ensure_open()?;
+        if slot.topics.contains(topic) {
+            return Err(Error::Subscribe {
+                topic: topic.to_string(),
+                reason: "already subscribed on this bus; unsubscribe first".into(),
+            });
+        }
+        let running = match &slot.running {
+            Some(r) => r.clone(),
+            None => {
+                let r = self.start_consumer().await?;
+                slot.running = Some(r.clone());
+                r
+            }
+        };
+        let topic_arc: Arc<str> = Arc::from(topic);
+        let (reply, added) = oneshot::channel();
+        let settings = options.resolve(&self.inner.config.dispatch);
+        let sent = running
+            .dispatcher
+            .send(Command::Subscribe {
+                topic: topic_arc.clone(),
+                handler,
+                settings,
+                reply,
+            })
+            .await;
+        if !sent || added.await.is_err() {
+            return Err(Error::Closed);
+        }
+        let mut topics = slot.topics.clone();
+        topics.insert(topic.to_string());
+        let list: Vec<String> = topics.iter().cloned().collect();
+        if let Err(e) = running.consumer.subscribe(&list).await {
+            let (reply, _) = oneshot::channel();
+            running
+                .dispatcher
+                .send(Command::Unsubscribe {
+                    topic: topic_arc,
+                    reply,
+                })
+                .await;
+            return Err(e);
+        }
+        slot.topics = topics;
+        tracing::info!(topic, group = %self.inner.config.group, "subscribed");
+        Ok(())
+    }
+
+    async fn start_consumer(&self) -> Result<Running> {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_CHANNEL);
+        let consumer = self
+            .inner
+            .backend
+            .consumer(&self.inner.config.group, events_tx)
+            .await?;
+        let ctx = Arc::new(WorkerContext {
+            producer: self.inner.producer.clone(),
+            retry: self.inner.config.retry.clone(),
+            dead_letter: self.inner.config.dead_letter.clone(),
+            group: self.inner.config.group.clone(),
+            recovering: self.inner.recovering.clone(),
+        });
+        let dispatcher = Dispatcher::spawn(
+            consumer.clone(),
+            events_rx,
+            self.inner.config.dispatch.clone(),
+            ctx,
+        );
+        Ok(Running {
+            consumer,
+            dispatcher,
+        })
+    }
+
+    /// Removes the subscription of `topic`: its partitions are revoked, their
+    /// running records finish (bounded by `dispatch.revoke_timeout`) and
+    /// their positions are committed. Other topics keep processing.
+    ///
+    /// # Errors
+    /// [`Error::Subscribe`] when the topic is not subscribed.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<()> {
+        let mut slot = self.inner.consumer.lock().await;
+        let not_subscribed = || Error::Subscribe {
+            topic: topic.to_string(),
+            reason: "not subscribed on this bus".into(),
+        };
+        if !slot.topics.contains(topic) {
+            return Err(not_subscribed());
+        }
+        let Some(running) = slot.running.clone() else {
+            return Err(not_subscribed());
+        };
+        let mut topics = slot.topics.clone();
+        topics.remove(topic);
+        let list: Vec<String> = topics.iter().cloned().collect();
+        running.consumer.subscribe(&list).await?;
+        slot.topics = topics;
+        let (reply, removed) = oneshot::channel();
+        if running
+            .dispatcher
+            .send(Command::Unsubscribe {
+                topic: Arc::from(topic),
+                reply,
+            })
+            .await
+        {
+            let _ = removed.await;
+        }
+        tracing::info!(topic, "unsubscribed");
+        Ok(())
+    }
+
+    /// Topics subscribed on this bus.
+    pub async fn subscriptions(&self) -> Vec<String> {
+        self.inner
+            .consumer
+            .lock()
+            .await
+            .topics
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops the bus: new publishes and subscribes fail with
+    /// [`Error::Closed`]; intake stops; buffered and running records finish
+    /// (up to `dispatch.shutdown_timeout`); positions are committed; the
+    /// consumer leaves its group; the producer is flushed. Calling it again
+    /// does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when records were still unfinished at the deadline:
+    /// the bus is closed anyway and those records are redelivered to the
+    /// group. A backend error from the final commit or flush.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping it midway leaves the bus closed to new work
+    /// with the consumer possibly still in its group until the bus drops.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, AtomicOrdering::AcqRel) {
+            return Ok(());
+        }
+        let timeout = self.inner.config.dispatch.shutdown_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut abandoned = 0;
+        let running = self.inner.consumer.lock().await.running.take();
+        if let Some(r) = running {
+            let (reply, drained) = oneshot::channel();
+            if r.dispatcher.send(Command::Drain { deadline, reply }).await {
+                if let Ok(report) = drained.await {
+                    abandoned = report.abandoned;
+                }
+            }
+            if let Err(e) = r.consumer.commit().await {
+                tracing::warn!(error = %e, "final commit failed");
+            }
+            r.consumer.close().await?;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner.producer.flush(left).await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "shutdown deadline reached; unfinished records will be redelivered"
+            );
+            return Err(Error::Timeout {
+                operation: "shutdown drain",
+                after: timeout,
+            });
+        }
+        tracing::info!(group = %self.inner.config.group, "event bus shut down");
+        Ok(())
+    }
+
+    /// Whether [`EventBus::shutdown`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(AtomicOrdering::Acquire)
+    }
+
+    /// Whether the bus is in recovery mode (catching up on a backlog).
+    pub fn is_recovering(&self) -> bool {
+        self.inner.recovering.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Lag of every partition this bus's consumer owns.
+    ///
+    /// # Errors
+    /// A backend error when the broker cannot be asked.
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        let running = self.inner.consumer.lock().await.running.clone();
+        match running {
+            Some(r) => r.consumer.lag().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Dispatcher counters; `None` before the first subscribe or after shutdown.
+    pub async fn dispatch_stats(&self) -> Option<DispatchStats> {
+        let running = self.inner.consumer.lock().await.running.clone()?;
+        let (reply, stats) = oneshot::channel();
+        if !running.dispatcher.send(Command::Stats { reply }).await {
+            return None;
+        }
+        stats.await.ok()
+    }
+
+    /// Checks the bus and reports per-component health.
+    pub async fn health(&self) -> HealthStatus {
+        let mut components = Vec::new();
+        let backend = self.inner.backend.name();
+        if self.is_closed() {
+            components.push(component("bus", HealthState::Unhealthy, "shut down"));
+            return HealthStatus::from_components(components);
+        }
+        components.push(component(
+            "backend",
+            HealthState::Healthy,
+            &format!("{backend} backend ready"),
+        ));
+        match self.dispatch_stats().await {
+            None => components.push(component("consumer", HealthState::Healthy, "no subscriptions")),
+            Some(s) => components.push(component(
+                "consumer",
+                HealthState::Healthy,
+                &format!(
+                    "{} topics, {} partitions assigned ({} paused by back-pressure), {} records buffered",
+                    s.subscriptions, s.assigned_partitions, s.paused_partitions, s.buffered
+                ),
+            )),
+        }
+        if self.is_recovering() {
+            components.push(component(
+                "backlog",
+                HealthState::Degraded,
+                "catching up (recovery mode)",
+            ));
+        }
+        HealthStatus::from_components(components)
+    }
+}
+
+fn component(name: &str, state: HealthState, reason: &str) -> ComponentHealth {
+    ComponentHealth {
+        name: name.to_string(),
+        state,
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,39 @@
+//! Per-subscription options.
+
+use crate::config::{DispatchConfig, Ordering};
+use crate::dispatch::SubscriptionSettings;
+
+/// Options of one subscription; unset fields take the bus's
+/// [`DispatchConfig`] values.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct SubscribeOptions {
+    ordering: Option<Ordering>,
+    max_concurrency: Option<usize>,
+}
+
+impl SubscribeOptions {
+    /// Defaults from the bus configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ordering of this subscription.
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = Some(ordering);
+        self
+    }
+
+    /// Lanes handled concurrently (at least 1).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n.max(1));
+        self
+    }
+
+    pub(crate) fn resolve(&self, defaults: &DispatchConfig) -> SubscriptionSettings {
+        SubscriptionSettings {
+            ordering: self.ordering.unwrap_or(defaults.ordering),
+            max_concurrency: self.max_concurrency.unwrap_or(defaults.max_concurrency),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Bus configuration: plain serde structs with documented defaults.
+//!
+//! Load it from YAML or TOML plus `EVENTBUS_` environment overrides with
+//! [`BusConfig::load`], or build it in code. Unknown keys are errors, and
+//! every error names the field path and what is allowed. Durations are human
+//! strings (`"250ms"`, `"30s"`, `"2m"`). Every field's default is listed in
+//! `docs/configuration.md` and on the field below.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+mod load;
+
+pub use load::ENV_PREFIX;
+
+/// Which broker the bus talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// In-process broker; nothing survives the process. The default.
+    #[default]
+    Memory,
+    /// Apache Kafka (cargo feature `kafka`).
+    Kafka,
+    /// NATS JetStream (cargo feature `nats`).
+    Nats,
+}
+
+/// How records of one subscription are ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Records with the same key are handled one at a time in order; different
+    /// keys run concurrently. Keyless records keep partition order.
+    #[default]
+    Key,
+    /// Each partition is handled one record at a time, in order.
+    Partition,
+    /// No order: every record may run concurrently with any other.
+    Unordered,
+}
+
+/// Where a consumer group that has no committed position starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest retained record: nothing published before the first
+    /// subscribe is missed. The default.
+    #[default]
+    Earliest,
+    /// Only records published after the group joined.
+    Latest,
+}
+
+/// The whole bus configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Backend. Default `memory`.
+    pub backend: BackendKind,
+    /// Consumer group of this bus: buses with the same group share the
+    /// partitions of a topic (each record goes to one of them); buses with
+    /// different groups each get every record. Default `"jxt-eventbus"`.
+    pub group: String,
+    /// Where a group without a committed position starts. Default `earliest`.
+    pub start_from: StartFrom,
+    /// Keyed dispatch: concurrency, ordering and memory bounds.
+    pub dispatch: DispatchConfig,
+    /// Retries of failed handler attempts.
+    pub retry: RetryConfig,
+    /// Where records go that cannot be handled.
+    pub dead_letter: DeadLetterConfig,
+    /// In-memory backend settings.
+    pub memory: MemoryConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            backend: BackendKind::Memory,
+            group: "jxt-eventbus".into(),
+            start_from: StartFrom::Earliest,
+            dispatch: DispatchConfig::default(),
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+/// Keyed dispatch settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Default ordering of subscriptions. Default `key`.
+    pub ordering: Ordering,
+    /// Lanes (keys) handled concurrently per subscription. Higher values use
+    /// more handler parallelism; per-key order is kept regardless. Default 64.
+    pub max_concurrency: usize,
+    /// Live lanes (keys with queued or running records) per subscription.
+    /// When reached, intake pauses until lanes finish; no lane is evicted.
+    /// Default 10000.
+    pub max_processors: usize,
+    /// Records buffered or running per partition before that partition is
+    /// paused (it resumes at half). Default 1000.
+    pub max_buffered_per_partition: usize,
+    /// Records buffered or running in the whole bus before every partition is
+    /// paused (resumes at half). Bounds memory whatever the backlog.
+    /// Default 10000.
+    pub max_buffered: usize,
+    /// Records of one lane handed to a handler task in one go (they still run
+    /// one after another). Larger batches cost less per record but hold a
+    /// revoke longer. Default 32.
+    pub max_batch: usize,
+    /// How long a revoke waits for the revoked partitions' running records
+    /// before releasing them uncommitted (they are redelivered). Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub revoke_timeout: Duration,
+    /// How long [`shutdown`](crate::EventBus::shutdown) lets buffered and
+    /// running records finish before it commits and closes. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            ordering: Ordering::Key,
+            max_concurrency: 64,
+            max_processors: 10_000,
+            max_buffered_per_partition: 1_000,
+            max_buffered: 10_000,
+            max_batch: 32,
+            revoke_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Retry settings for failed handler attempts. Retries happen inside the
+/// record's key lane, so later records of that key wait; other keys flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per record, the first included, for retryable errors. After
+    /// the last, the record is dead-lettered. Default 5.
+    pub max_attempts: u32,
+    /// Delay before the second attempt. Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest delay between attempts. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Growth factor of the delay, at least 1. Default 2.0.
+    pub multiplier: f32,
+    /// Randomize delays (up to +100%) so that failing keys do not retry in
+    /// lock-step. Default true.
+    pub jitter: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+/// Dead-letter settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Send permanently failing records to a dead-letter topic. When false,
+    /// such a record is retried (at `retry.max_backoff`) until it succeeds or
+    /// its partition is revoked: never skipped, but its lane and its
+    /// partition's commit position wait. Default true.
+    pub enabled: bool,
+    /// Suffix appended to the topic name to form its dead-letter topic.
+    /// Default `".dlq"`.
+    pub suffix: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            enabled: true,
+            suffix: ".dlq".into(),
+        }
+    }
+}
+
+/// In-memory backend settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Partitions of a topic created on first use. Default 4.
+    pub partitions: u32,
+    /// Records a partition keeps for the slowest group. When a group is this
+    /// far behind, `publish` waits for it (never drops). Default 100000.
+    pub max_retained_per_partition: usize,
+    /// How long `publish` waits for room before it fails. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            partitions: 4,
+            max_retained_per_partition: 100_000,
+            publish_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BusConfig {
+    /// Checks value ranges that serde cannot.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field and what is allowed.
+    pub fn validate(&self) -> Result<()> {
+        if self.group.is_empty() || crate::validate::topic(&self.group).is_err() {
+            return Err(Error::config(
+                "group",
+                format!(
+                    "{:?} is not a valid group name: use 1 to 249 characters of A-Z a-z 0-9 . _ -",
+                    self.group
+                ),
+            ));
+        }
+        let d = &self.dispatch;
+        at_least("dispatch.max_concurrency", d.max_concurrency, 1)?;
+        at_least("dispatch.max_processors", d.max_processors, 1)?;
+        at_least(
+            "dispatch.max_buffered_per_partition",
+            d.max_buffered_per_partition,
+            1,
+        )?;
+        at_least("dispatch.max_buffered", d.max_buffered, 1)?;
+        at_least("dispatch.max_batch", d.max_batch, 1)?;
+        let r = &self.retry;
+        at_least("retry.max_attempts", r.max_attempts as usize, 1)?;
+        if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+            return Err(Error::config(
+                "retry.multiplier",
+                format!("{} is not allowed: use a number >= 1.0", r.multiplier),
+            ));
+        }
+        if r.initial_backoff > r.max_backoff {
+            return Err(Error::config(
+                "retry.initial_backoff",
+                format!(
+                    "{:?} is longer than retry.max_backoff ({:?})",
+                    r.initial_backoff, r.max_backoff
+                ),
+            ));
+        }
+        if self.dead_letter.enabled
+            && (self.dead_letter.suffix.is_empty()
+                || crate::validate::topic(&format!("t{}", self.dead_letter.suffix)).is_err())
+        {
+            return Err(Error::config(
+                "dead_letter.suffix",
+                format!(
+                    "{:?} does not form valid topic names: use characters of A-Z a-z 0-9 . _ -",
+                    self.dead_letter.suffix
+                ),
+            ));
+        }
+        let m = &self.memory;
+        if !(1..=10_000).contains(&m.partitions) {
+            return Err(Error::config(
+                "memory.partitions",
+                format!("{} is not allowed: use 1 to 10000", m.partitions),
+            ));
+        }
+        at_least(
+            "memory.max_retained_per_partition",
+            m.max_retained_per_partition,
+            1,
+        )?;
+        Ok(())
+    }
+}
+
+fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(Error::config(
+            field,
+            format!("{value} is not allowed: use at least {min}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        BusConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn range_errors_name_the_field() {
+        let mut c = BusConfig::default();
+        c.dispatch.max_concurrency = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("dispatch.max_concurrency"), "{e}");
+        let mut c = BusConfig::default();
+        c.retry.initial_backoff = Duration::from_secs(60);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retry.initial_backoff"));
+        let mut c = BusConfig::default();
+        c.group = "my group".into();
+        assert!(c.validate().unwrap_err().to_string().contains("`group`"));
+    }
+}

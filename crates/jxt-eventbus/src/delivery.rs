@@ -1,0 +1,72 @@
+//! What a handler receives.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::message::{Headers, Message};
+
+/// One record handed to a handler: the message plus where it came from and
+/// how often it has been tried.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) attempt: u32,
+    pub(crate) in_recovery: bool,
+    pub(crate) message: Message,
+}
+
+impl Delivery {
+    /// Topic the record was read from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Partition (0 on backends without partitions).
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Offset in its partition (Kafka offset, memory offset, JetStream stream
+    /// sequence).
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// 1 on the first try, then 2, 3, ... on retries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether the bus is catching up on a backlog (recovery mode).
+    pub fn in_recovery(&self) -> bool {
+        self.in_recovery
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The key (aggregate id), if any.
+    pub fn key(&self) -> Option<&str> {
+        self.message.key.as_deref()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.message.payload
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.message.headers
+    }
+
+    /// Takes the message out.
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+}

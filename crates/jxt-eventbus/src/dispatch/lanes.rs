@@ -1,0 +1,217 @@
+//! Per-key FIFO lanes ("aggregate processors"), as a plain data structure.
+//!
+//! A lane holds the queued records of one key. At most one batch per lane is
+//! running at a time, so records of one key are handled one after another in
+//! arrival order; different lanes run concurrently up to `max_concurrency`.
+//! A lane exists while it has queued or running records: an empty lane owns
+//! no task, channel or buffer, so it is freed as soon as it empties.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Identifies a lane within one subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LaneId {
+    /// Hash of the record key (`key` ordering). Two keys whose hashes collide
+    /// share a lane: that only serializes them, it never reorders.
+    Key(u64),
+    /// A partition (`partition` ordering, and keyless records in `key` mode).
+    Partition(i32),
+    /// One lane per record (`unordered`).
+    Record(u64),
+}
+
+#[derive(Debug)]
+struct Lane<J> {
+    queue: VecDeque<J>,
+    running: bool,
+}
+
+/// The lanes of one subscription.
+#[derive(Debug)]
+pub(crate) struct KeyedLanes<J> {
+    lanes: HashMap<LaneId, Lane<J>>,
+    /// Lanes with queued records and nothing running, in the order they
+    /// became ready. May hold ids of lanes emptied by [`KeyedLanes::retain`];
+    /// those are skipped.
+    ready: VecDeque<LaneId>,
+    running: usize,
+    max_concurrency: usize,
+    max_batch: usize,
+}
+
+impl<J> KeyedLanes<J> {
+    pub(crate) fn new(max_concurrency: usize, max_batch: usize) -> Self {
+        KeyedLanes {
+            lanes: HashMap::new(),
+            ready: VecDeque::new(),
+            running: 0,
+            max_concurrency: max_concurrency.max(1),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// Queues a record at the end of its lane.
+    pub(crate) fn push(&mut self, id: LaneId, job: J) {
+        let lane = self.lanes.entry(id).or_insert_with(|| Lane {
+            queue: VecDeque::new(),
+            running: false,
+        });
+        lane.queue.push_back(job);
+        if !lane.running && lane.queue.len() == 1 {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// The next batch to run, if a concurrency slot is free: the oldest ready
+    /// lane's queued records (up to the batch size), in order.
+    pub(crate) fn next_batch(&mut self) -> Option<(LaneId, Vec<J>)> {
+        if self.running >= self.max_concurrency {
+            return None;
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(lane) = self.lanes.get_mut(&id) else {
+                continue;
+            };
+            if lane.running || lane.queue.is_empty() {
+                continue;
+            }
+            let n = lane.queue.len().min(self.max_batch);
+            let batch: Vec<J> = lane.queue.drain(..n).collect();
+            lane.running = true;
+            self.running += 1;
+            return Some((id, batch));
+        }
+        None
+    }
+
+    /// Marks the running batch of a lane finished; the lane becomes ready
+    /// again if more records queued meanwhile, else it is freed.
+    pub(crate) fn finish(&mut self, id: LaneId) {
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return;
+        };
+        if !lane.running {
+            return;
+        }
+        lane.running = false;
+        self.running -= 1;
+        if lane.queue.is_empty() {
+            self.lanes.remove(&id);
+        } else {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Drops queued (not running) records for which `keep` is false; returns
+    /// them. Used when partitions are revoked.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&J) -> bool) -> Vec<J> {
+        let mut dropped = Vec::new();
+        self.lanes.retain(|_, lane| {
+            let mut kept = VecDeque::with_capacity(lane.queue.len());
+            for job in lane.queue.drain(..) {
+                if keep(&job) {
+                    kept.push_back(job);
+                } else {
+                    dropped.push(job);
+                }
+            }
+            lane.queue = kept;
+            lane.running || !lane.queue.is_empty()
+        });
+        dropped
+    }
+
+    /// Lanes alive (queued or running records).
+    pub(crate) fn live(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Lanes with a batch running.
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
+        self.running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_batch_per_lane_and_concurrency_cap() {
+        let mut l = KeyedLanes::new(2, 10);
+        l.push(LaneId::Key(1), 1);
+        l.push(LaneId::Key(1), 2);
+        l.push(LaneId::Key(2), 3);
+        l.push(LaneId::Key(3), 4);
+        assert_eq!(l.next_batch(), Some((LaneId::Key(1), vec![1, 2])));
+        l.push(LaneId::Key(1), 5);
+        assert_eq!(l.next_batch(), Some((LaneId::Key(2), vec![3])));
+        assert_eq!(l.next_batch(), None, "concurrency 2 reached");
+        l.finish(LaneId::Key(2));
+        assert_eq!(l.next_batch(), Some((LaneId::Key(3), vec![4])));
+        assert_eq!(l.next_batch(), None, "key 1 still running");
+        l.finish(LaneId::Key(1));
+        assert_eq!(l.next_batch(), Some((LaneId::Key(1), vec![5])));
+        l.finish(LaneId::Key(1));
+        l.finish(LaneId::Key(3));
+        assert_eq!(l.live(), 0);
+        assert_eq!(l.running(), 0);
+    }
+
+    #[test]
+    fn retain_drops_only_queued() {
+        let mut l = KeyedLanes::new(4, 1);
+        l.push(LaneId::Key(1), 1);
+        l.push(LaneId::Key(1), 2);
+        l.push(LaneId::Key(2), 3);
+        let _ = l.next_batch();
+        let dropped = l.retain(|j| *j == 3);
+        assert_eq!(dropped, vec![2]);
+        assert_eq!(l.live(), 2, "lane 1 still running");
+        assert_eq!(l.next_batch(), Some((LaneId::Key(2), vec![3])));
+    }
+
+    proptest! {
+        /// Under any interleaving of arrivals and completions, records of one
+        /// key are started in arrival order and never two at once.
+        #[test]
+        fn per_key_order_under_random_completion(
+            keys in proptest::collection::vec(0u64..8, 1..300),
+            picks in proptest::collection::vec(any::<u16>(), 1..600),
+            conc in 1usize..6,
+            batch in 1usize..4,
+        ) {
+            let mut l = KeyedLanes::new(conc, batch);
+            let mut arrivals = keys.iter().copied().enumerate();
+            let mut running: Vec<(LaneId, Vec<(usize, u64)>)> = Vec::new();
+            let mut started: HashMap<u64, Vec<usize>> = HashMap::new();
+            let mut picks = picks.into_iter().cycle();
+            let mut done = 0;
+            while done < keys.len() {
+                let p = picks.next().unwrap() as usize;
+                if p % 3 != 0 || running.is_empty() {
+                    if let Some((seq, k)) = arrivals.next() {
+                        l.push(LaneId::Key(k), (seq, k));
+                    }
+                }
+                while let Some((id, b)) = l.next_batch() {
+                    prop_assert!(running.iter().all(|(r, _)| *r != id), "lane ran twice at once");
+                    for &(seq, k) in &b { started.entry(k).or_default().push(seq); }
+                    running.push((id, b));
+                }
+                prop_assert!(running.len() <= conc);
+                if !running.is_empty() && (p % 2 == 0 || arrivals.len() == 0) {
+                    let (id, b) = running.remove(p % running.len());
+                    done += b.len();
+                    l.finish(id);
+                }
+            }
+            for seqs in started.values() {
+                prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", seqs);
+            }
+            prop_assert_eq!(l.live(), 0);
+        }
+    }
+}

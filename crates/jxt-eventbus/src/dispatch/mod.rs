@@ -1,0 +1,604 @@
+//! The keyed dispatcher: one task per bus that owns every piece of consumer
+//! state — subscriptions, key lanes, per-partition offset trackers and
+//! back-pressure — so none of it needs a lock.
+//!
+//! It takes [`ConsumerEvent`]s from the backend, queues records in their key
+//! lane, starts lane batches on worker tasks up to each subscription's
+//! concurrency, and on each completion advances the partition's commit
+//! position (lowest unfinished offset) and hands it to the backend. When a
+//! partition or the bus holds too many records it pauses intake instead of
+//! buffering more.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::backend::{Consumer, ConsumerEvent, Record, RecordAck, TopicPartition};
+use crate::config::{DispatchConfig, Ordering};
+use crate::handler::Handler;
+use crate::message::Message;
+use crate::offsets::PartitionOffsets;
+
+pub(crate) mod lanes;
+pub(crate) mod lease;
+pub mod worker;
+
+use lanes::{KeyedLanes, LaneId};
+use lease::Lease;
+pub(crate) use worker::WorkerContext;
+
+/// Capacity of the backend → dispatcher channel, in events (each event may
+/// carry a batch of records).
+pub(crate) const EVENT_CHANNEL: usize = 8;
+
+/// A record waiting in, or running from, a lane.
+#[derive(Debug)]
+pub(crate) struct Job {
+    partition: TopicPartition,
+    generation: u64,
+    offset: i64,
+    message: Message,
+    ack: Option<Box<dyn RecordAck>>,
+    lease: Arc<Lease>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Handled, or durably dead-lettered: may be acknowledged.
+    Done,
+    /// Released before it finished: must not be acknowledged.
+    Abandoned,
+}
+
+#[derive(Debug)]
+pub(crate) struct Completion {
+    lane: LaneId,
+    job: Job,
+    outcome: Outcome,
+    /// Last record of its batch: the lane is free again.
+    last: bool,
+}
+
+/// Per-subscription settings resolved from the bus defaults.
+#[derive(Clone, Debug)]
+pub(crate) struct SubscriptionSettings {
+    pub(crate) ordering: Ordering,
+    pub(crate) max_concurrency: usize,
+}
+
+/// Counters of the dispatcher, for health and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Subscribed topics.
+    pub subscriptions: usize,
+    /// Partitions owned.
+    pub assigned_partitions: usize,
+    /// Partitions paused by back-pressure.
+    pub paused_partitions: usize,
+    /// Records queued in lanes or running.
+    pub buffered: usize,
+    /// Records running in handlers.
+    pub running: usize,
+    /// Live key lanes over all subscriptions.
+    pub live_lanes: usize,
+}
+
+pub(crate) enum Command {
+    Subscribe {
+        topic: Arc<str>,
+        handler: Arc<dyn Handler>,
+        settings: SubscriptionSettings,
+        reply: oneshot::Sender<()>,
+    },
+    Unsubscribe {
+        topic: Arc<str>,
+        reply: oneshot::Sender<()>,
+    },
+    Drain {
+        deadline: Instant,
+        reply: oneshot::Sender<DrainReport>,
+    },
+    Stats {
+        reply: oneshot::Sender<DispatchStats>,
+    },
+}
+
+/// How a drain ended.
+#[derive(Debug)]
+pub(crate) struct DrainReport {
+    /// Records given up at the deadline (left unacknowledged).
+    pub(crate) abandoned: usize,
+}
+
+struct Subscription {
+    handler: Arc<dyn Handler>,
+    settings: SubscriptionSettings,
+    lanes: KeyedLanes<Job>,
+    /// Intake paused because live lanes reached `max_processors`.
+    lanes_full: bool,
+}
+
+struct PartitionState {
+    generation: u64,
+    offsets: PartitionOffsets,
+    /// Queued plus running records.
+    buffered: usize,
+    running: usize,
+    paused: bool,
+    revoking: bool,
+    lease: Arc<Lease>,
+}
+
+struct PendingRevoke {
+    partitions: Vec<TopicPartition>,
+    lost: bool,
+    deadline: Instant,
+    done: oneshot::Sender<()>,
+}
+
+struct Draining {
+    deadline: Instant,
+    reply: oneshot::Sender<DrainReport>,
+}
+
+/// Handle to the dispatcher task.
+#[derive(Clone, Debug)]
+pub(crate) struct DispatcherHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl DispatcherHandle {
+    /// Sends a command; false if the dispatcher is gone.
+    pub(crate) async fn send(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+}
+
+pub(crate) struct Dispatcher {
+    consumer: Arc<dyn Consumer>,
+    config: DispatchConfig,
+    ctx: Arc<WorkerContext>,
+    subs: HashMap<Arc<str>, Subscription>,
+    partitions: HashMap<TopicPartition, PartitionState>,
+    buffered: usize,
+    bus_full: bool,
+    revokes: Vec<PendingRevoke>,
+    draining: Option<Draining>,
+    next_generation: u64,
+    next_record_lane: u64,
+    completions: mpsc::UnboundedSender<Completion>,
+    warned_unrouted: HashSet<Arc<str>>,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher task for `consumer`, reading its `events`.
+    pub(crate) fn spawn(
+        consumer: Arc<dyn Consumer>,
+        events: mpsc::Receiver<ConsumerEvent>,
+        config: DispatchConfig,
+        ctx: Arc<WorkerContext>,
+    ) -> DispatcherHandle {
+        let (commands_tx, commands) = mpsc::channel(16);
+        // Unbounded on purpose: its length is bounded by the records in
+        // flight (capped by `max_buffered`), and a completion must never be
+        // dropped or block a worker.
+        let (completions_tx, completions) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher {
+            consumer,
+            config,
+            ctx,
+            subs: HashMap::new(),
+            partitions: HashMap::new(),
+            buffered: 0,
+            bus_full: false,
+            revokes: Vec::new(),
+            draining: None,
+            next_generation: 0,
+            next_record_lane: 0,
+            completions: completions_tx,
+            warned_unrouted: HashSet::new(),
+        };
+        tokio::spawn(dispatcher.run(events, commands, completions));
+        DispatcherHandle {
+            commands: commands_tx,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<ConsumerEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        mut completions: mpsc::UnboundedReceiver<Completion>,
+    ) {
+        let mut event_buf = Vec::with_capacity(EVENT_CHANNEL);
+        let mut completion_buf = Vec::with_capacity(256);
+        let mut events_open = true;
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = completions.recv_many(&mut completion_buf, 256) => {
+                    for c in completion_buf.drain(..) {
+                        self.on_completion(c);
+                    }
+                }
+                command = commands.recv() => match command {
+                    // Every bus handle is gone: stop without committing more,
+                    // like a crash; uncommitted records are redelivered.
+                    None => return,
+                    Some(c) => self.on_command(c),
+                },
+                n = events.recv_many(&mut event_buf, EVENT_CHANNEL), if events_open => {
+                    if n == 0 {
+                        events_open = false;
+                    }
+                    for e in event_buf.drain(..) {
+                        self.on_event(e);
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {}
+            }
+            self.check_revokes();
+            if self.check_drain() {
+                return;
+            }
+            self.schedule();
+            self.apply_backpressure();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let revokes = self.revokes.iter().map(|r| r.deadline);
+        let drain = self.draining.as_ref().map(|d| d.deadline);
+        revokes.chain(drain).min()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Subscribe {
+                topic,
+                handler,
+                settings,
+                reply,
+            } => {
+                let lanes = KeyedLanes::new(settings.max_concurrency, self.config.max_batch);
+                self.warned_unrouted.remove(&topic);
+                self.subs.insert(
+                    topic,
+                    Subscription {
+                        handler,
+                        settings,
+                        lanes,
+                        lanes_full: false,
+                    },
+                );
+                let _ = reply.send(());
+            }
+            Command::Unsubscribe { topic, reply } => {
+                self.subs.remove(&topic);
+                let _ = reply.send(());
+            }
+            Command::Drain { deadline, reply } => {
+                let all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+                self.consumer.pause(&all);
+                for ps in self.partitions.values_mut() {
+                    ps.paused = true;
+                }
+                self.draining = Some(Draining { deadline, reply });
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    fn stats(&self) -> DispatchStats {
+        DispatchStats {
+            subscriptions: self.subs.len(),
+            assigned_partitions: self.partitions.len(),
+            paused_partitions: self.partitions.values().filter(|p| p.paused).count(),
+            buffered: self.buffered,
+            running: self.partitions.values().map(|p| p.running).sum(),
+            live_lanes: self.subs.values().map(|s| s.lanes.live()).sum(),
+        }
+    }
+
+    fn on_event(&mut self, event: ConsumerEvent) {
+        match event {
+            ConsumerEvent::Assigned(tps) => {
+                for tp in tps {
+                    self.next_generation += 1;
+                    tracing::debug!(partition = %tp, generation = self.next_generation, "assigned");
+                    self.partitions.insert(
+                        tp,
+                        PartitionState {
+                            generation: self.next_generation,
+                            offsets: PartitionOffsets::default(),
+                            buffered: 0,
+                            running: 0,
+                            paused: false,
+                            revoking: false,
+                            lease: Arc::new(Lease::default()),
+                        },
+                    );
+                }
+            }
+            ConsumerEvent::Records(records) => {
+                for r in records {
+                    self.on_record(r);
+                }
+            }
+            ConsumerEvent::Revoked {
+                partitions,
+                lost,
+                done,
+            } => self.on_revoke(partitions, lost, done),
+        }
+    }
+
+    fn on_record(&mut self, record: Record) {
+        let draining = self.draining.is_some();
+        let Some(ps) = self.partitions.get_mut(&record.partition) else {
+            // Not ours (already revoked): the next owner reads it.
+            return;
+        };
+        if ps.revoking || draining {
+            // Not handed out, so not tracked: the commit position cannot pass
+            // it and it is redelivered.
+            return;
+        }
+        ps.offsets.deliver(record.offset);
+        let Some(sub) = self.subs.get_mut(&record.partition.topic) else {
+            // A record of a topic with no handler stays unfinished, holding
+            // the partition's commit position: never skipped silently.
+            if self.warned_unrouted.insert(record.partition.topic.clone()) {
+                tracing::warn!(topic = %record.partition.topic, "record for a topic without a subscription; holding its partition");
+            }
+            return;
+        };
+        let lane = match sub.settings.ordering {
+            Ordering::Key => match &record.message.key {
+                Some(k) => {
+                    let mut h = DefaultHasher::new();
+                    k.hash(&mut h);
+                    LaneId::Key(h.finish())
+                }
+                None => LaneId::Partition(record.partition.partition),
+            },
+            Ordering::Partition => LaneId::Partition(record.partition.partition),
+            Ordering::Unordered => {
+                self.next_record_lane += 1;
+                LaneId::Record(self.next_record_lane)
+            }
+        };
+        ps.buffered += 1;
+        self.buffered += 1;
+        sub.lanes.push(
+            lane,
+            Job {
+                partition: record.partition,
+                generation: ps.generation,
+                offset: record.offset,
+                message: record.message,
+                ack: record.ack,
+                lease: ps.lease.clone(),
+            },
+        );
+    }
+
+    fn on_revoke(&mut self, tps: Vec<TopicPartition>, lost: bool, done: oneshot::Sender<()>) {
+        let revoking: HashSet<&TopicPartition> = tps.iter().collect();
+        for tp in &tps {
+            if let Some(ps) = self.partitions.get_mut(tp) {
+                ps.revoking = true;
+            }
+        }
+        // Queued records of revoked partitions are dropped: the next owner
+        // reads them from the committed position.
+        let mut dropped = Vec::new();
+        for sub in self.subs.values_mut() {
+            dropped.extend(sub.lanes.retain(|j| !revoking.contains(&j.partition)));
+        }
+        for job in dropped {
+            if let Some(ps) = self.partitions.get_mut(&job.partition) {
+                ps.buffered -= 1;
+                self.buffered -= 1;
+            }
+        }
+        if lost {
+            for tp in &tps {
+                if let Some(ps) = self.partitions.get(tp) {
+                    ps.lease.cancel();
+                }
+            }
+        }
+        self.revokes.push(PendingRevoke {
+            partitions: tps,
+            lost,
+            deadline: Instant::now() + self.config.revoke_timeout,
+            done,
+        });
+    }
+
+    /// Releases revoked partitions whose running records finished (or whose
+    /// wait timed out) and answers the backend.
+    fn check_revokes(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.revokes.len() {
+            let r = &self.revokes[i];
+            let idle = r
+                .partitions
+                .iter()
+                .all(|tp| self.partitions.get(tp).is_none_or(|ps| ps.running == 0));
+            if !idle && now < r.deadline {
+                i += 1;
+                continue;
+            }
+            let r = self.revokes.swap_remove(i);
+            for tp in &r.partitions {
+                let Some(ps) = self.partitions.remove(tp) else {
+                    continue;
+                };
+                // Records still running past the deadline are abandoned: their
+                // later completions carry a stale generation and are ignored.
+                ps.lease.cancel();
+                self.buffered -= ps.buffered;
+                if !r.lost {
+                    if let Some(position) = ps.offsets.position() {
+                        self.consumer.store(tp, position);
+                    }
+                }
+                if ps.running > 0 {
+                    tracing::warn!(partition = %tp, running = ps.running, "revoke timed out; running records released unacknowledged");
+                }
+            }
+            let _ = r.done.send(());
+        }
+    }
+
+    /// True when the drain finished and the task should end.
+    fn check_drain(&mut self) -> bool {
+        let Some(d) = &self.draining else {
+            return false;
+        };
+        if self.buffered > 0 && Instant::now() < d.deadline {
+            return false;
+        }
+        let abandoned = self.buffered;
+        for ps in self.partitions.values() {
+            ps.lease.cancel();
+        }
+        for sub in self.subs.values_mut() {
+            sub.lanes.retain(|_| false);
+        }
+        if let Some(d) = self.draining.take() {
+            let _ = d.reply.send(DrainReport { abandoned });
+        }
+        // Revokes waiting on us are answered: nothing more will finish.
+        for r in self.revokes.drain(..) {
+            let _ = r.done.send(());
+        }
+        true
+    }
+
+    fn on_completion(&mut self, c: Completion) {
+        let Completion {
+            lane,
+            job,
+            outcome,
+            last,
+        } = c;
+        if last {
+            if let Some(sub) = self.subs.get_mut(&job.partition.topic) {
+                sub.lanes.finish(lane);
+            }
+        }
+        let Some(ps) = self.partitions.get_mut(&job.partition) else {
+            return;
+        };
+        if ps.generation != job.generation {
+            return;
+        }
+        ps.buffered -= 1;
+        ps.running -= 1;
+        self.buffered -= 1;
+        if let Outcome::Done = outcome {
+            if let Some(ack) = job.ack {
+                ack.ack();
+            }
+            if let Some(position) = ps.offsets.complete(job.offset) {
+                self.consumer.store(&job.partition, position);
+            }
+        }
+    }
+
+    /// Starts lane batches while concurrency allows.
+    fn schedule(&mut self) {
+        if self
+            .draining
+            .as_ref()
+            .is_some_and(|d| Instant::now() >= d.deadline)
+        {
+            return;
+        }
+        for sub in self.subs.values_mut() {
+            while let Some((lane, batch)) = sub.lanes.next_batch() {
+                for job in &batch {
+                    if let Some(ps) = self.partitions.get_mut(&job.partition) {
+                        if ps.generation == job.generation {
+                            ps.running += 1;
+                        }
+                    }
+                }
+                tokio::spawn(worker::run_batch(
+                    self.ctx.clone(),
+                    sub.handler.clone(),
+                    lane,
+                    batch,
+                    self.completions.clone(),
+                ));
+            }
+        }
+    }
+
+    /// Pauses partitions over their cap (or all, when the bus or a
+    /// subscription's lanes are over theirs) and resumes them at half.
+    fn apply_backpressure(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        let cfg = &self.config;
+        if self.buffered >= cfg.max_buffered {
+            self.bus_full = true;
+        } else if self.buffered <= cfg.max_buffered / 2 {
+            self.bus_full = false;
+        }
+        for sub in self.subs.values_mut() {
+            let live = sub.lanes.live();
+            if live >= cfg.max_processors {
+                sub.lanes_full = true;
+            } else if live <= cfg.max_processors * 9 / 10 {
+                sub.lanes_full = false;
+            }
+        }
+        let per_partition = cfg.max_buffered_per_partition;
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        for (tp, ps) in self.partitions.iter_mut() {
+            if ps.revoking {
+                continue;
+            }
+            let lanes_full = self.subs.get(&tp.topic).is_some_and(|s| s.lanes_full);
+            let over =
+                ps.buffered >= per_partition || (ps.paused && ps.buffered > per_partition / 2);
+            let want = over || self.bus_full || lanes_full;
+            if want != ps.paused {
+                ps.paused = want;
+                if want {
+                    pause.push(tp.clone());
+                } else {
+                    resume.push(tp.clone());
+                }
+            }
+        }
+        if !pause.is_empty() {
+            tracing::debug!(partitions = pause.len(), "pausing intake");
+            self.consumer.pause(&pause);
+        }
+        if !resume.is_empty() {
+            self.consumer.resume(&resume);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

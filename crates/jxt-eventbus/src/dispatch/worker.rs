@@ -1,0 +1,207 @@
+//! Runs a batch of one lane: each record through the handler, retried inside
+//! the lane, dead-lettered when it cannot succeed.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use super::{Completion, Job, Outcome};
+use crate::backend::Producer;
+use crate::config::{DeadLetterConfig, RetryConfig};
+use crate::delivery::Delivery;
+use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+use crate::message::Message;
+
+/// Dead-letter provenance headers.
+pub mod dlq_headers {
+    /// Topic the record was read from.
+    pub const ORIGINAL_TOPIC: &str = "x-dlq-original-topic";
+    /// Its partition.
+    pub const ORIGINAL_PARTITION: &str = "x-dlq-original-partition";
+    /// Its offset.
+    pub const ORIGINAL_OFFSET: &str = "x-dlq-original-offset";
+    /// The consumer group that failed it.
+    pub const CONSUMER_GROUP: &str = "x-dlq-consumer-group";
+    /// The last error message.
+    pub const ERROR: &str = "x-dlq-error";
+    /// The last error kind (`permanent`, `retryable`, `decode`, `panic`, `timeout`).
+    pub const ERROR_KIND: &str = "x-dlq-error-kind";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "x-dlq-attempts";
+    /// First failure time (RFC 3339).
+    pub const FIRST_FAILURE: &str = "x-dlq-first-failure";
+    /// Last failure time (RFC 3339).
+    pub const LAST_FAILURE: &str = "x-dlq-last-failure";
+}
+
+/// What every worker of one bus shares.
+#[derive(Debug)]
+pub(crate) struct WorkerContext {
+    pub(crate) producer: Arc<dyn Producer>,
+    pub(crate) retry: RetryConfig,
+    pub(crate) dead_letter: DeadLetterConfig,
+    pub(crate) group: String,
+    pub(crate) recovering: Arc<AtomicBool>,
+}
+
+impl WorkerContext {
+    fn backoff(&self) -> impl Iterator<Item = std::time::Duration> {
+        let b = ExponentialBuilder::default()
+            .with_min_delay(self.retry.initial_backoff)
+            .with_max_delay(self.retry.max_backoff)
+            .with_factor(self.retry.multiplier)
+            .without_max_times();
+        if self.retry.jitter {
+            b.with_jitter().build()
+        } else {
+            b.build()
+        }
+    }
+}
+
+/// Handles `jobs` of one lane in order and reports each completion; the last
+/// one frees the lane.
+pub(crate) async fn run_batch(
+    ctx: Arc<WorkerContext>,
+    handler: Arc<dyn Handler>,
+    lane: super::lanes::LaneId,
+    jobs: Vec<Job>,
+    completions: mpsc::UnboundedSender<Completion>,
+) {
+    let n = jobs.len();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let outcome = process(&ctx, handler.as_ref(), &job).await;
+        let completion = Completion {
+            lane,
+            job,
+            outcome,
+            last: i + 1 == n,
+        };
+        if completions.send(completion).is_err() {
+            // The dispatcher is gone (bus dropped): nothing left to report to.
+            return;
+        }
+    }
+}
+
+async fn process(ctx: &WorkerContext, handler: &dyn Handler, job: &Job) -> Outcome {
+    let mut backoff = ctx.backoff();
+    let mut first_failure = None;
+    let mut attempt = 1u32;
+    loop {
+        if job.lease.is_cancelled() {
+            return Outcome::Abandoned;
+        }
+        let delivery = Delivery {
+            topic: job.partition.topic.clone(),
+            partition: job.partition.partition,
+            offset: job.offset,
+            attempt,
+            in_recovery: ctx.recovering.load(Ordering::Relaxed),
+            message: job.message.clone(),
+        };
+        let err = match call(handler, delivery).await {
+            Ok(()) => return Outcome::Done,
+            Err(e) => e,
+        };
+        let now = SystemTime::now();
+        let first = *first_failure.get_or_insert(now);
+        let exhausted = !err.is_retryable() || attempt >= ctx.retry.max_attempts;
+        tracing::debug!(
+            topic = %job.partition.topic, partition = job.partition.partition,
+            offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.message(),
+            "handler failed"
+        );
+        if exhausted && ctx.dead_letter.enabled {
+            return dead_letter(ctx, job, &err, attempt, first, now).await;
+        }
+        let delay = if exhausted {
+            ctx.retry.max_backoff
+        } else {
+            backoff.next().unwrap_or(ctx.retry.max_backoff)
+        };
+        if !job.lease.sleep(delay).await {
+            return Outcome::Abandoned;
+        }
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Calls the handler; a panic, whether while creating or while polling the
+/// future, becomes an [`ErrorKind::Panic`] failure.
+async fn call(handler: &dyn Handler, delivery: Delivery) -> HandlerResult {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
+        Ok(fut) => fut,
+        Err(panic) => return Err(panic_error(panic)),
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_error(panic)),
+    }
+}
+
+fn panic_error(panic: Box<dyn Any + Send>) -> HandlerError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    HandlerError::new(ErrorKind::Panic, format!("handler panicked: {what}"))
+}
+
+/// Writes the record to its dead-letter topic, retrying the write (holding the
+/// lane) until the broker acknowledges it or the partition is released.
+async fn dead_letter(
+    ctx: &WorkerContext,
+    job: &Job,
+    err: &HandlerError,
+    attempts: u32,
+    first: SystemTime,
+    last: SystemTime,
+) -> Outcome {
+    let topic = format!("{}{}", job.partition.topic, ctx.dead_letter.suffix);
+    let message = dead_letter_message(ctx, job, err, attempts, first, last);
+    let mut backoff = ctx.backoff();
+    loop {
+        match ctx.producer.send(&topic, message.clone()).await {
+            Ok(_) => return Outcome::Done,
+            Err(e) => {
+                tracing::warn!(dlq = %topic, error = %e, "dead-letter write failed; record stays unacknowledged and the write is retried");
+            }
+        }
+        let delay = backoff.next().unwrap_or(ctx.retry.max_backoff);
+        if !job.lease.sleep(delay).await {
+            return Outcome::Abandoned;
+        }
+    }
+}
+
+fn dead_letter_message(
+    ctx: &WorkerContext,
+    job: &Job,
+    err: &HandlerError,
+    attempts: u32,
+    first: SystemTime,
+    last: SystemTime,
+) -> Message {
+    use dlq_headers::*;
+    let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
+    let mut m = job.message.clone();
+    let h = &mut m.headers;
+    h.set(ORIGINAL_TOPIC, job.partition.topic.to_string());
+    h.set(ORIGINAL_PARTITION, job.partition.partition.to_string());
+    h.set(ORIGINAL_OFFSET, job.offset.to_string());
+    h.set(CONSUMER_GROUP, ctx.group.clone());
+    h.set(ERROR, err.message().to_string());
+    h.set(ERROR_KIND, err.kind().as_str());
+    h.set(ATTEMPTS, attempts.to_string());
+    h.set(FIRST_FAILURE, rfc3339(first));
+    h.set(LAST_FAILURE, rfc3339(last));
+    m
+}

@@ -1,0 +1,141 @@
+//! Commit positions that never pass an unfinished record.
+//!
+//! For each partition the tracker keeps the delivered-but-unfinished offsets
+//! in delivery order. The commit position is the lowest unfinished offset, or
+//! the highest delivered offset + 1 when nothing is outstanding. Gaps in the
+//! offsets (compaction, transaction markers, stream sequences of other
+//! subjects) are fine: only delivered offsets are tracked.
+
+use std::collections::VecDeque;
+
+/// Delivered and finished offsets of one partition.
+#[derive(Debug, Default)]
+pub struct PartitionOffsets {
+    /// Delivered offsets in ascending order with their finished flag. The front
+    /// is always unfinished (finished entries are popped from the front).
+    window: VecDeque<(i64, bool)>,
+    /// Highest delivered offset + 1.
+    next: Option<i64>,
+    /// Last position returned by [`PartitionOffsets::complete`].
+    reported: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Notes that `offset` was handed out. Offsets must arrive in ascending
+    /// order; a lower or repeated offset (a redelivery after a rewind) is
+    /// ignored for position purposes and reported as `false`.
+    pub fn deliver(&mut self, offset: i64) -> bool {
+        if self.next.is_some_and(|n| offset < n) {
+            return false;
+        }
+        self.window.push_back((offset, false));
+        self.next = Some(offset + 1);
+        true
+    }
+
+    /// Notes that `offset` finished. Returns the new commit position when it
+    /// advanced.
+    pub fn complete(&mut self, offset: i64) -> Option<i64> {
+        let idx = self
+            .window
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .ok()?;
+        self.window[idx].1 = true;
+        if idx != 0 {
+            return None;
+        }
+        while self.window.front().is_some_and(|(_, done)| *done) {
+            self.window.pop_front();
+        }
+        let position = self.position()?;
+        if self.reported.is_some_and(|r| r >= position) {
+            return None;
+        }
+        self.reported = Some(position);
+        Some(position)
+    }
+
+    /// Current commit position: lowest unfinished offset, else highest
+    /// delivered + 1; `None` before anything was delivered.
+    pub fn position(&self) -> Option<i64> {
+        match self.window.front() {
+            Some((o, _)) => Some(*o),
+            None => self.next,
+        }
+    }
+
+    /// Delivered records not yet finished.
+    pub fn outstanding(&self) -> usize {
+        self.window.iter().filter(|(_, done)| !done).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn waits_for_the_lowest_unfinished() {
+        let mut p = PartitionOffsets::default();
+        assert_eq!(p.position(), None);
+        for o in 10..15 {
+            assert!(p.deliver(o));
+        }
+        assert_eq!(p.complete(12), None);
+        assert_eq!(p.complete(11), None);
+        assert_eq!(p.position(), Some(10));
+        assert_eq!(p.complete(10), Some(13));
+        assert_eq!(p.complete(14), None);
+        assert_eq!(p.complete(13), Some(15));
+        assert_eq!(p.outstanding(), 0);
+    }
+
+    #[test]
+    fn handles_gaps_and_unknown_offsets() {
+        let mut p = PartitionOffsets::default();
+        p.deliver(3);
+        p.deliver(7);
+        assert_eq!(p.complete(5), None, "never delivered");
+        assert_eq!(p.complete(7), None);
+        assert_eq!(p.complete(3), Some(8));
+        assert!(!p.deliver(4), "rewind is not tracked");
+    }
+
+    proptest! {
+        /// Whatever the completion order, the reported position never passes an
+        /// unfinished record, only grows, and reaches the end once all finish.
+        #[test]
+        fn never_passes_an_unfinished_record(
+            gaps in proptest::collection::vec(1i64..4, 1..200),
+            seed in any::<u64>(),
+        ) {
+            let mut offsets = Vec::new();
+            let mut o = 0;
+            for g in gaps { o += g; offsets.push(o); }
+            let mut p = PartitionOffsets::default();
+            for &o in &offsets { p.deliver(o); }
+            let mut order = offsets.clone();
+            // Deterministic shuffle from the seed.
+            let mut s = seed | 1;
+            for i in (1..order.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                order.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let mut finished = std::collections::BTreeSet::new();
+            let mut last = i64::MIN;
+            for o in order {
+                finished.insert(o);
+                if let Some(pos) = p.complete(o) {
+                    prop_assert!(pos > last);
+                    last = pos;
+                    for &d in offsets.iter().filter(|&&d| d < pos) {
+                        prop_assert!(finished.contains(&d), "position {} passes unfinished {}", pos, d);
+                    }
+                }
+            }
+            prop_assert_eq!(p.position(), Some(offsets.last().unwrap() + 1));
+            prop_assert_eq!(last, offsets.last().unwrap() + 1);
+        }
+    }
+}
