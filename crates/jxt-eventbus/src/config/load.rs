@@ -159,6 +159,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn env_overrides_files_and_ignores_foreign_variables() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bus.yaml", "group: from-file\ndispatch:\n  max_batch: 4\n")?;

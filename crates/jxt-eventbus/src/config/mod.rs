@@ -322,8 +322,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("retry.initial_backoff"));
-        let mut c = BusConfig::default();
-        c.group = "my group".into();
+        let c = BusConfig {
+            group: "my group".into(),
+            ..BusConfig::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("`group`"));
     }
 }

@@ -191,7 +191,7 @@ mod tests {
             let mut done = 0;
             while done < keys.len() {
                 let p = picks.next().unwrap() as usize;
-                if p % 3 != 0 || running.is_empty() {
+                if !p.is_multiple_of(3) || running.is_empty() {
                     if let Some((seq, k)) = arrivals.next() {
                         l.push(LaneId::Key(k), (seq, k));
                     }
@@ -202,7 +202,7 @@ mod tests {
                     running.push((id, b));
                 }
                 prop_assert!(running.len() <= conc);
-                if !running.is_empty() && (p % 2 == 0 || arrivals.len() == 0) {
+                if !running.is_empty() && (p.is_multiple_of(2) || arrivals.len() == 0) {
                     let (id, b) = running.remove(p % running.len());
                     done += b.len();
                     l.finish(id);

@@ -1,0 +1,629 @@
+//! The backend conformance suite: the bus contract, written once, run against
+//! every backend. A backend's test binary implements [`Harness`] and expands
+//! [`conformance_tests!`].
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jxt_eventbus::{
+    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, HandlerResult, Message,
+    SubscribeOptions,
+};
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a backend provides to the suite.
+pub trait Harness: Send + Sync + 'static {
+    /// A new bus on the shared broker, in `group`, with `tweak` applied to a
+    /// test-friendly configuration.
+    fn bus<'a>(
+        &'a self,
+        group: &'a str,
+        tweak: &'a (dyn Fn(&mut BusConfig) + Sync),
+    ) -> BoxFut<'a, EventBus>;
+    /// Creates a topic with `partitions` partitions (and its dead-letter topic).
+    fn create_topic<'a>(&'a self, topic: &'a str, partitions: u32) -> BoxFut<'a, ()>;
+    /// A unique name.
+    fn unique(&self, prefix: &str) -> String;
+}
+
+/// Test-friendly defaults: fast retries, bounded waits.
+pub fn test_config(config: &mut BusConfig) {
+    config.retry.initial_backoff = Duration::from_millis(5);
+    config.retry.max_backoff = Duration::from_millis(50);
+    config.retry.jitter = false;
+    config.dispatch.revoke_timeout = Duration::from_secs(10);
+    config.dispatch.shutdown_timeout = Duration::from_secs(20);
+}
+
+pub fn no_tweak(_: &mut BusConfig) {}
+
+/// One handled record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub key: String,
+    pub seq: u64,
+    pub attempt: u32,
+    pub partition: i32,
+    pub offset: i64,
+    pub bus: &'static str,
+}
+
+/// Collects what handlers saw.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<Seen>>>);
+
+impl Log {
+    pub fn push(&self, d: &Delivery, bus: &'static str) {
+        let (key, seq) = parse(d);
+        self.0.lock().unwrap().push(Seen {
+            key,
+            seq,
+            attempt: d.attempt(),
+            partition: d.partition(),
+            offset: d.offset(),
+            bus,
+        });
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    pub fn all(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+    /// Distinct (key, seq) pairs seen.
+    pub fn distinct(&self) -> HashSet<(String, u64)> {
+        self.all().into_iter().map(|s| (s.key, s.seq)).collect()
+    }
+}
+
+/// Payload format used by the suite: `key:seq`.
+pub fn record(key: &str, seq: u64) -> Message {
+    Message::new(format!("{key}:{seq}")).with_key(key)
+}
+
+pub fn parse(d: &Delivery) -> (String, u64) {
+    let s = std::str::from_utf8(d.payload()).expect("utf8 payload");
+    let (k, n) = s.rsplit_once(':').expect("key:seq payload");
+    (k.to_string(), n.parse().expect("seq"))
+}
+
+/// Publishes `per_key` records for each of `keys` keys, interleaved.
+pub async fn publish_keyed(
+    bus: &EventBus,
+    topic: &str,
+    keys: usize,
+    per_key: u64,
+) -> HashSet<(String, u64)> {
+    let mut all = HashSet::new();
+    for seq in 0..per_key {
+        for k in 0..keys {
+            let key = format!("k{k}");
+            bus.publish(topic, record(&key, seq))
+                .await
+                .expect("publish");
+            all.insert((key, seq));
+        }
+    }
+    all
+}
+
+/// A handler that logs every delivery.
+pub fn logging(
+    log: &Log,
+    bus: &'static str,
+) -> impl Fn(Delivery) -> BoxFut<'static, HandlerResult> + Send + Sync + 'static {
+    let log = log.clone();
+    move |d: Delivery| {
+        log.push(&d, bus);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn assert_key_order(seen: &[Seen]) {
+    let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for s in seen {
+        by_key.entry(&s.key).or_default().push(s.seq);
+    }
+    for (k, seqs) in by_key {
+        // Retries repeat a seq; order means never going backwards.
+        assert!(
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "key {k} out of order: {seqs:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- the cases
+
+pub async fn publish_subscribe(h: &dyn Harness) {
+    let topic = h.unique("pubsub");
+    h.create_topic(&topic, 3).await;
+    let bus = h.bus(&h.unique("g"), &no_tweak).await;
+    let log = Log::default();
+    bus.subscribe(&topic, logging(&log, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    let mut msg = record("order-1", 0).with_header("x-test", "yes");
+    msg.id = "fixed-id-1".into();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let probe = h.unique("probe");
+    h.create_topic(&probe, 1).await;
+    bus.subscribe(
+        &probe,
+        move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send(d.message().clone()).unwrap();
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    bus.publish(&probe, msg.clone()).await.unwrap();
+    let got = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, "fixed-id-1");
+    assert_eq!(got.key.as_deref(), Some("order-1"));
+    assert_eq!(got.payload, msg.payload);
+    assert_eq!(got.headers.get_str("x-test"), Some("yes"));
+
+    let sent = publish_keyed(&bus, &topic, 10, 20).await;
+    wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
+    assert_eq!(log.distinct(), sent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        log.len(),
+        sent.len(),
+        "no record handled twice when nothing fails"
+    );
+    bus.shutdown().await.unwrap();
+}
+
+pub async fn fan_out_across_groups(h: &dyn Harness) {
+    let topic = h.unique("fanout");
+    h.create_topic(&topic, 2).await;
+    let a = h.bus(&h.unique("ga"), &no_tweak).await;
+    let b = h.bus(&h.unique("gb"), &no_tweak).await;
+    let (la, lb) = (Log::default(), Log::default());
+    a.subscribe(&topic, logging(&la, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    b.subscribe(&topic, logging(&lb, "b"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    let sent = publish_keyed(&a, &topic, 5, 20).await;
+    wait_for("both groups", WAIT, || {
+        la.distinct().len() == sent.len() && lb.distinct().len() == sent.len()
+    })
+    .await;
+    assert_eq!(la.distinct(), sent);
+    assert_eq!(lb.distinct(), sent);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+pub async fn competing_consumers(h: &dyn Harness) {
+    let topic = h.unique("compete");
+    h.create_topic(&topic, 4).await;
+    let group = h.unique("g");
+    let a = h.bus(&group, &no_tweak).await;
+    let b = h.bus(&group, &no_tweak).await;
+    let log = Log::default();
+    a.subscribe(&topic, logging(&log, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    b.subscribe(&topic, logging(&log, "b"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    // Let the group settle so both own partitions.
+    wait_for("both members assigned", WAIT, || {
+        futures::executor::block_on(async {
+            let sa = a
+                .dispatch_stats()
+                .await
+                .map_or(0, |s| s.assigned_partitions);
+            let sb = b
+                .dispatch_stats()
+                .await
+                .map_or(0, |s| s.assigned_partitions);
+            sa > 0 && sb > 0 && sa + sb == 4
+        })
+    })
+    .await;
+    let sent = publish_keyed(&a, &topic, 40, 10).await;
+    wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all = log.all();
+    assert_eq!(
+        all.len(),
+        sent.len(),
+        "each record handled once in the group"
+    );
+    let by_a = all.iter().filter(|s| s.bus == "a").count();
+    assert!(
+        by_a > 0 && by_a < all.len(),
+        "work shared: a handled {by_a} of {}",
+        all.len()
+    );
+    // A key is handled by one member only.
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for s in &all {
+        assert_eq!(
+            *owner.entry(&s.key).or_insert(s.bus),
+            s.bus,
+            "key {} on two members",
+            s.key
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+pub async fn per_key_order_under_concurrency(h: &dyn Harness) {
+    let topic = h.unique("order");
+    h.create_topic(&topic, 2).await;
+    let bus = h
+        .bus(&h.unique("g"), &|c| c.dispatch.max_concurrency = 16)
+        .await;
+    let log = Log::default();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let per_key_running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (l, r, p, pk) = (
+        log.clone(),
+        running.clone(),
+        peak.clone(),
+        per_key_running.clone(),
+    );
+    bus.subscribe(
+        &topic,
+        move |d: Delivery| {
+            let (l, r, p, pk) = (l.clone(), r.clone(), p.clone(), pk.clone());
+            async move {
+                let key = d.key().unwrap().to_string();
+                assert!(
+                    pk.lock().unwrap().insert(key.clone()),
+                    "two records of {key} at once"
+                );
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                l.push(&d, "a");
+                let (_, seq) = parse(&d);
+                tokio::time::sleep(Duration::from_micros(200 * (seq % 5))).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                pk.lock().unwrap().remove(&key);
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_keyed(&bus, &topic, 20, 50).await;
+    wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
+    assert_key_order(&log.all());
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak > 1, "different keys ran concurrently (peak {peak})");
+    assert!(peak <= 16, "concurrency cap held (peak {peak})");
+    bus.shutdown().await.unwrap();
+}
+
+pub async fn redelivery_after_handler_error(h: &dyn Harness) {
+    let topic = h.unique("redeliver");
+    h.create_topic(&topic, 2).await;
+    let bus = h.bus(&h.unique("g"), &no_tweak).await;
+    let log = Log::default();
+    let l = log.clone();
+    bus.subscribe(
+        &topic,
+        move |d: Delivery| {
+            l.push(&d, "a");
+            let (_, seq) = parse(&d);
+            let fail = seq % 3 == 0 && d.attempt() < 3;
+            async move {
+                if fail {
+                    Err(HandlerError::retryable("dependency down"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_keyed(&bus, &topic, 4, 9).await;
+    wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
+    wait_for("retries done", WAIT, || log.len() == sent.len() + 2 * 4 * 3).await;
+    let all = log.all();
+    for s in all.iter().filter(|s| s.seq % 3 == 0) {
+        assert!(s.attempt <= 3);
+    }
+    assert_eq!(
+        all.iter().filter(|s| s.attempt == 3).count(),
+        12,
+        "each failing record tried 3 times"
+    );
+    assert_key_order(&all);
+    bus.shutdown().await.unwrap();
+}
+
+pub async fn unsubscribe_stops_only_that_topic(h: &dyn Harness) {
+    let (t1, t2) = (h.unique("unsub1"), h.unique("unsub2"));
+    h.create_topic(&t1, 2).await;
+    h.create_topic(&t2, 2).await;
+    let group = h.unique("g");
+    let bus = h.bus(&group, &no_tweak).await;
+    let (l1, l2) = (Log::default(), Log::default());
+    bus.subscribe(&t1, logging(&l1, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    bus.subscribe(&t2, logging(&l2, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    let s1 = publish_keyed(&bus, &t1, 3, 5).await;
+    wait_for("t1 records", WAIT, || l1.distinct().len() == s1.len()).await;
+    bus.unsubscribe(&t1).await.unwrap();
+    assert!(
+        bus.unsubscribe(&t1).await.is_err(),
+        "second unsubscribe is an error"
+    );
+    let later: HashSet<_> = (100..110).map(|i| ("k0".to_string(), i)).collect();
+    for (k, i) in &later {
+        bus.publish(&t1, record(k, *i)).await.unwrap();
+    }
+    let s2 = publish_keyed(&bus, &t2, 3, 5).await;
+    wait_for("t2 records", WAIT, || l2.distinct().len() == s2.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(l1.distinct(), s1, "nothing handled after unsubscribe");
+    // Subscribing again resumes from the committed position: only the later records.
+    let l3 = Log::default();
+    bus.subscribe(&t1, logging(&l3, "a"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    wait_for("backlog after resubscribe", WAIT, || {
+        l3.distinct().len() == later.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(l3.distinct(), later);
+    bus.shutdown().await.unwrap();
+}
+
+pub async fn shutdown_drains_and_commits(h: &dyn Harness) {
+    let topic = h.unique("drain");
+    h.create_topic(&topic, 2).await;
+    let group = h.unique("g");
+    let a = h.bus(&group, &no_tweak).await;
+    let log = Log::default();
+    let l = log.clone();
+    a.subscribe(
+        &topic,
+        move |d: Delivery| {
+            let l = l.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                l.push(&d, "a");
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_keyed(&a, &topic, 4, 50).await;
+    wait_for("some handled", WAIT, || log.len() >= 10).await;
+    a.shutdown().await.unwrap();
+    let handled_by_a = log.len();
+    assert!(matches!(
+        a.publish(&topic, record("k0", 999)).await,
+        Err(jxt_eventbus::Error::Closed)
+    ));
+    let b = h.bus(&group, &no_tweak).await;
+    b.subscribe(&topic, logging(&log, "b"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    wait_for("the rest", WAIT, || log.distinct().len() == sent.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        log.len(),
+        sent.len(),
+        "no duplicates: a finished and committed all it took ({handled_by_a})"
+    );
+    b.shutdown().await.unwrap();
+}
+
+pub async fn no_loss_when_a_member_dies(h: &dyn Harness) {
+    let topic = h.unique("crash");
+    h.create_topic(&topic, 2).await;
+    let group = h.unique("g");
+    let a = h.bus(&group, &no_tweak).await;
+    let log = Log::default();
+    let l = log.clone();
+    a.subscribe(
+        &topic,
+        move |d: Delivery| {
+            let l = l.clone();
+            async move {
+                // Slow keys and fast keys: completions finish out of order.
+                let slow = d.key() == Some("k0");
+                tokio::time::sleep(Duration::from_millis(if slow { 30 } else { 1 })).await;
+                l.push(&d, "a");
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_keyed(&a, &topic, 8, 40).await;
+    wait_for("some handled", WAIT, || log.len() >= 40).await;
+    drop(a); // a crash: no drain, no final commit
+    let b = h.bus(&group, &no_tweak).await;
+    b.subscribe(&topic, logging(&log, "b"), SubscribeOptions::new())
+        .await
+        .unwrap();
+    wait_for("every record handled at least once", WAIT, || {
+        log.distinct().len() == sent.len()
+    })
+    .await;
+    assert_eq!(log.distinct(), sent);
+    assert_key_order(
+        &log.all()
+            .into_iter()
+            .filter(|s| s.bus == "b")
+            .collect::<Vec<_>>(),
+    );
+    b.shutdown().await.unwrap();
+}
+
+pub async fn poison_records_go_to_the_dead_letter_topic(h: &dyn Harness) {
+    let topic = h.unique("poison");
+    h.create_topic(&topic, 2).await;
+    let dlq = format!("{topic}.dlq");
+    let group = h.unique("g");
+    let bus = h.bus(&group, &no_tweak).await;
+    let log = Log::default();
+    let l = log.clone();
+    bus.subscribe(
+        &topic,
+        move |d: Delivery| {
+            l.push(&d, "a");
+            let (_, seq) = parse(&d);
+            async move {
+                match seq % 10 {
+                    3 => Err(HandlerError::permanent("rule violated")),
+                    7 => panic!("boom at {seq}"),
+                    _ => Ok(()),
+                }
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let dead = Log::default();
+    let kinds: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let (d2, k2) = (dead.clone(), kinds.clone());
+    let reader = h.bus(&h.unique("dlq-reader"), &no_tweak).await;
+    reader
+        .subscribe(
+            &dlq,
+            move |d: Delivery| {
+                d2.push(&d, "dlq");
+                let hd = d.headers();
+                k2.lock().unwrap().push((
+                    hd.get_str("x-dlq-error-kind").unwrap_or("").to_string(),
+                    hd.get_str("x-dlq-original-topic").unwrap_or("").to_string(),
+                    hd.get_str("x-dlq-consumer-group").unwrap_or("").to_string(),
+                ));
+                async { Ok(()) }
+            },
+            SubscribeOptions::new(),
+        )
+        .await
+        .unwrap();
+    let sent = publish_keyed(&bus, &topic, 3, 20).await;
+    let bad: HashSet<_> = sent
+        .iter()
+        .filter(|(_, s)| s % 10 == 3 || s % 10 == 7)
+        .cloned()
+        .collect();
+    wait_for("all handled", WAIT, || log.distinct().len() == sent.len()).await;
+    wait_for("dead letters", WAIT, || dead.distinct().len() == bad.len()).await;
+    assert_eq!(dead.distinct(), bad);
+    for (kind, original, g) in kinds.lock().unwrap().iter() {
+        assert!(kind == "permanent" || kind == "panic", "{kind}");
+        assert_eq!(original, &topic);
+        assert_eq!(g, &group);
+    }
+    // Permanent failures are not retried.
+    assert_eq!(log.len(), sent.len());
+    bus.shutdown().await.unwrap();
+    reader.shutdown().await.unwrap();
+}
+
+pub async fn rejects_bad_input(h: &dyn Harness) {
+    let bus = h.bus(&h.unique("g"), &no_tweak).await;
+    let topic = h.unique("bad");
+    h.create_topic(&topic, 1).await;
+    let err = bus
+        .publish(&topic, Message::new("x").with_key("bad key"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, jxt_eventbus::Error::InvalidMessage(_)),
+        "{err}"
+    );
+    let err = bus
+        .publish("bad topic", Message::new("x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("topic"), "{err}");
+    let env = jxt_eventbus::Envelope::new("order-1", "Created", 0, &1).unwrap();
+    assert!(bus.publish_envelope(&topic, &env).await.is_err());
+    bus.shutdown().await.unwrap();
+    let err = bus.publish(&topic, Message::new("x")).await.unwrap_err();
+    assert!(matches!(err, jxt_eventbus::Error::Closed));
+    assert!(matches!(
+        bus.subscribe(
+            &topic,
+            |_d: Delivery| async { Ok(()) },
+            SubscribeOptions::new()
+        )
+        .await,
+        Err(jxt_eventbus::Error::Closed)
+    ));
+    let _ = ErrorKind::Panic;
+}
+
+/// Expands to one `#[tokio::test]` per case, each with a fresh harness from
+/// `$make` (an async expression).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            publish_subscribe, fan_out_across_groups, competing_consumers,
+            per_key_order_under_concurrency, redelivery_after_handler_error,
+            unsubscribe_stops_only_that_topic, shutdown_drains_and_commits,
+            no_loss_when_a_member_dies, poison_records_go_to_the_dead_letter_topic,
+            rejects_bad_input);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(h) = $make.await else { return };
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(120),
+                    conformance::$case(&h),
+                )
+                .await
+                .expect("case timed out");
+            }
+        )*
+    };
+}
