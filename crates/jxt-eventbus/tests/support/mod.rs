@@ -14,6 +14,7 @@
 //! Use it from a test file with `mod support;`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,17 +64,21 @@ pub fn kafka_cluster_brokers() -> Option<String> {
     let brokers = match std::env::var(KAFKA_CLUSTER_ENV) {
         Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
         _ => {
-            eprintln!(
-                "SKIPPED {}: {KAFKA_CLUSTER_ENV} is not set (start a cluster with \
-                 `scripts/services up --kafka-brokers 3` and eval its output)",
-                test_name()
-            );
+            skip_note(&format!(
+                "{KAFKA_CLUSTER_ENV} is not set (start a cluster with \
+                 `scripts/services up --kafka-brokers 3` and eval its output)"
+            ));
             return None;
         }
     };
     let endpoints = kafka_endpoints(&brokers);
     if endpoints.is_empty() {
-        return unavailable("Kafka cluster", KAFKA_CLUSTER_ENV, &brokers, "no host:port in it");
+        return unavailable(
+            "Kafka cluster",
+            KAFKA_CLUSTER_ENV,
+            &brokers,
+            "no host:port in it",
+        );
     }
     for endpoint in &endpoints {
         if let Err(why) = reachable(endpoint) {
@@ -180,6 +185,7 @@ fn reachable(endpoint: &str) -> Result<(), String> {
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(_) => return Ok(()),
+            Err(e) if addr.to_string() == endpoint => last = format!("{endpoint}: {e}"),
             Err(e) => last = format!("{endpoint} ({addr}): {e}"),
         }
     }
@@ -193,19 +199,20 @@ fn unavailable(what: &str, var: &str, value: &str, why: &str) -> Option<String> 
              Start it with `scripts/services up` (or unset {REQUIRE_ENV} to skip)."
         );
     }
-    eprintln!(
-        "SKIPPED {}: {what} is not reachable at {var}={value} ({why}); \
-         start it with `eval \"$(scripts/services up)\"`, or set {REQUIRE_ENV}=1 to fail instead",
-        test_name()
-    );
+    skip_note(&format!(
+        "{what} is not reachable at {var}={value} ({why}); start it with \
+         `eval \"$(scripts/services up)\"`, or set {REQUIRE_ENV}=1 to fail instead"
+    ));
     None
+}
+
+/// Print a skip note straight to the process's stderr: the test harness
+/// captures `eprintln!` output of passing tests, which would hide the skip.
+fn skip_note(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {}: {why}", test_name());
 }
 
 /// The running test's name (the test harness names each test's thread).
 fn test_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("test")
-        .to_owned()
+    std::thread::current().name().unwrap_or("test").to_owned()
 }
-
