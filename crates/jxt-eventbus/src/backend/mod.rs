@@ -19,7 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Result;
 use crate::message::Message;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 /// A partition of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

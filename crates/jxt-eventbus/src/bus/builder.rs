@@ -93,7 +93,17 @@ impl EventBusBuilder {
                     .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()));
                 Box::new(broker.backend(config.start_from))
             }
+            #[cfg(feature = "kafka")]
+            BackendKind::Kafka => {
+                Box::new(crate::backend::kafka::KafkaBackend::connect(&config).await?)
+            }
+            #[cfg(not(feature = "kafka"))]
             BackendKind::Kafka => return Err(not_compiled("kafka")),
+            #[cfg(feature = "nats")]
+            BackendKind::Nats => {
+                Box::new(crate::backend::nats::NatsBackend::connect(&config).await?)
+            }
+            #[cfg(not(feature = "nats"))]
             BackendKind::Nats => return Err(not_compiled("nats")),
         };
         let producer = backend.producer();
@@ -110,6 +120,7 @@ impl EventBusBuilder {
     }
 }
 
+#[allow(dead_code)]
 fn not_compiled(name: &str) -> Error {
     Error::config(
         "backend",

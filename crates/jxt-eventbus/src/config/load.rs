@@ -23,6 +23,8 @@ const ENV_SECTIONS: &[&str] = &[
     "retry",
     "dead_letter",
     "memory",
+    "kafka",
+    "nats",
 ];
 
 impl BusConfig {

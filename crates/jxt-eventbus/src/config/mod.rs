@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod kafka;
 mod load;
+mod nats;
 
+pub use kafka::KafkaConfig;
 pub use load::ENV_PREFIX;
+pub use nats::NatsConfig;
 
 /// Which broker the bus talks to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +79,10 @@ pub struct BusConfig {
     pub dead_letter: DeadLetterConfig,
     /// In-memory backend settings.
     pub memory: MemoryConfig,
+    /// Apache Kafka backend settings.
+    pub kafka: KafkaConfig,
+    /// NATS JetStream backend settings.
+    pub nats: NatsConfig,
 }
 
 impl Default for BusConfig {
@@ -87,6 +95,8 @@ impl Default for BusConfig {
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             memory: MemoryConfig::default(),
+            kafka: KafkaConfig::default(),
+            nats: NatsConfig::default(),
         }
     }
 }
