@@ -1,1 +1,68 @@
-fn main() {}
+//! `eventbus`: a demo of jxt-eventbus on the memory backend, and benchmarks
+//! of the bus against the raw clients.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod demo;
+
+/// jxt-eventbus command line.
+#[derive(Debug, Parser)]
+#[command(name = "eventbus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a self-contained demo on the in-memory backend.
+    Demo(demo::DemoArgs),
+    /// Measure end-to-end throughput and latency, bus vs raw client, in one run.
+    Bench(bench::BenchArgs),
+    /// Print the default configuration as TOML, or check a configuration file.
+    Config {
+        /// A YAML or TOML file to load and validate (with EVENTBUS_* overrides).
+        #[arg(long)]
+        check: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Config { check } => config(check),
+    }
+}
+
+fn config(check: Option<std::path::PathBuf>) -> Result<()> {
+    match check {
+        None => {
+            let defaults = jxt_eventbus::BusConfig::default();
+            print!("{}", toml::to_string_pretty(&defaults)?);
+        }
+        Some(path) => {
+            let loaded = jxt_eventbus::BusConfig::load(Some(&path))?;
+            println!(
+                "{}: valid (backend {:?}, group {:?})",
+                path.display(),
+                loaded.backend,
+                loaded.group
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Memory backend benchmark: the bus over the in-memory broker vs a tokio
+//! mpsc pipeline doing the same hand-off (publisher task → consumer task
+//! handling each message).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use jxt_eventbus::config::MemoryConfig;
+use jxt_eventbus::{
+    BusConfig, Delivery, EventBus, HandlerResult, MemoryBroker, Message, SubscribeOptions,
+};
+
+use super::{key_of, payload, BenchArgs, SideResult, Tally};
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'static str)> {
+    let bus = bus_side(args).await?;
+    let raw = raw_side(args).await?;
+    Ok((bus, raw, "tokio mpsc channel, one consumer task"))
+}
+
+fn message(args: &BenchArgs, i: u64) -> Message {
+    let (k, seq, key) = key_of(i, args.keys);
+    Message::new(payload(k, seq, args.size)).with_key(key)
+}
+
+async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
+    let mut config = BusConfig::default();
+    config.group = "bench".into();
+    config.dispatch.max_concurrency = args.concurrency;
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: args.partitions,
+        ..MemoryConfig::default()
+    });
+    let bus = EventBus::builder()
+        .config(config)
+        .memory_broker(broker)
+        .build()
+        .await?;
+    let tally = Tally::new(args.messages, args.keys);
+    let t = tally.clone();
+    bus.subscribe(
+        "bench",
+        move |d: Delivery| {
+            t.record(d.payload());
+            std::future::ready(HandlerResult::Ok(()))
+        },
+        SubscribeOptions::new(),
+    )
+    .await?;
+    tally.start();
+    for i in 0..args.messages {
+        bus.publish("bench", message(args, i)).await?;
+    }
+    let result = tally.wait(TIMEOUT).await?;
+    bus.shutdown().await?;
+    Ok(result)
+}
+
+async fn raw_side(args: &BenchArgs) -> Result<SideResult> {
+    let tally = Tally::new(args.messages, args.keys);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(1024);
+    let t: Arc<Tally> = tally.clone();
+    let consumer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            t.record(&m.payload);
+        }
+    });
+    tally.start();
+    for i in 0..args.messages {
+        tx.send(message(args, i)).await?;
+    }
+    drop(tx);
+    let result = tally.wait(TIMEOUT).await?;
+    consumer.await?;
+    Ok(result)
+}

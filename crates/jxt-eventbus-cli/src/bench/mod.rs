@@ -1,0 +1,273 @@
+//! `eventbus bench`: end-to-end throughput and latency of the bus and of the
+//! raw client doing the same hand-off, side by side in one run.
+//!
+//! Every message carries its send time and its key's sequence number in the
+//! first bytes of the payload; both sides' handlers do the same work on it
+//! (record latency, check per-key order, count), so the ratio measures what
+//! the bus adds and nothing else. No sleeps are measured.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+#[cfg(feature = "kafka")]
+mod kafka;
+mod memory;
+#[cfg(feature = "nats")]
+mod nats;
+
+/// Which backend to measure.
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BenchBackend {
+    Memory,
+    Kafka,
+    Nats,
+}
+
+/// Arguments of `eventbus bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Backend to measure.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub(crate) backend: BenchBackend,
+    /// Messages per side.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) messages: u64,
+    /// Distinct keys (aggregates).
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) keys: u64,
+    /// Payload size in bytes (at least 24).
+    #[arg(long, default_value_t = 256)]
+    pub(crate) size: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) partitions: u32,
+    /// Handler concurrency of the bus (lanes at once).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Figures of one side.
+#[derive(Debug)]
+pub(crate) struct SideResult {
+    pub(crate) elapsed: Duration,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) ordered: bool,
+}
+
+/// The JSON line.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: BenchBackend,
+    messages: u64,
+    keys: u64,
+    size: usize,
+    partitions: u32,
+    msgs_per_sec: f64,
+    baseline_msgs_per_sec: f64,
+    ratio: f64,
+    p50_us: u64,
+    p99_us: u64,
+    baseline_p50_us: u64,
+    baseline_p99_us: u64,
+    per_key_order_held: bool,
+    peak_rss_mb: f64,
+    baseline: &'static str,
+}
+
+pub(crate) async fn run(args: BenchArgs) -> Result<()> {
+    if args.size < HEADER {
+        bail!("--size must be at least {HEADER} bytes (send time, key and sequence)");
+    }
+    if args.keys == 0 || args.messages == 0 {
+        bail!("--keys and --messages must be at least 1");
+    }
+    let (bus, raw, baseline) = match args.backend {
+        BenchBackend::Memory => memory::run(&args).await?,
+        #[cfg(feature = "kafka")]
+        BenchBackend::Kafka => kafka::run(&args).await?,
+        #[cfg(feature = "nats")]
+        BenchBackend::Nats => nats::run(&args).await?,
+        #[allow(unreachable_patterns)]
+        other => bail!("the {other:?} benchmark is not compiled in (cargo feature)"),
+    };
+    let rate = |r: &SideResult| args.messages as f64 / r.elapsed.as_secs_f64();
+    let report = Report {
+        backend: args.backend,
+        messages: args.messages,
+        keys: args.keys,
+        size: args.size,
+        partitions: args.partitions,
+        msgs_per_sec: rate(&bus).round(),
+        baseline_msgs_per_sec: rate(&raw).round(),
+        ratio: (rate(&bus) / rate(&raw) * 1000.0).round() / 1000.0,
+        p50_us: bus.p50_us,
+        p99_us: bus.p99_us,
+        baseline_p50_us: raw.p50_us,
+        baseline_p99_us: raw.p99_us,
+        per_key_order_held: bus.ordered,
+        peak_rss_mb: peak_rss_mb(),
+        baseline,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("backend      {:?}", report.backend);
+        println!(
+            "messages     {} over {} keys, {} bytes, {} partitions",
+            report.messages, report.keys, report.size, report.partitions
+        );
+        println!(
+            "bus          {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us",
+            report.msgs_per_sec, report.p50_us, report.p99_us
+        );
+        println!(
+            "baseline     {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   ({})",
+            report.baseline_msgs_per_sec,
+            report.baseline_p50_us,
+            report.baseline_p99_us,
+            report.baseline
+        );
+        println!("ratio        {:.3}", report.ratio);
+        println!(
+            "per-key order held: {}   peak RSS {:.1} MiB",
+            report.per_key_order_held, report.peak_rss_mb
+        );
+    }
+    if !bus.ordered {
+        bail!("per-key order was violated on the bus side");
+    }
+    Ok(())
+}
+
+/// Bytes of the payload header: send time (ns), key index, sequence in key.
+pub(crate) const HEADER: usize = 24;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The `i`-th message's key index, sequence within its key, and key string.
+pub(crate) fn key_of(i: u64, keys: u64) -> (u64, u64, String) {
+    let k = i % keys;
+    (k, i / keys, format!("agg-{k}"))
+}
+
+/// A payload of `size` bytes stamped with the current time.
+pub(crate) fn payload(key: u64, seq: u64, size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    let now = epoch().elapsed().as_nanos() as u64;
+    p[0..8].copy_from_slice(&now.to_le_bytes());
+    p[8..16].copy_from_slice(&key.to_le_bytes());
+    p[16..24].copy_from_slice(&seq.to_le_bytes());
+    p
+}
+
+/// What every handler does with a payload, on both sides: latency, per-key
+/// order and the completion count.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    expected: u64,
+    done: AtomicU64,
+    next_seq: Vec<AtomicU64>,
+    disorder: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    finished: Notify,
+    started: OnceLock<Instant>,
+}
+
+impl Tally {
+    pub(crate) fn new(expected: u64, keys: u64) -> Arc<Self> {
+        Arc::new(Tally {
+            expected,
+            done: AtomicU64::new(0),
+            next_seq: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            disorder: AtomicU64::new(0),
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+            ),
+            finished: Notify::new(),
+            started: OnceLock::new(),
+        })
+    }
+
+    /// Marks the start of the measured interval (first publish).
+    pub(crate) fn start(&self) {
+        let _ = self.started.set(Instant::now());
+    }
+
+    /// Records one handled payload.
+    pub(crate) fn record(&self, payload: &[u8]) {
+        let word =
+            |r: std::ops::Range<usize>| u64::from_le_bytes(payload[r].try_into().expect("8 bytes"));
+        let sent = word(0..8);
+        let (key, seq) = (word(8..16), word(16..24));
+        let now = epoch().elapsed().as_nanos() as u64;
+        let micros = now.saturating_sub(sent) / 1_000;
+        self.latency
+            .lock()
+            .expect("histogram lock")
+            .saturating_record(micros.max(1));
+        // Each key must arrive as 0, 1, 2, ...; redeliveries repeat a lower seq.
+        let slot = &self.next_seq[key as usize];
+        let expect = slot.load(Ordering::Acquire);
+        if seq == expect {
+            slot.store(seq + 1, Ordering::Release);
+        } else if seq > expect {
+            self.disorder.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.expected {
+            self.finished.notify_one();
+        }
+    }
+
+    /// Waits until every message was handled, or fails after `timeout`.
+    pub(crate) async fn wait(&self, timeout: Duration) -> Result<SideResult> {
+        let all = async {
+            while self.done.load(Ordering::Acquire) < self.expected {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(50), self.finished.notified()).await;
+            }
+        };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            bail!(
+                "only {} of {} messages were handled within {timeout:?}",
+                self.done.load(Ordering::Acquire),
+                self.expected
+            );
+        }
+        let elapsed = self.started.get().map_or(Duration::ZERO, |s| s.elapsed());
+        let h = self.latency.lock().expect("histogram lock");
+        Ok(SideResult {
+            elapsed,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            ordered: self.disorder.load(Ordering::Relaxed) == 0,
+        })
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+pub(crate) fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+}
