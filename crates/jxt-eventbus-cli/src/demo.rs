@@ -71,7 +71,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
                             .trim_start_matches("order-")
                             .parse()
                             .unwrap_or(0);
-                        if n % 4 == 0 && delivery.attempt() == 1 {
+                        if n.is_multiple_of(4) && delivery.attempt() == 1 {
                             retried.fetch_add(1, Ordering::Relaxed);
                             return Err(HandlerError::retryable("payment gateway timed out"));
                         }

@@ -27,8 +27,10 @@ fn message(args: &BenchArgs, i: u64) -> Message {
 }
 
 async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
-    let mut config = BusConfig::default();
-    config.group = "bench".into();
+    let mut config = BusConfig {
+        group: "bench".into(),
+        ..BusConfig::default()
+    };
     config.dispatch.max_concurrency = args.concurrency;
     let broker = MemoryBroker::new(MemoryConfig {
         partitions: args.partitions,
