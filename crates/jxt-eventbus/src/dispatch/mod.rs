@@ -31,9 +31,11 @@ use lanes::{KeyedLanes, LaneId};
 use lease::Lease;
 pub(crate) use worker::WorkerContext;
 
-/// Capacity of the backend → dispatcher channel, in events (each event may
-/// carry a batch of records).
-pub(crate) const EVENT_CHANNEL: usize = 8;
+/// Capacity of the backend → dispatcher channel, in events. Each event may
+/// carry a batch of records, so records already fetched when a partition is
+/// paused — at most this many batches — still arrive and are buffered: the
+/// caps are exceeded by at most that much, never unboundedly.
+pub(crate) const EVENT_CHANNEL: usize = 4;
 
 /// A record waiting in, or running from, a lane.
 #[derive(Debug)]
@@ -85,6 +87,10 @@ pub struct DispatchStats {
     pub running: usize,
     /// Live key lanes over all subscriptions.
     pub live_lanes: usize,
+    /// Partitions assigned since the bus started (cumulative).
+    pub assigned_total: u64,
+    /// Partitions revoked since the bus started (cumulative).
+    pub revoked_total: u64,
 }
 
 pub(crate) enum Command {
@@ -172,6 +178,8 @@ pub(crate) struct Dispatcher {
     next_record_lane: u64,
     completions: mpsc::UnboundedSender<Completion>,
     warned_unrouted: HashSet<Arc<str>>,
+    assigned_total: u64,
+    revoked_total: u64,
 }
 
 impl Dispatcher {
@@ -201,6 +209,8 @@ impl Dispatcher {
             next_record_lane: 0,
             completions: completions_tx,
             warned_unrouted: HashSet::new(),
+            assigned_total: 0,
+            revoked_total: 0,
         };
         tokio::spawn(dispatcher.run(events, commands, completions));
         DispatcherHandle {
@@ -214,7 +224,6 @@ impl Dispatcher {
         mut commands: mpsc::Receiver<Command>,
         mut completions: mpsc::UnboundedReceiver<Completion>,
     ) {
-        let mut event_buf = Vec::with_capacity(EVENT_CHANNEL);
         let mut completion_buf = Vec::with_capacity(256);
         let mut events_open = true;
         loop {
@@ -232,14 +241,10 @@ impl Dispatcher {
                     None => return,
                     Some(c) => self.on_command(c),
                 },
-                n = events.recv_many(&mut event_buf, EVENT_CHANNEL), if events_open => {
-                    if n == 0 {
-                        events_open = false;
-                    }
-                    for e in event_buf.drain(..) {
-                        self.on_event(e);
-                    }
-                }
+                event = events.recv(), if events_open => match event {
+                    None => events_open = false,
+                    Some(e) => self.on_event(e),
+                },
                 _ = sleep_until(deadline), if deadline.is_some() => {}
             }
             self.check_revokes();
@@ -304,6 +309,8 @@ impl Dispatcher {
             buffered: self.buffered,
             running: self.partitions.values().map(|p| p.running).sum(),
             live_lanes: self.subs.values().map(|s| s.lanes.live()).sum(),
+            assigned_total: self.assigned_total,
+            revoked_total: self.revoked_total,
         }
     }
 
@@ -312,6 +319,7 @@ impl Dispatcher {
             ConsumerEvent::Assigned(tps) => {
                 for tp in tps {
                     self.next_generation += 1;
+                    self.assigned_total += 1;
                     tracing::debug!(partition = %tp, generation = self.next_generation, "assigned");
                     self.partitions.insert(
                         tp,
@@ -391,6 +399,7 @@ impl Dispatcher {
     }
 
     fn on_revoke(&mut self, tps: Vec<TopicPartition>, lost: bool, done: oneshot::Sender<()>) {
+        self.revoked_total += tps.len() as u64;
         let revoking: HashSet<&TopicPartition> = tps.iter().collect();
         for tp in &tps {
             if let Some(ps) = self.partitions.get_mut(tp) {

@@ -16,9 +16,9 @@ use crate::error::Result;
 
 /// Records taken from one partition per fetch, so partitions share the
 /// channel fairly.
-const FETCH_PER_PARTITION: usize = 128;
+const FETCH_PER_PARTITION: usize = 64;
 /// Upper bound on one fetch.
-const FETCH_MAX: usize = 512;
+const FETCH_MAX: usize = 256;
 /// How long a rebalance waits for a member to release revoked partitions.
 /// The member's own revoke timeout is shorter; this only guards against a
 /// member that vanished without answering.

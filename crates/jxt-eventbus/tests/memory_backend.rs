@@ -1,0 +1,257 @@
+//! Memory-backend behaviour beyond the conformance suite: bounded memory,
+//! bounded retention, lag, incremental subscription, start position.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jxt_eventbus::config::{MemoryConfig, StartFrom};
+use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, MemoryBroker, Message, SubscribeOptions};
+use tokio::sync::Semaphore;
+
+async fn bus(broker: &MemoryBroker, group: &str, tweak: impl FnOnce(&mut BusConfig)) -> EventBus {
+    let mut config = BusConfig {
+        group: group.into(),
+        ..BusConfig::default()
+    };
+    tweak(&mut config);
+    EventBus::builder()
+        .config(config)
+        .memory_broker(broker.clone())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A handler that waits for a permit per record and counts what it handled.
+fn gated(
+    gate: &Arc<Semaphore>,
+    done: &Arc<AtomicUsize>,
+) -> impl Fn(Delivery) -> futures::future::BoxFuture<'static, jxt_eventbus::HandlerResult>
+       + Send
+       + Sync
+       + 'static {
+    let (gate, done) = (gate.clone(), done.clone());
+    move |_d: Delivery| {
+        let (gate, done) = (gate.clone(), done.clone());
+        Box::pin(async move {
+            gate.acquire().await.unwrap().forget();
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_is_held_in_the_broker_not_in_the_bus() {
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 2,
+        ..MemoryConfig::default()
+    });
+    let publisher = bus(&broker, "pub", |_| {}).await;
+    for i in 0..20_000 {
+        publisher
+            .publish(
+                "backlog",
+                Message::new("x").with_key(format!("k{}", i % 500)),
+            )
+            .await
+            .unwrap();
+    }
+    let b = bus(&broker, "g", |c| {
+        c.dispatch.max_buffered_per_partition = 100;
+        c.dispatch.max_buffered = 150;
+        c.dispatch.max_concurrency = 4;
+    })
+    .await;
+    let gate = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    b.subscribe("backlog", gated(&gate, &done), SubscribeOptions::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = b.dispatch_stats().await.unwrap();
+    // Caps plus at most the batches already in the backend channel.
+    assert!(
+        stats.buffered <= 150 + 4 * 256,
+        "buffered {}",
+        stats.buffered
+    );
+    assert!(stats.paused_partitions > 0, "{stats:?}");
+    let lag: i64 = b.lag().await.unwrap().iter().map(|l| l.lag()).sum();
+    assert_eq!(
+        lag, 20_000,
+        "nothing committed while the handler is blocked"
+    );
+    gate.add_permits(1_000_000);
+    eventually("backlog drained", || done.load(Ordering::SeqCst) == 20_000).await;
+    eventually("lag zero", || {
+        futures::executor::block_on(b.lag())
+            .unwrap()
+            .iter()
+            .all(|l| l.lag() == 0)
+    })
+    .await;
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_waits_for_slow_groups_and_fails_clearly_after_its_timeout() {
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        max_retained_per_partition: 10,
+        publish_timeout: Duration::from_millis(200),
+    });
+    let b = bus(&broker, "slow", |_| {}).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    b.subscribe("full", gated(&gate, &done), SubscribeOptions::new())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        b.publish("full", Message::new(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let err = b
+        .publish("full", Message::new("one too many"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(
+        matches!(
+            err,
+            Error::Publish {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("max_retained_per_partition"),
+        "{err}"
+    );
+    // A publish that waits is let through as soon as the group catches up.
+    let b2 = b.clone();
+    let waiting = tokio::spawn(async move { b2.publish("full", Message::new("late")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(100);
+    waiting.await.unwrap().unwrap();
+    eventually("all accepted records handled", || {
+        done.load(Ordering::SeqCst) == 11
+    })
+    .await;
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_topics_at_runtime_revokes_nothing() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let b = bus(&broker, "many", |_| {}).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(1_000_000));
+    let p = b.clone();
+    let publisher = tokio::spawn(async move {
+        for i in 0..2_000 {
+            p.publish(
+                &format!("topic-{}", i % 10),
+                Message::new("x").with_key(format!("k{i}")),
+            )
+            .await
+            .unwrap();
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    for t in 0..10 {
+        b.subscribe(
+            &format!("topic-{t}"),
+            gated(&gate, &done),
+            SubscribeOptions::new(),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publisher.await.unwrap();
+    eventually("every record of every topic", || {
+        done.load(Ordering::SeqCst) == 2_000
+    })
+    .await;
+    let stats = b.dispatch_stats().await.unwrap();
+    assert_eq!(stats.revoked_total, 0, "{stats:?}");
+    assert_eq!(stats.assigned_partitions, 40);
+    assert_eq!(
+        broker.group_members("many"),
+        1,
+        "one consumer for all topics"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(done.load(Ordering::SeqCst), 2_000, "exactly once");
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_latest_skips_what_came_before() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let b = bus(&broker, "late", |c| c.start_from = StartFrom::Latest).await;
+    for _ in 0..5 {
+        b.publish("news", Message::new("old")).await.unwrap();
+    }
+    let gate = Arc::new(Semaphore::new(100));
+    let done = Arc::new(AtomicUsize::new(0));
+    b.subscribe("news", gated(&gate, &done), SubscribeOptions::new())
+        .await
+        .unwrap();
+    b.publish("news", Message::new("new")).await.unwrap();
+    eventually("the new record", || done.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_cap_pauses_intake_without_evicting_lanes() {
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        ..MemoryConfig::default()
+    });
+    let b = bus(&broker, "lanes", |c| {
+        c.dispatch.max_processors = 20;
+        c.dispatch.max_concurrency = 2;
+    })
+    .await;
+    let gate = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    b.subscribe("keys", gated(&gate, &done), SubscribeOptions::new())
+        .await
+        .unwrap();
+    for i in 0..2_000 {
+        b.publish("keys", Message::new("x").with_key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = b.dispatch_stats().await.unwrap();
+    assert_eq!(stats.paused_partitions, 1, "{stats:?}");
+    assert!(
+        stats.live_lanes >= 20 && stats.live_lanes <= 20 + 4 * 256,
+        "{stats:?}"
+    );
+    gate.add_permits(1_000_000);
+    eventually("all keys handled", || done.load(Ordering::SeqCst) == 2_000).await;
+    b.shutdown().await.unwrap();
+}
