@@ -87,3 +87,8 @@ pub use error::{BoxError, Error, Result};
 pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 pub use health::{HealthState, HealthStatus};
 pub use message::{Headers, Message};
+
+/// The README's example is compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
