@@ -6,7 +6,9 @@
 //! A lane exists while it has queued or running records: an empty lane owns
 //! no task, channel or buffer, so it is freed as soon as it empties.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 
 /// Identifies a lane within one subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,7 +44,7 @@ pub(crate) struct KeyedLanes<J> {
 impl<J> KeyedLanes<J> {
     pub(crate) fn new(max_concurrency: usize, max_batch: usize) -> Self {
         KeyedLanes {
-            lanes: HashMap::new(),
+            lanes: HashMap::default(),
             ready: VecDeque::new(),
             running: 0,
             max_concurrency: max_concurrency.max(1),
@@ -186,7 +188,7 @@ mod tests {
             let mut l = KeyedLanes::new(conc, batch);
             let mut arrivals = keys.iter().copied().enumerate();
             let mut running: Vec<(LaneId, Vec<(usize, u64)>)> = Vec::new();
-            let mut started: HashMap<u64, Vec<usize>> = HashMap::new();
+            let mut started: HashMap<u64, Vec<usize>> = HashMap::default();
             let mut picks = picks.into_iter().cycle();
             let mut done = 0;
             while done < keys.len() {

@@ -9,10 +9,13 @@
 //! partition or the bus holds too many records it pauses intake instead of
 //! buffering more.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+
+// Internal maps are keyed by our own values (topic partitions, lane ids), so a
+// fast non-DoS-resistant hash is the right trade.
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -56,10 +59,15 @@ pub(crate) enum Outcome {
     Abandoned,
 }
 
+/// A finished record, as reported back by a worker. Carries no message: the
+/// payload is dropped on the worker.
 #[derive(Debug)]
 pub(crate) struct Completion {
     lane: LaneId,
-    job: Job,
+    partition: TopicPartition,
+    generation: u64,
+    offset: i64,
+    ack: Option<Box<dyn RecordAck>>,
     outcome: Outcome,
     /// Last record of its batch: the lane is free again.
     last: bool,
@@ -180,6 +188,9 @@ pub(crate) struct Dispatcher {
     warned_unrouted: HashSet<Arc<str>>,
     assigned_total: u64,
     revoked_total: u64,
+    /// Commit positions advanced in this loop turn, handed to the backend
+    /// once per turn rather than once per record.
+    advanced: HashMap<TopicPartition, i64>,
 }
 
 impl Dispatcher {
@@ -199,8 +210,8 @@ impl Dispatcher {
             consumer,
             config,
             ctx,
-            subs: HashMap::new(),
-            partitions: HashMap::new(),
+            subs: HashMap::default(),
+            partitions: HashMap::default(),
             buffered: 0,
             bus_full: false,
             revokes: Vec::new(),
@@ -211,6 +222,7 @@ impl Dispatcher {
             warned_unrouted: HashSet::new(),
             assigned_total: 0,
             revoked_total: 0,
+            advanced: HashMap::default(),
         };
         tokio::spawn(dispatcher.run(events, commands, completions));
         DispatcherHandle {
@@ -247,6 +259,7 @@ impl Dispatcher {
                 },
                 _ = sleep_until(deadline), if deadline.is_some() => {}
             }
+            self.store_advanced();
             self.check_revokes();
             if self.check_drain() {
                 return;
@@ -371,7 +384,7 @@ impl Dispatcher {
         let lane = match sub.settings.ordering {
             Ordering::Key => match &record.message.key {
                 Some(k) => {
-                    let mut h = DefaultHasher::new();
+                    let mut h = FxBuildHasher.build_hasher();
                     k.hash(&mut h);
                     LaneId::Key(h.finish())
                 }
@@ -498,30 +511,42 @@ impl Dispatcher {
     fn on_completion(&mut self, c: Completion) {
         let Completion {
             lane,
-            job,
+            partition,
+            generation,
+            offset,
+            ack,
             outcome,
             last,
         } = c;
         if last {
-            if let Some(sub) = self.subs.get_mut(&job.partition.topic) {
+            if let Some(sub) = self.subs.get_mut(&partition.topic) {
                 sub.lanes.finish(lane);
             }
         }
-        let Some(ps) = self.partitions.get_mut(&job.partition) else {
+        let Some(ps) = self.partitions.get_mut(&partition) else {
             return;
         };
-        if ps.generation != job.generation {
+        if ps.generation != generation {
             return;
         }
         ps.buffered -= 1;
         ps.running -= 1;
         self.buffered -= 1;
         if let Outcome::Done = outcome {
-            if let Some(ack) = job.ack {
+            if let Some(ack) = ack {
                 ack.ack();
             }
-            if let Some(position) = ps.offsets.complete(job.offset) {
-                self.consumer.store(&job.partition, position);
+            if let Some(position) = ps.offsets.complete(offset) {
+                self.advanced.insert(partition, position);
+            }
+        }
+    }
+
+    /// Hands the positions advanced in this turn to the backend.
+    fn store_advanced(&mut self) {
+        for (tp, position) in self.advanced.drain() {
+            if self.partitions.contains_key(&tp) {
+                self.consumer.store(&tp, position);
             }
         }
     }

@@ -79,7 +79,10 @@ pub(crate) async fn run_batch(
         let outcome = process(&ctx, handler.as_ref(), &job).await;
         let completion = Completion {
             lane,
-            job,
+            partition: job.partition,
+            generation: job.generation,
+            offset: job.offset,
+            ack: job.ack,
             outcome,
             last: i + 1 == n,
         };

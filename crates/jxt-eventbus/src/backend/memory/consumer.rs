@@ -116,6 +116,9 @@ async fn fetch_loop(
                 _ = &mut data => {}
                 _ = stop.notified() => return,
             }
+            // Let the publishers that woke us append a few more records, so
+            // one event carries a batch instead of a single record.
+            tokio::task::yield_now().await;
             continue;
         }
         if events.send(ConsumerEvent::Records(batch)).await.is_err() {

@@ -163,11 +163,15 @@ impl MemoryBroker {
             space.as_mut().enable();
             {
                 let mut state = self.inner.lock();
-                let partitions = self.inner.config.partitions;
-                let log = state
-                    .topics
-                    .entry(Arc::from(topic))
-                    .or_insert_with(|| TopicLog::new(partitions));
+                if !state.topics.contains_key(topic) {
+                    let partitions = self.inner.config.partitions;
+                    state
+                        .topics
+                        .insert(Arc::from(topic), TopicLog::new(partitions));
+                }
+                let Some(log) = state.topics.get_mut(topic) else {
+                    unreachable!("inserted above");
+                };
                 let p = log.partition_for(message.key.as_deref());
                 let plog = &mut log.partitions[p];
                 if plog.records.len() < self.inner.config.max_retained_per_partition {
