@@ -255,3 +255,55 @@ async fn lane_cap_pauses_intake_without_evicting_lanes() {
     eventually("all keys handled", || done.load(Ordering::SeqCst) == 2_000).await;
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 2,
+        ..MemoryConfig::default()
+    });
+    let a = bus(&broker, "shared", |c| {
+        c.dispatch.revoke_timeout = Duration::from_secs(30)
+    })
+    .await;
+    let gate = Arc::new(Semaphore::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    a.subscribe("busy", gated(&gate, &done), SubscribeOptions::new())
+        .await
+        .unwrap();
+    for i in 0..10 {
+        a.publish("busy", Message::new("x").with_key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // b joins: a must give up a partition whose handler is blocked, so b's
+    // subscribe waits on a's revoke.
+    let b = bus(&broker, "shared", |_| {}).await;
+    let b2 = b.clone();
+    let (g2, d2) = (gate.clone(), done.clone());
+    let joining = tokio::spawn(async move {
+        b2.subscribe("busy", gated(&g2, &d2), SubscribeOptions::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !joining.is_finished(),
+        "the rebalance waits for a's running records"
+    );
+    for bus in [&a, &b] {
+        let health = tokio::time::timeout(Duration::from_secs(1), bus.health())
+            .await
+            .expect("health does not wait for the rebalance");
+        assert!(health.is_healthy(), "{health:?}");
+        tokio::time::timeout(Duration::from_secs(1), bus.lag())
+            .await
+            .expect("lag does not wait for the rebalance")
+            .unwrap();
+    }
+    gate.add_permits(1_000);
+    joining.await.unwrap().unwrap();
+    eventually("all handled", || done.load(Ordering::SeqCst) >= 10).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -43,17 +43,15 @@ struct Inner {
     config: BusConfig,
     backend: Box<dyn Backend>,
     producer: Arc<dyn Producer>,
-    /// Serializes subscription changes. The dispatcher never takes it, so
-    /// holding it across a rebalance cannot deadlock.
-    consumer: tokio::sync::Mutex<ConsumerSlot>,
+    /// Subscribed topics; the async lock serializes subscription changes.
+    /// The dispatcher never takes it, so holding it across a rebalance cannot
+    /// deadlock.
+    topics: tokio::sync::Mutex<BTreeSet<String>>,
+    /// The running consumer, readable without waiting for a subscription
+    /// change in progress (health and lag never block behind a rebalance).
+    running: std::sync::Mutex<Option<Running>>,
     closed: AtomicBool,
     recovering: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-struct ConsumerSlot {
-    running: Option<Running>,
-    topics: BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -89,6 +87,14 @@ impl EventBus {
     /// The configuration in force.
     pub fn config(&self) -> &BusConfig {
         &self.inner.config
+    }
+
+    fn running(&self) -> Option<Running> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn ensure_open(&self) -> Result<()> {
@@ -199,19 +205,19 @@ impl EventBus {
             topic: topic.to_string(),
             reason: e.to_string(),
         })?;
-        let mut slot = self.inner.consumer.lock().await;
+        let mut subscribed = self.inner.topics.lock().await;
         self.ensure_open()?;
-        if slot.topics.contains(topic) {
+        if subscribed.contains(topic) {
             return Err(Error::Subscribe {
                 topic: topic.to_string(),
                 reason: "already subscribed on this bus; unsubscribe first".into(),
             });
         }
-        let running = match &slot.running {
-            Some(r) => r.clone(),
+        let running = match self.running() {
+            Some(r) => r,
             None => {
                 let r = self.start_consumer().await?;
-                slot.running = Some(r.clone());
+                *self.inner.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
                 r
             }
         };
@@ -230,7 +236,7 @@ impl EventBus {
         if !sent || added.await.is_err() {
             return Err(Error::Closed);
         }
-        let mut topics = slot.topics.clone();
+        let mut topics = subscribed.clone();
         topics.insert(topic.to_string());
         let list: Vec<String> = topics.iter().cloned().collect();
         if let Err(e) = running.consumer.subscribe(&list).await {
@@ -244,7 +250,7 @@ impl EventBus {
                 .await;
             return Err(e);
         }
-        slot.topics = topics;
+        *subscribed = topics;
         tracing::info!(topic, group = %self.inner.config.group, "subscribed");
         Ok(())
     }
@@ -285,22 +291,22 @@ impl EventBus {
     /// # Cancel safety
     /// Not cancel safe.
     pub async fn unsubscribe(&self, topic: &str) -> Result<()> {
-        let mut slot = self.inner.consumer.lock().await;
+        let mut subscribed = self.inner.topics.lock().await;
         let not_subscribed = || Error::Subscribe {
             topic: topic.to_string(),
             reason: "not subscribed on this bus".into(),
         };
-        if !slot.topics.contains(topic) {
+        if !subscribed.contains(topic) {
             return Err(not_subscribed());
         }
-        let Some(running) = slot.running.clone() else {
+        let Some(running) = self.running() else {
             return Err(not_subscribed());
         };
-        let mut topics = slot.topics.clone();
+        let mut topics = subscribed.clone();
         topics.remove(topic);
         let list: Vec<String> = topics.iter().cloned().collect();
         running.consumer.subscribe(&list).await?;
-        slot.topics = topics;
+        *subscribed = topics;
         let (reply, removed) = oneshot::channel();
         if running
             .dispatcher
@@ -318,14 +324,7 @@ impl EventBus {
 
     /// Topics subscribed on this bus.
     pub async fn subscriptions(&self) -> Vec<String> {
-        self.inner
-            .consumer
-            .lock()
-            .await
-            .topics
-            .iter()
-            .cloned()
-            .collect()
+        self.inner.topics.lock().await.iter().cloned().collect()
     }
 
     /// Stops the bus: new publishes and subscribes fail with
@@ -349,7 +348,14 @@ impl EventBus {
         let timeout = self.inner.config.dispatch.shutdown_timeout;
         let deadline = Instant::now() + timeout;
         let mut abandoned = 0;
-        let running = self.inner.consumer.lock().await.running.take();
+        // Wait for a subscription change in progress, then take the consumer.
+        let _subscribed = self.inner.topics.lock().await;
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(r) = running {
             let (reply, drained) = oneshot::channel();
             if r.dispatcher.send(Command::Drain { deadline, reply }).await {
@@ -393,8 +399,7 @@ impl EventBus {
     /// # Errors
     /// A backend error when the broker cannot be asked.
     pub async fn lag(&self) -> Result<Vec<PartitionLag>> {
-        let running = self.inner.consumer.lock().await.running.clone();
-        match running {
+        match self.running() {
             Some(r) => r.consumer.lag().await,
             None => Ok(Vec::new()),
         }
@@ -402,7 +407,7 @@ impl EventBus {
 
     /// Dispatcher counters; `None` before the first subscribe or after shutdown.
     pub async fn dispatch_stats(&self) -> Option<DispatchStats> {
-        let running = self.inner.consumer.lock().await.running.clone()?;
+        let running = self.running()?;
         let (reply, stats) = oneshot::channel();
         if !running.dispatcher.send(Command::Stats { reply }).await {
             return None;
