@@ -10,7 +10,7 @@
 //! buffering more.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 // Internal maps are keyed by our own values (topic partitions, lane ids), so a
@@ -383,11 +383,7 @@ impl Dispatcher {
         };
         let lane = match sub.settings.ordering {
             Ordering::Key => match &record.message.key {
-                Some(k) => {
-                    let mut h = FxBuildHasher.build_hasher();
-                    k.hash(&mut h);
-                    LaneId::Key(h.finish())
-                }
+                Some(k) => LaneId::Key(FxBuildHasher.hash_one(k)),
                 None => LaneId::Partition(record.partition.partition),
             },
             Ordering::Partition => LaneId::Partition(record.partition.partition),
