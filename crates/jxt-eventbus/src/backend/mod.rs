@@ -131,6 +131,18 @@ pub trait Producer: Send + Sync + fmt::Debug {
     /// A typed publish error: timeout, unreachable broker, too large, closed.
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt>;
 
+    /// Stores records in order and resolves when each one was acknowledged
+    /// or failed; results are in the order of `messages`. Backends that can
+    /// pipeline (Kafka) hand every record to the client before awaiting the
+    /// first acknowledgement; the default sends one after the other.
+    async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<PublishReceipt>> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(self.send(topic, m).await);
+        }
+        out
+    }
+
     /// Waits until every record handed to [`Producer::send`] is acknowledged.
     ///
     /// # Errors
@@ -190,6 +202,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// The producer (one per bus).
     fn producer(&self) -> Arc<dyn Producer>;
+
+    /// Checks that the broker answers, for health reports.
+    ///
+    /// # Errors
+    /// Why the broker cannot be used (unreachable, timed out).
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Creates the bus's one consumer in `group`, reporting to `events`.
     ///

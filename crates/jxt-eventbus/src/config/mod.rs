@@ -16,7 +16,11 @@ mod kafka;
 mod load;
 mod nats;
 
-pub use kafka::KafkaConfig;
+pub use kafka::{
+    Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
+    KafkaSaslConfig, KafkaTlsConfig, Partitioner, SaslMechanism, Secret, TopicCompression,
+    TopicSettings, TopicStrategy,
+};
 pub use load::ENV_PREFIX;
 pub use nats::NatsConfig;
 
@@ -296,6 +300,7 @@ impl BusConfig {
             m.max_retained_per_partition,
             1,
         )?;
+        self.kafka.validate()?;
         Ok(())
     }
 }

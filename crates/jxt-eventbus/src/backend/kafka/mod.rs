@@ -1,24 +1,120 @@
-//! Kafka backend (placeholder until the backend lands).
+//! Apache Kafka backend (cargo feature `kafka`), on rdkafka with a bundled
+//! librdkafka.
+//!
+//! One bus is one producer, one admin client and — from the first
+//! subscribe — exactly one consumer: one `group.id`, one subscription
+//! holding every subscribed topic, the `cooperative-sticky` assignor so that
+//! adding or removing a topic never revokes the partitions of the others.
+//!
+//! Offsets are stored only when the dispatcher says every record below a
+//! position is finished (`enable.auto.offset.store=false`); librdkafka
+//! commits stored positions every `kafka.consumer.commit_interval`, and the
+//! consumer commits synchronously when partitions are revoked (after their
+//! running records finished, bounded by `dispatch.revoke_timeout`) and at
+//! shutdown. A lost assignment commits nothing.
+//!
+//! | file | what it does |
+//! |------|--------------|
+//! | `client_config` | `BusConfig` → librdkafka properties, checked at build |
+//! | `producer` | publish with delivery reports, pipelined batches |
+//! | `consumer` | the consumer handle the dispatcher talks to |
+//! | `poll_loop` | the consumer's own thread: poll, subscribe, close |
+//! | `rebalance` | rebalance callbacks: hand-over to the dispatcher, commits |
+//! | `admin` | the topic strategy |
+//! | `lag` | log end minus committed, per assigned partition |
+//! | `mapping` | `Message` ⇄ Kafka record |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use rdkafka::admin::AdminClient;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, Consumer, ConsumerEvent, Producer};
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
 
-/// The kafka backend of one bus.
+mod admin;
+mod client_config;
+mod consumer;
+mod context;
+mod errors;
+mod lag;
+mod mapping;
+mod poll_loop;
+mod producer;
+mod rebalance;
+
+pub use mapping::MESSAGE_ID_HEADER;
+
+use admin::TopicAdmin;
+use consumer::{ConsumerSettings, KafkaConsumer};
+use context::{BusClientContext, LastError};
+use producer::KafkaProducer;
+use rebalance::RebalanceContext;
+
+/// The Kafka backend of one bus.
 #[derive(Debug)]
-pub(crate) struct KafkaBackend {}
+pub(crate) struct KafkaBackend {
+    config: Arc<BusConfig>,
+    producer: Arc<KafkaProducer>,
+    topics: Arc<TopicAdmin>,
+    producer_errors: LastError,
+}
 
 impl KafkaBackend {
-    pub(crate) async fn connect(_config: &BusConfig) -> Result<Self> {
-        Err(Error::config(
-            "backend",
-            "the kafka backend is not implemented yet",
-        ))
+    /// Checks the Kafka settings with librdkafka, creates the producer and
+    /// the admin client, checks that a broker answers (unless
+    /// `kafka.verify_connection` is off) and ensures the topics listed in
+    /// `kafka.topics`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for settings librdkafka refuses or a listed topic
+    /// the strategy rejects; [`Error::Backend`] naming the brokers when none
+    /// answers within `kafka.connect_timeout`.
+    pub(crate) async fn connect(config: &BusConfig) -> Result<Self> {
+        client_config::validate(config)?;
+        let k = &config.kafka;
+        let producer_ctx = BusClientContext::default();
+        let producer_errors = producer_ctx.last_error.clone();
+        let producer: FutureProducer<BusClientContext> = client_config::producer(config)
+            .create_with_context(producer_ctx)
+            .map_err(|e| client_config::config_error(k, "producer", &e))?;
+        let admin: AdminClient<BusClientContext> = client_config::admin(config)
+            .create_with_context(BusClientContext::default())
+            .map_err(|e| client_config::config_error(k, "admin client", &e))?;
+        let topics = Arc::new(TopicAdmin::new(Arc::new(admin), Arc::new(k.clone())));
+        let backend = KafkaBackend {
+            config: Arc::new(config.clone()),
+            producer: Arc::new(KafkaProducer::new(
+                producer,
+                topics.clone(),
+                k.producer.message_timeout,
+            )),
+            topics,
+            producer_errors,
+        };
+        if k.verify_connection {
+            backend.check().await?;
+        }
+        for topic in k.topics.keys() {
+            if let Err(e) = backend.topics.ensure(topic, k.admin_timeout).await {
+                return Err(if e.timed_out {
+                    errors::backend(
+                        format!("cannot ensure topic `{topic}`: {}", e.reason),
+                        true,
+                        e.source,
+                    )
+                } else {
+                    Error::config(format!("kafka.topics.{topic}"), e.reason)
+                });
+            }
+        }
+        tracing::info!(brokers = %k.brokers.join(","), "kafka backend connected");
+        Ok(backend)
     }
 }
 
@@ -29,14 +125,77 @@ impl Backend for KafkaBackend {
     }
 
     fn producer(&self) -> Arc<dyn Producer> {
-        unreachable!("never constructed")
+        self.producer.clone()
+    }
+
+    async fn check(&self) -> Result<()> {
+        let k = &self.config.kafka;
+        let timeout = k.connect_timeout;
+        let started = std::time::Instant::now();
+        let client = self.producer.client().clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            // One small metadata request; the topic need not exist.
+            client
+                .client()
+                .fetch_metadata(Some("__consumer_offsets"), timeout)
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| errors::backend(format!("metadata task failed: {e}"), true, None))?;
+        match answer {
+            Ok(brokers) if brokers > 0 => Ok(()),
+            Ok(_) => Err(errors::backend(
+                format!(
+                    "Kafka at {} answered without any broker",
+                    k.brokers.join(",")
+                ),
+                true,
+                None,
+            )),
+            Err(e) => {
+                let why = self
+                    .producer_errors
+                    .since(
+                        started
+                            .checked_sub(Duration::from_secs(60))
+                            .unwrap_or(started),
+                    )
+                    .unwrap_or_else(|| e.to_string());
+                Err(errors::backend(
+                    format!(
+                        "no Kafka broker answered at {} within {:?} (kafka.brokers, \
+                         kafka.connect_timeout): {why}",
+                        k.brokers.join(","),
+                        timeout
+                    ),
+                    true,
+                    Some(e),
+                ))
+            }
+        }
     }
 
     async fn consumer(
         &self,
-        _group: &str,
-        _events: mpsc::Sender<ConsumerEvent>,
+        group: &str,
+        events: mpsc::Sender<ConsumerEvent>,
     ) -> Result<Arc<dyn Consumer>> {
-        unreachable!("never constructed")
+        let config = &self.config;
+        let revoke_wait = config.dispatch.revoke_timeout + client_config::REVOKE_GRACE;
+        let ctx = RebalanceContext::new(events, revoke_wait);
+        let consumer: BaseConsumer<RebalanceContext> = client_config::consumer(config, group)
+            .create_with_context(ctx)
+            .map_err(|e| client_config::config_error(&config.kafka, "consumer", &e))?;
+        let settings = ConsumerSettings {
+            group: group.to_string(),
+            start_from: config.start_from,
+            revoke_wait,
+            admin_timeout: config.kafka.admin_timeout,
+        };
+        Ok(Arc::new(KafkaConsumer::start(
+            consumer,
+            self.topics.clone(),
+            settings,
+        )?))
     }
 }

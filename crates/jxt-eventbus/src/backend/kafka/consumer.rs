@@ -1,0 +1,220 @@
+//! The bus's one Kafka consumer: a handle over a librdkafka consumer driven
+//! by its own thread ([`super::poll_loop`]).
+//!
+//! The dispatcher's calls are cheap and safe at any time, rebalances
+//! included: `pause`/`resume` go straight to librdkafka (thread-safe, they
+//! only enqueue an operation), `store` notes the position in memory for the
+//! poll thread to store. Subscription changes and close go to the thread as
+//! commands, since they interact with rebalance callbacks that only that
+//! thread serves.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::TopicPartitionList;
+use tokio::sync::oneshot;
+
+use super::admin::TopicAdmin;
+use super::errors;
+use super::lag;
+use super::poll_loop::{self, Command};
+use super::rebalance::{self, RebalanceContext};
+use crate::backend::{Consumer, PartitionLag, TopicPartition};
+use crate::config::StartFrom;
+use crate::error::{Error, Result};
+
+/// How long lag and commit requests may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time for a subscription change beyond a revoke's wait.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_secs(30);
+
+/// Settings the consumer handle needs.
+#[derive(Debug, Clone)]
+pub(super) struct ConsumerSettings {
+    pub(super) group: String,
+    pub(super) start_from: StartFrom,
+    pub(super) revoke_wait: Duration,
+    pub(super) admin_timeout: Duration,
+}
+
+/// The bus's Kafka consumer.
+pub(super) struct KafkaConsumer {
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    ctx: Arc<RebalanceContext>,
+    commands: mpsc::Sender<Command>,
+    topics: Arc<TopicAdmin>,
+    settings: ConsumerSettings,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("group", &self.settings.group)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    /// Starts the poll thread of `consumer`.
+    ///
+    /// # Errors
+    /// A backend error when the thread cannot be started.
+    pub(super) fn start(
+        consumer: BaseConsumer<RebalanceContext>,
+        topics: Arc<TopicAdmin>,
+        settings: ConsumerSettings,
+    ) -> Result<Self> {
+        let consumer = Arc::new(consumer);
+        let ctx = consumer.context().clone();
+        let (commands, inbox) = mpsc::channel();
+        let polled = consumer.clone();
+        std::thread::Builder::new()
+            .name(format!("kafka-consumer-{}", settings.group))
+            .spawn(move || poll_loop::run(polled, inbox))
+            .map_err(|e| {
+                errors::backend(
+                    format!("cannot start the consumer thread: {e}"),
+                    false,
+                    None,
+                )
+            })?;
+        Ok(KafkaConsumer {
+            consumer,
+            ctx,
+            commands,
+            topics,
+            settings,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn tpl(partitions: &[TopicPartition]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for tp in partitions {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        tpl
+    }
+
+    /// Runs a blocking librdkafka call off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BaseConsumer<RebalanceContext>) -> T + Send + 'static,
+    ) -> Result<T> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || f(&consumer))
+            .await
+            .map_err(|e| errors::backend(format!("consumer task failed: {e}"), true, None))
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        for topic in topics {
+            self.topics
+                .ensure(topic, self.settings.admin_timeout)
+                .await
+                .map_err(|e| Error::Subscribe {
+                    topic: topic.clone(),
+                    reason: e.reason,
+                })?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Subscribe {
+            topics: topics.to_vec(),
+            wait: self.settings.revoke_wait + SUBSCRIBE_SETTLE,
+            reply,
+        };
+        if self.commands.send(command).is_err() {
+            return Err(Error::Closed);
+        }
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    fn pause(&self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.pause(&Self::tpl(partitions)) {
+            tracing::debug!(error = %e, "pause failed (partitions not assigned)");
+        }
+    }
+
+    fn resume(&self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
+            return;
+        }
+        if let Err(e) = self.consumer.resume(&Self::tpl(partitions)) {
+            tracing::debug!(error = %e, "resume failed (partitions not assigned)");
+        }
+    }
+
+    fn store(&self, partition: &TopicPartition, next_offset: i64) {
+        self.ctx.store(partition, next_offset);
+    }
+
+    async fn commit(&self) -> Result<()> {
+        self.blocking(|c| {
+            c.context().apply_stores(c);
+            rebalance::commit_sync(c, "commit")
+        })
+        .await?
+        .map_err(|e: KafkaError| Error::Commit {
+            reason: format!("the group coordinator refused the commit: {e}"),
+            source: Some(Box::new(e)),
+        })
+    }
+
+    async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        let start_from = self.settings.start_from;
+        self.blocking(move |c| lag::assigned_lag(c, start_from, REQUEST_TIMEOUT))
+            .await?
+            .map_err(|e| errors::backend(format!("cannot read the lag: {e}"), true, Some(e)))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, closed) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Close { reply: Some(reply) })
+            .is_err()
+        {
+            return Ok(());
+        }
+        // The close serves a final revoke (bounded by the revoke wait) and a
+        // LeaveGroup request.
+        let bound = self.settings.revoke_wait + REQUEST_TIMEOUT;
+        match tokio::time::timeout(bound, closed).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                operation: "kafka consumer close",
+                after: bound,
+            }),
+        }
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // Dropped without `close` (a crash of the bus): the thread still
+        // releases the partitions and leaves the group, committing only
+        // positions of finished records.
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.commands.send(Command::Close { reply: None });
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! librdkafka callbacks shared by every client: log lines and client errors
+//! go to `tracing`, and the last client error is kept so that `build()` and
+//! `health()` can say why a broker is unreachable.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+
+/// The last error librdkafka reported for a client, with when.
+#[derive(Debug, Default, Clone)]
+pub(super) struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastError {
+    pub(super) fn set(&self, message: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), message));
+    }
+
+    /// The last error if it happened after `since`.
+    pub(super) fn since(&self, since: Instant) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, m)| m.clone())
+    }
+}
+
+/// The context of the producer and admin clients.
+#[derive(Debug, Default, Clone)]
+pub(super) struct BusClientContext {
+    pub(super) last_error: LastError,
+}
+
+impl ClientContext for BusClientContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        forward_error(&self.last_error, &error, reason);
+    }
+}
+
+pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+pub(super) fn forward_error(last: &LastError, error: &KafkaError, reason: &str) {
+    // Client errors are mostly transient (a broker connection dropped and is
+    // re-established); librdkafka retries them itself.
+    tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    last.set(reason.to_string());
+}

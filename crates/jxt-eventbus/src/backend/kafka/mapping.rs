@@ -1,0 +1,134 @@
+//! [`Message`] ⇄ Kafka record.
+//!
+//! The key is the message key (the aggregate id), the value its payload, the
+//! record timestamp its creation time (milliseconds), and the record headers
+//! its headers plus the message id as `X-Message-ID`. Reading maps back: the
+//! `X-Message-ID` header becomes the id (and is not repeated in the
+//! headers); a record without one — written by another producer — gets the
+//! stable id `kafka:<topic>/<partition>/<offset>`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
+
+use crate::backend::{Record, TopicPartition};
+use crate::message::{Headers, Message};
+
+/// Header carrying [`Message::id`].
+pub const MESSAGE_ID_HEADER: &str = "X-Message-ID";
+
+/// Record headers for `message`: its own, then `X-Message-ID`.
+pub(super) fn headers(message: &Message) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
+    for (name, value) in message.headers.iter() {
+        if name == MESSAGE_ID_HEADER {
+            continue;
+        }
+        out = out.insert(Header {
+            key: name,
+            value: Some(value.as_ref()),
+        });
+    }
+    out.insert(Header {
+        key: MESSAGE_ID_HEADER,
+        value: Some(message.id.as_bytes()),
+    })
+}
+
+/// Milliseconds since the epoch for the record timestamp.
+pub(super) fn timestamp_millis(t: SystemTime) -> Option<i64> {
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+}
+
+/// Topic names shared by the records of a topic, so that each record costs
+/// one reference count instead of one string.
+#[derive(Debug, Default)]
+pub(super) struct TopicNames(HashMap<String, Arc<str>>);
+
+impl TopicNames {
+    pub(super) fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.0.insert(topic.to_string(), t.clone());
+        t
+    }
+}
+
+/// A consumed record, copied out of librdkafka's buffer.
+pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record {
+    let topic = names.get(m.topic());
+    let mut id = None;
+    let mut headers = Headers::new();
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
+            if h.key == MESSAGE_ID_HEADER && id.is_none() {
+                id = std::str::from_utf8(&value).ok().map(str::to_string);
+                continue;
+            }
+            headers.insert(h.key, value);
+        }
+    }
+    let id = id.unwrap_or_else(|| format!("kafka:{}/{}/{}", topic, m.partition(), m.offset()));
+    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    let timestamp = m
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+        .unwrap_or_else(SystemTime::now);
+    Record {
+        partition: TopicPartition {
+            topic,
+            partition: m.partition(),
+        },
+        offset: m.offset(),
+        message: Message {
+            id,
+            key,
+            headers,
+            payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            timestamp,
+        },
+        ack: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_carry_the_id_once() {
+        let m = Message::new("x")
+            .with_id("id-1")
+            .with_header("a", "1")
+            .with_header(MESSAGE_ID_HEADER, "stale");
+        let h = headers(&m);
+        let all: Vec<(String, Vec<u8>)> = h
+            .iter()
+            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                ("a".to_string(), b"1".to_vec()),
+                (MESSAGE_ID_HEADER.to_string(), b"id-1".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_are_millis() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(timestamp_millis(t), Some(1_700_000_000_123));
+        assert_eq!(timestamp_millis(UNIX_EPOCH - Duration::from_secs(1)), None);
+    }
+}

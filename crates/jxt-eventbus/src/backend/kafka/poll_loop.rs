@@ -1,0 +1,220 @@
+//! The consumer's dedicated thread: polls librdkafka (records, rebalances,
+//! heartbeats' companion work), applies subscription changes, stores
+//! offsets, and closes the consumer.
+//!
+//! It keeps polling while partitions are paused, so the group never evicts
+//! the bus for being busy. Records go to the dispatcher in batches through a
+//! bounded channel; the dispatcher pauses partitions at its caps, so the
+//! channel drains and the thread does not stay blocked on it.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use tokio::sync::oneshot;
+
+use super::mapping::{self, TopicNames};
+use super::rebalance::RebalanceContext;
+use crate::error::{Error, Result};
+
+/// Longest a poll blocks when nothing arrives; bounds how late a command
+/// (subscribe, close) is picked up.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+/// Records sent to the dispatcher in one event at most.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// Requests from the consumer handle to its thread.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Replace the subscription with these topics; answered once the group
+    /// has applied the change (bounded by `wait`).
+    Subscribe {
+        topics: Vec<String>,
+        wait: Duration,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Close the consumer (final commit, leave the group) and end the thread.
+    Close { reply: Option<oneshot::Sender<()>> },
+}
+
+/// A subscription change waiting for the group to apply it.
+struct PendingSubscribe {
+    topics: BTreeSet<String>,
+    /// Wait for an assignment round after this one.
+    assign_round: Option<u64>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Receiver<Command>) {
+    let ctx = consumer.context().clone();
+    let mut names = TopicNames::default();
+    let mut subscribed: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Option<PendingSubscribe> = None;
+    let mut last_poll_error: Option<(Instant, String)> = None;
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Subscribe {
+                    topics,
+                    wait,
+                    reply,
+                }) => {
+                    if let Some(p) = pending.take() {
+                        let _ = p.reply.send(Ok(()));
+                    }
+                    pending = subscribe(&consumer, &mut subscribed, topics, wait, reply);
+                }
+                Ok(Command::Close { reply }) => {
+                    if let Some(p) = pending.take() {
+                        let _ = p.reply.send(Err(Error::Closed));
+                    }
+                    close(&consumer);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    close(&consumer);
+                    return;
+                }
+            }
+        }
+        ctx.apply_stores(&consumer);
+        poll_batch(&consumer, &ctx, &mut names, &mut last_poll_error);
+        ctx.flush();
+        if let Some(p) = pending.take() {
+            pending = settle(&consumer, &ctx, p);
+        }
+    }
+}
+
+/// Polls once (waiting up to [`POLL_WAIT`]), then takes what else is ready
+/// without waiting, up to [`MAX_BATCH`] records.
+fn poll_batch(
+    consumer: &BaseConsumer<RebalanceContext>,
+    ctx: &RebalanceContext,
+    names: &mut TopicNames,
+    last_error: &mut Option<(Instant, String)>,
+) {
+    let mut wait = POLL_WAIT;
+    loop {
+        match consumer.poll(wait) {
+            None => return,
+            Some(Ok(m)) => {
+                if ctx.push(mapping::record(&m, names)) >= MAX_BATCH {
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                log_poll_error(&e, last_error);
+                return;
+            }
+        }
+        wait = Duration::ZERO;
+    }
+}
+
+/// Logs consumer errors (unknown topic, broker down), each distinct one at
+/// most every 30 seconds.
+fn log_poll_error(e: &KafkaError, last: &mut Option<(Instant, String)>) {
+    let text = e.to_string();
+    let repeat = last
+        .as_ref()
+        .is_some_and(|(at, t)| *t == text && at.elapsed() < Duration::from_secs(30));
+    if !repeat {
+        tracing::warn!(error = %text, "kafka consumer error");
+        *last = Some((Instant::now(), text));
+    }
+}
+
+fn subscribe(
+    consumer: &BaseConsumer<RebalanceContext>,
+    subscribed: &mut BTreeSet<String>,
+    topics: Vec<String>,
+    wait: Duration,
+    reply: oneshot::Sender<Result<()>>,
+) -> Option<PendingSubscribe> {
+    let wanted: BTreeSet<String> = topics.into_iter().collect();
+    if wanted == *subscribed {
+        let _ = reply.send(Ok(()));
+        return None;
+    }
+    let added = wanted.difference(subscribed).next().is_some();
+    let result = if wanted.is_empty() {
+        consumer.unsubscribe();
+        Ok(())
+    } else {
+        let list: Vec<&str> = wanted.iter().map(String::as_str).collect();
+        consumer.subscribe(&list)
+    };
+    if let Err(e) = result {
+        let topic = wanted.iter().cloned().collect::<Vec<_>>().join(",");
+        let _ = reply.send(Err(Error::Subscribe {
+            topic,
+            reason: format!("the Kafka consumer refused the subscription: {e}"),
+        }));
+        return None;
+    }
+    tracing::debug!(topics = ?wanted, "kafka subscription changed");
+    *subscribed = wanted.clone();
+    let ctx = consumer.context();
+    Some(PendingSubscribe {
+        topics: wanted,
+        assign_round: added.then(|| ctx.assign_rounds()),
+        deadline: Instant::now() + wait,
+        reply,
+    })
+}
+
+/// Answers a subscription change once the group applied it: a later
+/// assignment round when topics were added, and no partition left of a
+/// removed topic. Past the deadline it answers anyway (the subscription is
+/// in place; the group assigns when it can).
+fn settle(
+    consumer: &BaseConsumer<RebalanceContext>,
+    ctx: &RebalanceContext,
+    p: PendingSubscribe,
+) -> Option<PendingSubscribe> {
+    let assigned = p.assign_round.is_none_or(|r| ctx.assign_rounds() > r);
+    let released = consumer
+        .assignment()
+        .map(|a| a.elements().iter().all(|e| p.topics.contains(e.topic())))
+        .unwrap_or(true);
+    if assigned && released {
+        let _ = p.reply.send(Ok(()));
+        return None;
+    }
+    if Instant::now() >= p.deadline {
+        tracing::warn!(
+            topics = ?p.topics,
+            "the group has not applied the subscription change yet; continuing, partitions follow when assigned"
+        );
+        let _ = p.reply.send(Ok(()));
+        return None;
+    }
+    Some(p)
+}
+
+/// Closes the consumer: revoke (dispatcher release, final commit), leave the
+/// group. librdkafka serves the revoke through this thread's polls.
+fn close(consumer: &BaseConsumer<RebalanceContext>) {
+    let ctx = consumer.context();
+    ctx.flush();
+    ctx.apply_stores(consumer);
+    if let Err(e) = consumer.close_queue() {
+        tracing::warn!(error = %e, "closing the kafka consumer failed");
+        return;
+    }
+    while !consumer.closed() {
+        // Records polled now belong to partitions being released: dropped
+        // unstored, the group reads them again.
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    tracing::debug!("kafka consumer closed");
+}

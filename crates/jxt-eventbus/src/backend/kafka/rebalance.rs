@@ -1,0 +1,295 @@
+//! The consumer's librdkafka context: rebalance callbacks, the record batch
+//! on its way to the dispatcher, and offsets waiting to be stored.
+//!
+//! Callbacks run on the poll thread inside `poll`, never on the async
+//! runtime. On revoke the thread hands the partitions to the dispatcher and
+//! blocks (bounded) until it has released them and stored their final
+//! positions, then commits synchronously and unassigns. On assign it
+//! assigns, makes sure the partitions are not paused, and tells the
+//! dispatcher before any of their records can be polled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::context::{forward_error, forward_log, LastError};
+use crate::backend::{ConsumerEvent, Record, TopicPartition};
+
+/// The consumer's context.
+pub(super) struct RebalanceContext {
+    events: mpsc::Sender<ConsumerEvent>,
+    /// Records polled but not yet sent: sent as one batch, and always before
+    /// a rebalance event, so per partition the dispatcher sees
+    /// `Assigned`, `Records`, `Revoked` in order.
+    pending: Mutex<Vec<Record>>,
+    /// Positions handed over by the dispatcher, stored in librdkafka by the
+    /// poll thread in one call per loop (and before every commit).
+    stores: Mutex<HashMap<TopicPartition, i64>>,
+    /// How long a revoke waits for the dispatcher's answer.
+    revoke_wait: Duration,
+    /// Assign callbacks so far (a subscription change is complete after the
+    /// next one).
+    assign_rounds: AtomicU64,
+    pub(super) last_error: LastError,
+}
+
+impl std::fmt::Debug for RebalanceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RebalanceContext")
+            .field("assign_rounds", &self.assign_rounds)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RebalanceContext {
+    pub(super) fn new(events: mpsc::Sender<ConsumerEvent>, revoke_wait: Duration) -> Self {
+        RebalanceContext {
+            events,
+            pending: Mutex::default(),
+            stores: Mutex::default(),
+            revoke_wait,
+            assign_rounds: AtomicU64::new(0),
+            last_error: LastError::default(),
+        }
+    }
+
+    pub(super) fn assign_rounds(&self) -> u64 {
+        self.assign_rounds.load(Ordering::Acquire)
+    }
+
+    /// Sends an event to the dispatcher, waiting for room; false when the
+    /// dispatcher is gone. Never blocks an async runtime thread: there (only
+    /// possible when a consumer is dropped unclosed on one) it does not wait.
+    pub(super) fn send(&self, event: ConsumerEvent) -> bool {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return self.events.try_send(event).is_ok();
+        }
+        self.events.blocking_send(event).is_ok()
+    }
+
+    /// Queues a polled record.
+    pub(super) fn push(&self, record: Record) -> usize {
+        let mut pending = lock(&self.pending);
+        pending.push(record);
+        pending.len()
+    }
+
+    /// Sends the queued records.
+    pub(super) fn flush(&self) {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if !batch.is_empty() {
+            // A gone dispatcher drops them: nothing was stored for them, so
+            // the group reads them again.
+            self.send(ConsumerEvent::Records(batch));
+        }
+    }
+
+    /// Notes a position from the dispatcher (applied by [`Self::apply_stores`]).
+    pub(super) fn store(&self, partition: &TopicPartition, next_offset: i64) {
+        let mut stores = lock(&self.stores);
+        let e = stores.entry(partition.clone()).or_insert(next_offset);
+        *e = (*e).max(next_offset);
+    }
+
+    /// Stores the positions noted so far in librdkafka (the auto-commit and
+    /// explicit commits take them from there).
+    pub(super) fn apply_stores(&self, consumer: &BaseConsumer<Self>) {
+        let stores = std::mem::take(&mut *lock(&self.stores));
+        if stores.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(stores.len());
+        for (tp, offset) in &stores {
+            if let Err(e) =
+                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
+            {
+                tracing::warn!(partition = %tp, error = %e, "cannot store offset");
+            }
+        }
+        // Partitions no longer assigned are refused one by one; that is the
+        // contract (positions of partitions not owned are ignored).
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            tracing::debug!(error = %e, "some offsets were not stored (partitions not assigned)");
+        }
+    }
+
+    fn discard_stores(&self, partitions: &[TopicPartition]) {
+        let mut stores = lock(&self.stores);
+        for tp in partitions {
+            stores.remove(tp);
+        }
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        self.flush();
+        let lost = consumer.assignment_lost();
+        let partitions = partitions(tpl);
+        if !partitions.is_empty() {
+            tracing::info!(partitions = partitions.len(), lost, "partitions revoked");
+            let (done, answered) = oneshot::channel();
+            let event = ConsumerEvent::Revoked {
+                partitions: partitions.clone(),
+                lost,
+                done,
+            };
+            if self.send(event) {
+                self.await_release(answered);
+            }
+        }
+        if lost {
+            // Someone else owns them now: committing could move their
+            // position backwards or past records they have not finished.
+            self.discard_stores(&partitions);
+            return;
+        }
+        self.apply_stores(consumer);
+        let _ = commit_sync(consumer, "revoke");
+    }
+
+    /// Waits until the dispatcher answers (or is gone), at most `revoke_wait`.
+    fn await_release(&self, mut answered: oneshot::Receiver<()>) {
+        let deadline = Instant::now() + self.revoke_wait;
+        let mut nap = Duration::from_micros(200);
+        loop {
+            match answered.try_recv() {
+                Ok(()) | Err(oneshot::error::TryRecvError::Closed) => return,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    waited = ?self.revoke_wait,
+                    "the dispatcher did not release revoked partitions in time; releasing them"
+                );
+                return;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions = partitions(tpl);
+        if !partitions.is_empty() {
+            // A partition paused in an earlier ownership starts fresh.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::debug!(error = %e, "resume of assigned partitions failed");
+            }
+            tracing::info!(partitions = partitions.len(), "partitions assigned");
+            self.send(ConsumerEvent::Assigned(partitions));
+        }
+        self.assign_rounds.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Commits the stored positions and waits for the broker.
+pub(super) fn commit_sync(consumer: &BaseConsumer<RebalanceContext>, why: &str) -> KafkaResult<()> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // Nothing stored since the last commit.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, why, "commit failed");
+            Err(e)
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for RebalanceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        forward_error(&self.last_error, &error, reason);
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if r.is_ok() {
+                    self.on_assign(consumer, tpl);
+                }
+                r
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                // The group state is in doubt: release everything without
+                // committing; the group re-assigns from committed positions.
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error; releasing the assignment");
+                self.last_error.set(format!("rebalance error: {code}"));
+                match consumer.assignment() {
+                    Ok(all) => {
+                        self.flush();
+                        let partitions = partitions(&all);
+                        if !partitions.is_empty() {
+                            let (done, answered) = oneshot::channel();
+                            if self.send(ConsumerEvent::Revoked {
+                                partitions: partitions.clone(),
+                                lost: true,
+                                done,
+                            }) {
+                                self.await_release(answered);
+                            }
+                            self.discard_stores(&partitions);
+                        }
+                        if cooperative {
+                            consumer.incremental_unassign(&all)
+                        } else {
+                            consumer.unassign()
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "applying a rebalance failed");
+        }
+    }
+}
