@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod backlog;
 mod bus;
 pub mod config;
 mod delivery;

@@ -7,6 +7,7 @@
 //! subjects) are fine: only delivered offsets are tracked.
 
 use std::collections::VecDeque;
+use std::time::SystemTime;
 
 /// Delivered and finished offsets of one partition.
 #[derive(Debug, Default)]
@@ -14,6 +15,9 @@ pub struct PartitionOffsets {
     /// Delivered offsets in ascending order with their finished flag. The front
     /// is always unfinished (finished entries are popped from the front).
     window: VecDeque<(i64, bool)>,
+    /// Publish time of each window entry, same order (kept apart so the
+    /// offset search stays on a compact array).
+    times: VecDeque<SystemTime>,
     /// Highest delivered offset + 1.
     next: Option<i64>,
     /// Last position returned by [`PartitionOffsets::complete`].
@@ -25,10 +29,17 @@ impl PartitionOffsets {
     /// order; a lower or repeated offset (a redelivery after a rewind) is
     /// ignored for position purposes and reported as `false`.
     pub fn deliver(&mut self, offset: i64) -> bool {
+        self.deliver_at(offset, SystemTime::now())
+    }
+
+    /// As [`PartitionOffsets::deliver`], noting when the record was published
+    /// (for the age of the oldest unfinished record).
+    pub fn deliver_at(&mut self, offset: i64, published: SystemTime) -> bool {
         if self.next.is_some_and(|n| offset < n) {
             return false;
         }
         self.window.push_back((offset, false));
+        self.times.push_back(published);
         self.next = Some(offset + 1);
         true
     }
@@ -46,6 +57,7 @@ impl PartitionOffsets {
         }
         while self.window.front().is_some_and(|(_, done)| *done) {
             self.window.pop_front();
+            self.times.pop_front();
         }
         let position = self.position()?;
         if self.reported.is_some_and(|r| r >= position) {
@@ -62,6 +74,11 @@ impl PartitionOffsets {
             Some((o, _)) => Some(*o),
             None => self.next,
         }
+    }
+
+    /// Publish time of the oldest unfinished record.
+    pub fn oldest_unfinished(&self) -> Option<SystemTime> {
+        self.times.front().copied()
     }
 
     /// Delivered records not yet finished.

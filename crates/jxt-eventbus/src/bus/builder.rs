@@ -107,6 +107,7 @@ impl EventBusBuilder {
             BackendKind::Nats => return Err(not_compiled("nats")),
         };
         let producer = backend.producer();
+        let recovering = Arc::new(AtomicBool::new(false));
         Ok(EventBus {
             inner: Arc::new(Inner {
                 config,
@@ -115,7 +116,8 @@ impl EventBusBuilder {
                 topics: tokio::sync::Mutex::default(),
                 running: std::sync::Mutex::default(),
                 closed: AtomicBool::new(false),
-                recovering: Arc::new(AtomicBool::new(false)),
+                backlog: Arc::new(crate::backlog::BacklogShared::new(recovering.clone())),
+                recovering,
             }),
         })
     }

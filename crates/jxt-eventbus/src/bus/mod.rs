@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Consumer, PartitionLag, Producer, PublishReceipt};
+use crate::backlog::{self, BacklogShared, BacklogState, RecoveryChange};
 use crate::config::BusConfig;
 use crate::delivery::Delivery;
 use crate::dispatch::{
@@ -52,6 +53,7 @@ struct Inner {
     running: std::sync::Mutex<Option<Running>>,
     closed: AtomicBool,
     recovering: Arc<AtomicBool>,
+    backlog: Arc<BacklogShared>,
 }
 
 #[derive(Clone)]
@@ -251,6 +253,9 @@ impl EventBus {
             return Err(e);
         }
         *subscribed = topics;
+        // A backlog waiting on the new topic puts the bus in recovery mode now,
+        // not at the next periodic check.
+        self.inner.backlog.check_now().await;
         tracing::info!(topic, group = %self.inner.config.group, "subscribed");
         Ok(())
     }
@@ -275,6 +280,14 @@ impl EventBus {
             self.inner.config.dispatch.clone(),
             ctx,
         );
+        if self.inner.config.backlog.enabled {
+            backlog::spawn(
+                self.inner.config.backlog.clone(),
+                self.inner.backlog.clone(),
+                Arc::downgrade(&consumer),
+                dispatcher.downgrade(),
+            );
+        }
         Ok(Running {
             consumer,
             dispatcher,
@@ -392,6 +405,36 @@ impl EventBus {
     /// Whether the bus is in recovery mode (catching up on a backlog).
     pub fn is_recovering(&self) -> bool {
         self.inner.recovering.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Calls `callback` on every change of recovery mode (entered, left).
+    /// Callbacks run on the checking task: keep them short and non-blocking.
+    pub fn on_recovery_change(&self, callback: impl Fn(&RecoveryChange) + Send + Sync + 'static) {
+        self.inner
+            .backlog
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(callback));
+    }
+
+    /// The latest backlog check.
+    pub fn backlog_state(&self) -> BacklogState {
+        self.inner.backlog.state.borrow().clone()
+    }
+
+    /// A receiver that sees every backlog check.
+    pub fn watch_backlog(&self) -> tokio::sync::watch::Receiver<BacklogState> {
+        self.inner.backlog.state.subscribe()
+    }
+
+    /// Resolves once the bus is not in recovery mode.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn caught_up(&self) {
+        let mut rx = self.watch_backlog();
+        let _ = rx.wait_for(|s| !s.recovering).await;
     }
 
     /// Lag of every partition this bus's consumer owns.

@@ -10,6 +10,7 @@ use crate::dispatch::SubscriptionSettings;
 pub struct SubscribeOptions {
     ordering: Option<Ordering>,
     max_concurrency: Option<usize>,
+    recovery_concurrency: Option<usize>,
 }
 
 impl SubscribeOptions {
@@ -30,10 +31,19 @@ impl SubscribeOptions {
         self
     }
 
+    /// Lanes handled concurrently while the bus is in recovery mode (for
+    /// example higher, to catch up faster, or lower, to spare a dependency).
+    /// Default: the same as outside it.
+    pub fn recovery_concurrency(mut self, n: usize) -> Self {
+        self.recovery_concurrency = Some(n.max(1));
+        self
+    }
+
     pub(crate) fn resolve(&self, defaults: &DispatchConfig) -> SubscriptionSettings {
         SubscriptionSettings {
             ordering: self.ordering.unwrap_or(defaults.ordering),
             max_concurrency: self.max_concurrency.unwrap_or(defaults.max_concurrency),
+            recovery_concurrency: self.recovery_concurrency,
         }
     }
 }

@@ -22,6 +22,7 @@ const ENV_SECTIONS: &[&str] = &[
     "dispatch",
     "retry",
     "dead_letter",
+    "backlog",
     "memory",
     "kafka",
     "nats",

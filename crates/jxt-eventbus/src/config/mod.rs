@@ -22,7 +22,10 @@ pub use kafka::{
     TopicSettings, TopicStrategy,
 };
 pub use load::ENV_PREFIX;
-pub use nats::NatsConfig;
+pub use nats::{
+    NatsAuth, NatsConfig, NatsRetention, NatsStorage, NatsStreamSettings, NatsTls,
+    NatsTopicSettings,
+};
 
 /// Which broker the bus talks to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +84,8 @@ pub struct BusConfig {
     pub retry: RetryConfig,
     /// Where records go that cannot be handled.
     pub dead_letter: DeadLetterConfig,
+    /// Backlog detection and recovery mode.
+    pub backlog: BacklogConfig,
     /// In-memory backend settings.
     pub memory: MemoryConfig,
     /// Apache Kafka backend settings.
@@ -98,6 +103,7 @@ impl Default for BusConfig {
             dispatch: DispatchConfig::default(),
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            backlog: BacklogConfig::default(),
             memory: MemoryConfig::default(),
             kafka: KafkaConfig::default(),
             nats: NatsConfig::default(),
@@ -210,6 +216,42 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// Backlog detection and recovery mode. A backlog exists when the lag over
+/// the partitions this bus owns is over `max_lag`, or the oldest record
+/// handed to a handler and not finished was published more than `max_age`
+/// ago.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BacklogConfig {
+    /// Check for a backlog periodically and enter recovery mode when found.
+    /// Default true.
+    pub enabled: bool,
+    /// Time between checks; each asks the broker for lag. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Lag (records) above which a backlog exists. Default 10000.
+    pub max_lag: i64,
+    /// Age of the oldest unfinished record above which a backlog exists.
+    /// Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Consecutive checks without a backlog before recovery mode ends.
+    /// Default 3.
+    pub clean_checks: u32,
+}
+
+impl Default for BacklogConfig {
+    fn default() -> Self {
+        BacklogConfig {
+            enabled: true,
+            check_interval: Duration::from_secs(5),
+            max_lag: 10_000,
+            max_age: Duration::from_secs(60),
+            clean_checks: 3,
+        }
+    }
+}
+
 /// In-memory backend settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -288,6 +330,17 @@ impl BusConfig {
                 ),
             ));
         }
+        let b = &self.backlog;
+        if b.check_interval < Duration::from_millis(10) {
+            return Err(Error::config(
+                "backlog.check_interval",
+                format!("{:?} is too short: use at least 10ms", b.check_interval),
+            ));
+        }
+        if b.max_lag < 0 {
+            return Err(Error::config("backlog.max_lag", "must not be negative"));
+        }
+        at_least("backlog.clean_checks", b.clean_checks as usize, 1)?;
         let m = &self.memory;
         if !(1..=10_000).contains(&m.partitions) {
             return Err(Error::config(
@@ -301,6 +354,7 @@ impl BusConfig {
             1,
         )?;
         self.kafka.validate()?;
+        self.nats.validate()?;
         Ok(())
     }
 }

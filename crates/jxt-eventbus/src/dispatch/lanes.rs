@@ -128,6 +128,12 @@ impl<J> KeyedLanes<J> {
         self.lanes.len()
     }
 
+    /// Changes the concurrency limit (recovery mode may change it); running
+    /// batches above a lowered limit finish normally.
+    pub(crate) fn set_max_concurrency(&mut self, n: usize) {
+        self.max_concurrency = n.max(1);
+    }
+
     /// Lanes with a batch running.
     #[cfg(test)]
     pub(crate) fn running(&self) -> usize {

@@ -78,6 +78,16 @@ pub(crate) struct Completion {
 pub(crate) struct SubscriptionSettings {
     pub(crate) ordering: Ordering,
     pub(crate) max_concurrency: usize,
+    pub(crate) recovery_concurrency: Option<usize>,
+}
+
+impl SubscriptionSettings {
+    fn concurrency(&self, recovering: bool) -> usize {
+        match (recovering, self.recovery_concurrency) {
+            (true, Some(n)) => n,
+            _ => self.max_concurrency,
+        }
+    }
 }
 
 /// Counters of the dispatcher, for health and tests.
@@ -99,6 +109,8 @@ pub struct DispatchStats {
     pub assigned_total: u64,
     /// Partitions revoked since the bus started (cumulative).
     pub revoked_total: u64,
+    /// Publish time of the oldest record handed out and not finished.
+    pub oldest_unfinished: Option<std::time::SystemTime>,
 }
 
 pub(crate) enum Command {
@@ -166,6 +178,11 @@ pub(crate) struct DispatcherHandle {
 }
 
 impl DispatcherHandle {
+    /// A handle that does not keep the dispatcher alive.
+    pub(crate) fn downgrade(&self) -> mpsc::WeakSender<Command> {
+        self.commands.downgrade()
+    }
+
     /// Sends a command; false if the dispatcher is gone.
     pub(crate) async fn send(&self, command: Command) -> bool {
         self.commands.send(command).await.is_ok()
@@ -191,6 +208,8 @@ pub(crate) struct Dispatcher {
     /// Commit positions advanced in this loop turn, handed to the backend
     /// once per turn rather than once per record.
     advanced: HashMap<TopicPartition, i64>,
+    /// Recovery mode as last applied to the subscriptions' concurrency.
+    recovering: bool,
 }
 
 impl Dispatcher {
@@ -223,6 +242,7 @@ impl Dispatcher {
             assigned_total: 0,
             revoked_total: 0,
             advanced: HashMap::default(),
+            recovering: false,
         };
         tokio::spawn(dispatcher.run(events, commands, completions));
         DispatcherHandle {
@@ -283,7 +303,8 @@ impl Dispatcher {
                 settings,
                 reply,
             } => {
-                let lanes = KeyedLanes::new(settings.max_concurrency, self.config.max_batch);
+                let lanes =
+                    KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
                 self.warned_unrouted.remove(&topic);
                 self.subs.insert(
                     topic,
@@ -324,6 +345,11 @@ impl Dispatcher {
             live_lanes: self.subs.values().map(|s| s.lanes.live()).sum(),
             assigned_total: self.assigned_total,
             revoked_total: self.revoked_total,
+            oldest_unfinished: self
+                .partitions
+                .values()
+                .filter_map(|p| p.offsets.oldest_unfinished())
+                .min(),
         }
     }
 
@@ -372,7 +398,8 @@ impl Dispatcher {
             // it and it is redelivered.
             return;
         }
-        ps.offsets.deliver(record.offset);
+        ps.offsets
+            .deliver_at(record.offset, record.message.timestamp);
         let Some(sub) = self.subs.get_mut(&record.partition.topic) else {
             // A record of a topic with no handler stays unfinished, holding
             // the partition's commit position: never skipped silently.
@@ -549,6 +576,17 @@ impl Dispatcher {
 
     /// Starts lane batches while concurrency allows.
     fn schedule(&mut self) {
+        let recovering = self
+            .ctx
+            .recovering
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if recovering != self.recovering {
+            self.recovering = recovering;
+            for sub in self.subs.values_mut() {
+                sub.lanes
+                    .set_max_concurrency(sub.settings.concurrency(recovering));
+            }
+        }
         if self
             .draining
             .as_ref()
