@@ -108,6 +108,7 @@ impl EventBusBuilder {
         };
         let producer = backend.producer();
         let recovering = Arc::new(AtomicBool::new(false));
+        let publish_limiter = config.publish_rate_limit.map(|l| l.limiter());
         Ok(EventBus {
             inner: Arc::new(Inner {
                 config,
@@ -118,6 +119,7 @@ impl EventBusBuilder {
                 closed: AtomicBool::new(false),
                 backlog: Arc::new(crate::backlog::BacklogShared::new(recovering.clone())),
                 recovering,
+                publish_limiter,
             }),
         })
     }

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::health::{ComponentHealth, HealthState, HealthStatus};
 use crate::message::Message;
+use crate::middleware::RateLimited;
 use crate::validate;
 
 mod builder;
@@ -54,6 +55,7 @@ struct Inner {
     closed: AtomicBool,
     recovering: Arc<AtomicBool>,
     backlog: Arc<BacklogShared>,
+    publish_limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 #[derive(Clone)]
@@ -122,6 +124,9 @@ impl EventBus {
         validate::topic(topic)?;
         if let Some(key) = &message.key {
             validate::aggregate_id(key)?;
+        }
+        if let Some(l) = &self.inner.publish_limiter {
+            l.until_ready().await;
         }
         self.inner.producer.send(topic, message).await
     }
@@ -202,6 +207,17 @@ impl EventBus {
         handler: Arc<dyn Handler>,
         options: SubscribeOptions,
     ) -> Result<()> {
+        let handler: Arc<dyn Handler> = match options.rate_limits() {
+            (None, None) => handler,
+            (normal, recovery) => {
+                for (limit, field) in [(normal, "rate_limit"), (recovery, "recovery_rate_limit")] {
+                    if let Some(l) = limit {
+                        l.validate(field)?;
+                    }
+                }
+                Arc::new(RateLimited::new(handler, normal, recovery))
+            }
+        };
         self.ensure_open()?;
         validate::topic(topic).map_err(|e| Error::Subscribe {
             topic: topic.to_string(),

@@ -2,6 +2,7 @@
 
 use crate::config::{DispatchConfig, Ordering};
 use crate::dispatch::SubscriptionSettings;
+use crate::middleware::RateLimit;
 
 /// Options of one subscription; unset fields take the bus's
 /// [`DispatchConfig`] values.
@@ -11,6 +12,8 @@ pub struct SubscribeOptions {
     ordering: Option<Ordering>,
     max_concurrency: Option<usize>,
     recovery_concurrency: Option<usize>,
+    rate_limit: Option<RateLimit>,
+    recovery_rate_limit: Option<RateLimit>,
 }
 
 impl SubscribeOptions {
@@ -37,6 +40,24 @@ impl SubscribeOptions {
     pub fn recovery_concurrency(mut self, n: usize) -> Self {
         self.recovery_concurrency = Some(n.max(1));
         self
+    }
+
+    /// Limits handler attempts (retries included) of this subscription with
+    /// a token bucket; attempts wait for a token inside their lane.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The limit while the bus is in recovery mode (default: `rate_limit`).
+    pub fn recovery_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.recovery_rate_limit = Some(limit);
+        self
+    }
+
+    /// The rate limits, normal and in recovery mode.
+    pub(crate) fn rate_limits(&self) -> (Option<RateLimit>, Option<RateLimit>) {
+        (self.rate_limit, self.recovery_rate_limit)
     }
 
     pub(crate) fn resolve(&self, defaults: &DispatchConfig) -> SubscriptionSettings {

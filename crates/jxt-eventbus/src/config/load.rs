@@ -23,6 +23,7 @@ const ENV_SECTIONS: &[&str] = &[
     "retry",
     "dead_letter",
     "backlog",
+    "publish_rate_limit",
     "memory",
     "kafka",
     "nats",
@@ -186,6 +187,7 @@ mod tests {
     fn env_sections_match_the_struct() {
         let v = serde_json::to_value(BusConfig::default()).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.push("publish_rate_limit".into()); // optional, absent by default
         keys.sort();
         let mut sections: Vec<_> = ENV_SECTIONS.iter().map(|s| s.to_string()).collect();
         sections.sort();

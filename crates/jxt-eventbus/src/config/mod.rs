@@ -86,6 +86,10 @@ pub struct BusConfig {
     pub dead_letter: DeadLetterConfig,
     /// Backlog detection and recovery mode.
     pub backlog: BacklogConfig,
+    /// Limits `publish` calls of this bus with a token bucket (publishes wait
+    /// for a token). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_rate_limit: Option<crate::middleware::RateLimit>,
     /// In-memory backend settings.
     pub memory: MemoryConfig,
     /// Apache Kafka backend settings.
@@ -104,6 +108,7 @@ impl Default for BusConfig {
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             backlog: BacklogConfig::default(),
+            publish_rate_limit: None,
             memory: MemoryConfig::default(),
             kafka: KafkaConfig::default(),
             nats: NatsConfig::default(),
@@ -329,6 +334,9 @@ impl BusConfig {
                     self.dead_letter.suffix
                 ),
             ));
+        }
+        if let Some(l) = &self.publish_rate_limit {
+            l.validate("publish_rate_limit")?;
         }
         let b = &self.backlog;
         if b.check_interval < Duration::from_millis(10) {
