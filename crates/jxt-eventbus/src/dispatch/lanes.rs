@@ -199,9 +199,11 @@ mod tests {
             let mut done = 0;
             while done < keys.len() {
                 let p = picks.next().unwrap() as usize;
+                let mut pushed = false;
                 if !p.is_multiple_of(3) || running.is_empty() {
                     if let Some((seq, k)) = arrivals.next() {
                         l.push(LaneId::Key(k), (seq, k));
+                        pushed = true;
                     }
                 }
                 while let Some((id, b)) = l.next_batch() {
@@ -210,7 +212,8 @@ mod tests {
                     running.push((id, b));
                 }
                 prop_assert!(running.len() <= conc);
-                if !running.is_empty() && (p.is_multiple_of(2) || arrivals.len() == 0) {
+                // Every turn pushes or finishes something, so the loop ends.
+                if !running.is_empty() && (p.is_multiple_of(2) || !pushed) {
                     let (id, b) = running.remove(p % running.len());
                     done += b.len();
                     l.finish(id);
