@@ -1,0 +1,212 @@
+//! Acknowledgements of delivered records, sent by one task per consumer.
+//!
+//! Every record the bus holds (queued in a key lane or running in a handler)
+//! is tracked here from delivery until the dispatcher acknowledges it or
+//! lets it go:
+//!
+//! * acknowledged (handled, or written to the dead-letter topic): `+ACK`;
+//! * let go without finishing (its topic was unsubscribed, shutdown gave up
+//!   on it, the bus was dropped): `-NAK`, so the group gets it again at once.
+//!   The `-NAK`s wait until the topic's pull loop has stopped (the consumer
+//!   says when, with [`Acker::nak_released`] or [`Acker::release_all`]) and
+//!   go out in stream order: a record `NAK`ed while this bus still had a
+//!   pull request open would come straight back to it, behind the others;
+//! * still held after `ack_wait / 3`: `+WPI` (in progress), again every
+//!   `ack_wait / 3`, so JetStream does not redeliver a record that is only
+//!   waiting behind its key or running a slow handler.
+//!
+//! [`RecordAck::ack`] is called from the dispatcher task and must not block:
+//! it only queues a command. The queue is unbounded on purpose: its length is
+//! bounded by the records in flight (capped by `dispatch.max_buffered`), and
+//! an acknowledgement must never be dropped or wait behind a full channel.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, Subject};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::backend::RecordAck;
+
+const ACK: &[u8] = b"+ACK";
+const NAK: &[u8] = b"-NAK";
+const IN_PROGRESS: &[u8] = b"+WPI";
+
+enum Command {
+    Track { id: u64, reply: Subject, seq: u64 },
+    Ack { id: u64 },
+    Release { id: u64 },
+    NakReleased,
+    ReleaseAll,
+    Flush(oneshot::Sender<()>),
+}
+
+struct Entry {
+    reply: Subject,
+    seq: u64,
+    touched: Instant,
+}
+
+/// Queues acknowledgements for the acknowledging task of one consumer.
+#[derive(Clone, Debug)]
+pub(crate) struct Acker {
+    tx: mpsc::UnboundedSender<Command>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Acker {
+    /// Starts the task; it ends once every [`Acker`] and record
+    /// acknowledgement is dropped.
+    pub(crate) fn spawn(client: Client, ack_wait: Duration) -> Acker {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, rx, ack_wait));
+        Acker {
+            tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Starts tracking a delivered record; the returned acknowledgement goes
+    /// with it to the dispatcher.
+    pub(crate) fn track(&self, reply: Subject, seq: u64) -> Box<dyn RecordAck> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Command::Track { id, reply, seq });
+        Box::new(NatsRecordAck {
+            id,
+            tx: self.tx.clone(),
+            acked: false,
+        })
+    }
+
+    /// Sends `-NAK` for every record let go so far, in stream order. Call it
+    /// once the pull loop of their topic has stopped.
+    pub(crate) fn nak_released(&self) {
+        let _ = self.tx.send(Command::NakReleased);
+    }
+
+    /// Lets go of every tracked record and `NAK`s them with the others let
+    /// go, in stream order: the consumer's pull loops have stopped.
+    pub(crate) fn release_all(&self) {
+        let _ = self.tx.send(Command::ReleaseAll);
+    }
+
+    /// Resolves when every acknowledgement queued so far reached the server.
+    pub(crate) async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.tx.send(Command::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
+    }
+}
+
+/// The acknowledgement of one delivered record. Dropping it without
+/// [`RecordAck::ack`] lets the record go (`-NAK`).
+struct NatsRecordAck {
+    id: u64,
+    tx: mpsc::UnboundedSender<Command>,
+    acked: bool,
+}
+
+impl fmt::Debug for NatsRecordAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsRecordAck")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl RecordAck for NatsRecordAck {
+    fn ack(mut self: Box<Self>) {
+        self.acked = true;
+        let _ = self.tx.send(Command::Ack { id: self.id });
+    }
+}
+
+impl Drop for NatsRecordAck {
+    fn drop(&mut self) {
+        if !self.acked {
+            let _ = self.tx.send(Command::Release { id: self.id });
+        }
+    }
+}
+
+async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait: Duration) {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: HashMap<u64, Entry> = HashMap::new();
+    let mut buf = Vec::with_capacity(1024);
+    let mut released = Vec::new();
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut buf, 1024) => {
+                if n == 0 {
+                    return;
+                }
+                let mut nak_now = false;
+                for command in buf.drain(..) {
+                    match command {
+                        Command::Track { id, reply, seq } => {
+                            pending.insert(id, Entry { reply, seq, touched: Instant::now() });
+                        }
+                        Command::Ack { id } => {
+                            if let Some(e) = pending.remove(&id) {
+                                send(&client, e.reply, ACK).await;
+                            }
+                        }
+                        Command::Release { id } => {
+                            if let Some(e) = pending.remove(&id) {
+                                released.push(e);
+                            }
+                        }
+                        Command::NakReleased => nak_now = true,
+                        Command::ReleaseAll => {
+                            released.extend(pending.drain().map(|(_, e)| e));
+                            nak_now = true;
+                        }
+                        Command::Flush(done) => {
+                            // Earlier commands are already queued on the
+                            // connection; a flush round trip follows them.
+                            let client = client.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = client.flush().await {
+                                    tracing::debug!(error = %e, "flushing acknowledgements failed");
+                                }
+                                let _ = done.send(());
+                            });
+                        }
+                    }
+                }
+                if nak_now && !released.is_empty() {
+                    released.sort_by_key(|e| e.seq);
+                    tracing::debug!(records = released.len(), "releasing unfinished records for redelivery");
+                    for e in released.drain(..) {
+                        send(&client, e.reply, NAK).await;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for e in pending.values_mut() {
+                    if now.duration_since(e.touched) >= every {
+                        e.touched = now;
+                        send(&client, e.reply.clone(), IN_PROGRESS).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send(client: &Client, reply: Subject, what: &'static [u8]) {
+    if let Err(e) = client.publish(reply, Bytes::from_static(what)).await {
+        // Only a closed connection fails here; the server redelivers the
+        // record after ack_wait, so nothing is lost.
+        tracing::debug!(error = %e, "acknowledgement not sent");
+    }
+}

@@ -1,0 +1,118 @@
+//! The bus's one NATS connection: options, credentials, TLS, and a signal
+//! that fires on every reconnect.
+
+use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::watch;
+
+use super::backend_error;
+use crate::config::{BusConfig, NatsConfig};
+use crate::error::{Error, Result};
+
+/// A connected client and a counter that increases on every (re)connect.
+/// Pull requests live on the server only while their connection does, so
+/// pullers ask again when it changes.
+pub(crate) struct Connection {
+    pub(crate) client: Client,
+    pub(crate) connects: watch::Receiver<u64>,
+}
+
+/// Connects to the configured servers.
+///
+/// # Errors
+/// [`Error::Config`] for unreadable credentials, [`Error::Backend`] when no
+/// server accepts the connection within `nats.connect_timeout`.
+pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
+    let nats = &config.nats;
+    let (connects_tx, connects) = watch::channel(0u64);
+    let name = nats
+        .connection_name
+        .clone()
+        .unwrap_or_else(|| format!("jxt-eventbus/{}", config.group));
+    let options = options(nats)
+        .await?
+        .name(name)
+        .connection_timeout(nats.connect_timeout)
+        .request_timeout(Some(nats.request_timeout))
+        .event_callback(move |event| {
+            let connects_tx = connects_tx.clone();
+            async move {
+                match event {
+                    Event::Connected => {
+                        tracing::info!("NATS connection (re)established");
+                        connects_tx.send_modify(|n| *n += 1);
+                    }
+                    Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    Event::SlowConsumer(sid) => {
+                        tracing::error!(
+                            sid,
+                            "NATS subscription overflowed; messages were dropped by the client"
+                        )
+                    }
+                    other => tracing::info!(event = %other, "NATS connection event"),
+                }
+            }
+        });
+    let servers: Vec<async_nats::ServerAddr> = nats
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse().map_err(|e: std::io::Error| {
+                Error::config("nats.servers", format!("{s:?} is not a server URL: {e}"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let client = options.connect(servers).await.map_err(|e| {
+        backend_error(
+            format!(
+                "cannot connect to NATS at {} within {:?}: {e}",
+                nats.servers.join(","),
+                nats.connect_timeout
+            ),
+            true,
+            e,
+        )
+    })?;
+    Ok(Connection { client, connects })
+}
+
+async fn options(nats: &NatsConfig) -> Result<ConnectOptions> {
+    let a = &nats.auth;
+    let mut o = if let Some(path) = &a.creds_file {
+        ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                Error::config(
+                    "nats.auth.creds_file",
+                    format!(
+                        "{} cannot be read as a NATS credentials file: {e}",
+                        path.display()
+                    ),
+                )
+            })?
+    } else {
+        ConnectOptions::new()
+    };
+    if let Some(token) = &a.token {
+        o = o.token(token.expose().to_string());
+    }
+    if let (Some(user), Some(password)) = (&a.user, &a.password) {
+        o = o.user_and_password(user.clone(), password.expose().to_string());
+    }
+    if let Some(seed) = &a.nkey_seed {
+        o = o.nkey(seed.expose().to_string());
+    }
+    let tls = &nats.tls;
+    if tls.required {
+        o = o.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        o = o.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.handshake_first {
+        o = o.tls_first();
+    }
+    Ok(o)
+}

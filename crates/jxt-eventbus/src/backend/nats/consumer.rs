@@ -1,0 +1,352 @@
+//! The bus's one JetStream consumer: a pull loop per subscribed topic over
+//! the group's durable consumers, one connection, one acknowledging task.
+//!
+//! A topic is one "partition" (`<topic>[0]`) whose offsets are stream
+//! sequences. It is assigned to this bus when its pull loop starts and
+//! revoked when the topic is unsubscribed; every bus of a group holds it at
+//! once and JetStream shares the records among them. Records are
+//! acknowledged one by one, so [`Consumer::store`] has nothing to do and
+//! [`Consumer::commit`] only makes sure sent acknowledgements reached the
+//! server.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::Context;
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::durable::{self, DurableSpec};
+use super::puller::{PullContext, Puller};
+use super::{backend_error, naming};
+use crate::backend::{Consumer, ConsumerEvent, PartitionLag, TopicPartition};
+use crate::error::{Error, Result};
+
+/// How long closing waits for a pull loop to stop before aborting it.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of the durable consumers this bus creates.
+#[derive(Clone, Debug)]
+pub(crate) struct DurableDefaults {
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_ack_pending: i64,
+    pub(crate) start: DeliverPolicy,
+    pub(crate) request_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct NatsConsumer {
+    ctx: Arc<PullContext>,
+    group: String,
+    defaults: DurableDefaults,
+    /// Serializes subscribe and close; never taken by the pull loops or the
+    /// dispatcher.
+    serial: tokio::sync::Mutex<()>,
+    topics: Mutex<HashMap<Arc<str>, TopicHandle>>,
+    closed: AtomicBool,
+}
+
+#[derive(Debug)]
+struct TopicHandle {
+    partition: TopicPartition,
+    stream: String,
+    durable: String,
+    ack_floor: Arc<AtomicU64>,
+    paused: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl NatsConsumer {
+    pub(crate) fn new(ctx: PullContext, group: &str, defaults: DurableDefaults) -> Self {
+        NatsConsumer {
+            ctx: Arc::new(ctx),
+            group: group.to_string(),
+            defaults,
+            serial: tokio::sync::Mutex::new(()),
+            topics: Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, TopicHandle>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_paused(&self, partitions: &[TopicPartition], paused: bool) {
+        let topics = self.topics();
+        for tp in partitions {
+            if let Some(h) = topics.get(&tp.topic) {
+                h.paused.send_replace(paused);
+            }
+        }
+    }
+
+    /// Checks (or creates) the stream and the durable consumer of `topic`.
+    async fn prepare(&self, topic: &str) -> Result<(DurableSpec, PullConsumer)> {
+        let refused = |e: Error| {
+            if e.is_retryable() {
+                e
+            } else {
+                Error::Subscribe {
+                    topic: topic.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+        };
+        let stream = self.ctx.streams.ensure(topic).await.map_err(refused)?;
+        let spec = DurableSpec {
+            stream,
+            name: naming::durable_name(&self.group),
+            topic: topic.to_string(),
+            group: self.group.clone(),
+            ack_wait: self.defaults.ack_wait,
+            max_ack_pending: self.defaults.max_ack_pending,
+            start: self.defaults.start,
+        };
+        let consumer = durable::ensure(&self.ctx.js, &spec, 0)
+            .await
+            .map_err(refused)?;
+        Ok((spec, consumer))
+    }
+
+    fn start(&self, spec: DurableSpec, consumer: PullConsumer) -> TopicHandle {
+        let partition = TopicPartition::new(spec.topic.as_str(), 0);
+        let ack_floor = Arc::new(AtomicU64::new(
+            consumer.cached_info().ack_floor.stream_sequence,
+        ));
+        let (paused, paused_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let (stream, durable) = (spec.stream.clone(), spec.name.clone());
+        let puller = Puller {
+            partition: partition.clone(),
+            spec,
+            ack_floor: ack_floor.clone(),
+            paused: paused_rx,
+            stop: stop_rx,
+        };
+        let task = tokio::spawn(puller.run(self.ctx.clone(), consumer));
+        TopicHandle {
+            partition,
+            stream,
+            durable,
+            ack_floor,
+            paused,
+            stop,
+            task,
+        }
+    }
+}
+
+/// Stops a pull loop and waits (bounded) until it sent its last records and
+/// dropped its inbox.
+async fn stop(h: TopicHandle) -> (String, String) {
+    h.stop.send_replace(true);
+    let abort = h.task.abort_handle();
+    if tokio::time::timeout(STOP_WAIT, h.task).await.is_err() {
+        tracing::warn!(topic = %h.partition.topic, "pull loop did not stop in time; aborted");
+        abort.abort();
+    }
+    (h.durable, h.stream)
+}
+
+/// Makes the server forget the pull requests of stopped pull loops before
+/// their records are `NAK`ed.
+///
+/// The server drops a pull request whose inbox is gone only lazily. Until
+/// then, a `NAK`ed record it tries to deliver while no live request waits
+/// goes to the back of the redelivery queue, behind later records of its
+/// key. Asking for the consumer's info makes the server drop dead requests.
+async fn forget_pull_requests(js: &Context, consumers: &[(String, String)], timeout: Duration) {
+    let asks = consumers.iter().map(|(durable, stream)| async move {
+        let ask = js.get_consumer_from_stream::<pull::Config, _, _>(durable, stream);
+        if let Ok(Err(e)) = tokio::time::timeout(timeout, ask).await {
+            tracing::debug!(consumer = %durable, stream = %stream, error = %e, "consumer info failed");
+        }
+    });
+    futures::future::join_all(asks).await;
+}
+
+#[async_trait]
+impl Consumer for NatsConsumer {
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        let _serial = self.serial.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let wanted: BTreeSet<&str> = topics.iter().map(String::as_str).collect();
+        let (added, removed): (Vec<String>, Vec<Arc<str>>) = {
+            let current = self.topics();
+            (
+                wanted
+                    .iter()
+                    .filter(|t| !current.contains_key(**t))
+                    .map(|t| t.to_string())
+                    .collect(),
+                current
+                    .keys()
+                    .filter(|t| !wanted.contains(&***t))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        // Set up every new topic first, so that a refusal changes nothing.
+        let mut prepared = Vec::with_capacity(added.len());
+        for topic in &added {
+            prepared.push(self.prepare(topic).await?);
+        }
+        for topic in removed {
+            let Some(h) = self.topics().remove(&topic) else {
+                continue;
+            };
+            let partition = h.partition.clone();
+            // No record of the topic is sent after its revoke.
+            let stopped = stop(h).await;
+            forget_pull_requests(&self.ctx.js, &[stopped], self.defaults.request_timeout).await;
+            let (done, answered) = oneshot::channel();
+            let revoke = ConsumerEvent::Revoked {
+                partitions: vec![partition],
+                lost: false,
+                done,
+            };
+            if self.ctx.events.send(revoke).await.is_ok() {
+                let _ = answered.await;
+            }
+            // Its queued records were let go; the pull loop is gone, so the
+            // group (or this bus, on a later subscribe) gets them again.
+            self.ctx.acker.nak_released();
+            tracing::debug!(topic = %topic, "topic revoked");
+        }
+        for (spec, consumer) in prepared {
+            let partition = TopicPartition::new(spec.topic.as_str(), 0);
+            if self
+                .ctx
+                .events
+                .send(ConsumerEvent::Assigned(vec![partition.clone()]))
+                .await
+                .is_err()
+            {
+                return Err(Error::Closed);
+            }
+            let h = self.start(spec, consumer);
+            self.topics().insert(partition.topic.clone(), h);
+        }
+        Ok(())
+    }
+
+    fn pause(&self, partitions: &[TopicPartition]) {
+        self.set_paused(partitions, true);
+    }
+
+    fn resume(&self, partitions: &[TopicPartition]) {
+        self.set_paused(partitions, false);
+    }
+
+    fn store(&self, _partition: &TopicPartition, _next_offset: i64) {
+        // Records are acknowledged one by one (`Record::ack`); a position
+        // means nothing to JetStream.
+    }
+
+    async fn commit(&self) -> Result<()> {
+        let timeout = self.defaults.request_timeout;
+        tokio::time::timeout(timeout, self.ctx.acker.flush())
+            .await
+            .map_err(|_| Error::Commit {
+                reason: format!("acknowledgements not confirmed by the server within {timeout:?}"),
+                source: None,
+            })
+    }
+
+    async fn lag(&self) -> Result<Vec<PartitionLag>> {
+        let owned: Vec<(TopicPartition, String, String, Arc<AtomicU64>)> = self
+            .topics()
+            .values()
+            .map(|h| {
+                (
+                    h.partition.clone(),
+                    h.stream.clone(),
+                    h.durable.clone(),
+                    h.ack_floor.clone(),
+                )
+            })
+            .collect();
+        let js = &self.ctx.js;
+        let lags = owned
+            .into_iter()
+            .map(|(partition, stream, durable, floor)| async move {
+                let consumer = js
+                    .get_consumer_from_stream::<pull::Config, _, _>(&durable, &stream)
+                    .await
+                    .map_err(|e| {
+                        backend_error(
+                            format!("cannot read consumer `{durable}` on stream `{stream}`: {e}"),
+                            true,
+                            e,
+                        )
+                    })?;
+                let info = consumer.cached_info();
+                floor.fetch_max(info.ack_floor.stream_sequence, Ordering::Relaxed);
+                let committed = i64::try_from(info.ack_floor.stream_sequence)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(1);
+                let behind = info.num_pending.saturating_add(info.num_ack_pending as u64);
+                Ok::<_, Error>(PartitionLag {
+                    partition,
+                    log_end: committed.saturating_add(i64::try_from(behind).unwrap_or(i64::MAX)),
+                    committed,
+                })
+            });
+        let mut out = futures::future::try_join_all(lags).await?;
+        out.sort_by(|a, b| a.partition.cmp(&b.partition));
+        Ok(out)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let _serial = self.serial.lock().await;
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let handles: Vec<TopicHandle> = self.topics().drain().map(|(_, h)| h).collect();
+        let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
+        forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;
+        // Whatever is still held goes back to the group now rather than
+        // after ack_wait.
+        self.ctx.acker.release_all();
+        self.commit().await
+    }
+}
+
+impl Drop for NatsConsumer {
+    fn drop(&mut self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Dropped without close (the bus was dropped): stop pulling and, once
+        // the pull inboxes are gone, hand every held record back to the group.
+        let mut tasks = Vec::new();
+        let mut consumers = Vec::new();
+        for (_, h) in self.topics().drain() {
+            h.stop.send_replace(true);
+            h.task.abort();
+            tasks.push(h.task);
+            consumers.push((h.durable, h.stream));
+        }
+        let acker = self.ctx.acker.clone();
+        let js = self.ctx.js.clone();
+        let timeout = self.defaults.request_timeout;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    futures::future::join_all(tasks).await;
+                    forget_pull_requests(&js, &consumers, timeout).await;
+                    acker.release_all();
+                });
+            }
+            Err(_) => acker.release_all(),
+        }
+    }
+}

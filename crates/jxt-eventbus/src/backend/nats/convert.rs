@@ -1,0 +1,177 @@
+//! [`Message`] to and from a JetStream message.
+//!
+//! NATS has no record key or timestamp, so they travel as headers, next to
+//! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). These
+//! three headers are reserved: a user header of the same name is replaced on
+//! publish, and they are removed from the headers a handler sees. NATS
+//! headers are text: a header value that is not UTF-8, or holds a line break,
+//! is refused at publish. Header order is kept per name, not across names.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::header::{HeaderName, HeaderValue};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::message::{Headers, Message};
+
+/// Carries [`Message::id`]; JetStream drops a second publish with the same id
+/// within the stream's duplicate window.
+pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
+/// Carries [`Message::key`].
+pub(crate) const KEY: &str = "X-Message-Key";
+/// Carries [`Message::timestamp`] as milliseconds since the Unix epoch.
+pub(crate) const TIMESTAMP: &str = "X-Message-Timestamp";
+
+const RESERVED: [&str; 3] = [MSG_ID, KEY, TIMESTAMP];
+
+/// The headers to publish `message` with.
+///
+/// # Errors
+/// [`Error::Publish`] (not retryable) for a header NATS cannot carry.
+pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
+    let refuse = |reason: String| Error::Publish {
+        topic: topic.to_string(),
+        reason,
+        retryable: false,
+        source: None,
+    };
+    let mut map = HeaderMap::new();
+    for (name, value) in message.headers.iter() {
+        if RESERVED.contains(&name) {
+            continue;
+        }
+        let n = HeaderName::try_from(name).map_err(|_| {
+            refuse(format!(
+                "header name {name:?} is not valid on NATS: use printable ASCII without ':' or spaces"
+            ))
+        })?;
+        let v = std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<HeaderValue>().ok())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "header {name:?} has a value NATS cannot carry: header values are UTF-8 text without line breaks"
+                ))
+            })?;
+        map.append(n, v);
+    }
+    let text = |s: &str, what: &str| {
+        s.parse::<HeaderValue>()
+            .map_err(|_| refuse(format!("{what} {s:?} contains a line break")))
+    };
+    map.insert(MSG_ID, text(&message.id, "message id")?);
+    if let Some(key) = &message.key {
+        map.insert(KEY, text(key, "key")?);
+    }
+    let millis = message
+        .timestamp
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    map.insert(TIMESTAMP, millis.to_string().as_str());
+    Ok(map)
+}
+
+/// The message a handler sees for a delivered JetStream message.
+/// `fallback_id` and `published` stand in for headers a publisher outside
+/// the bus did not set.
+pub(crate) fn message(
+    payload: Bytes,
+    map: Option<&HeaderMap>,
+    fallback_id: impl FnOnce() -> String,
+    published: SystemTime,
+) -> Message {
+    let mut headers = Headers::new();
+    let (mut id, mut key, mut timestamp) = (None, None, None);
+    if let Some(map) = map {
+        let mut names: Vec<(&HeaderName, &Vec<HeaderValue>)> = map.iter().collect();
+        names.sort_by_key(|(name, _)| name.to_string());
+        for (name, values) in names {
+            let name = name.to_string();
+            let name = name.as_str();
+            let last = values.last().map(|v| v.as_str());
+            match name {
+                MSG_ID => id = last.map(str::to_string),
+                KEY => key = last.map(str::to_string),
+                TIMESTAMP => timestamp = last.and_then(|v| v.parse::<u64>().ok()),
+                _ => {
+                    for v in values {
+                        headers.insert(name, Bytes::copy_from_slice(v.as_str().as_bytes()));
+                    }
+                }
+            }
+        }
+    }
+    Message {
+        id: id.unwrap_or_else(fallback_id),
+        key,
+        headers,
+        payload,
+        timestamp: timestamp
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+            .unwrap_or(published),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_id_key_timestamp_and_headers() {
+        let mut m = Message::new("payload")
+            .with_key("order-1")
+            .with_id("id-1")
+            .with_header("x-a", "1")
+            .with_header("x-a", "2")
+            .with_header("X-Message-Key", "spoofed");
+        m.timestamp = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let map = headers("t", &m).unwrap();
+        let back = message(
+            m.payload.clone(),
+            Some(&map),
+            || "unused".into(),
+            UNIX_EPOCH,
+        );
+        assert_eq!(back.id, "id-1");
+        assert_eq!(back.key.as_deref(), Some("order-1"));
+        assert_eq!(back.timestamp, m.timestamp);
+        let values: Vec<_> = back
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("x-a".to_string(), Bytes::from("1")),
+                ("x-a".to_string(), Bytes::from("2"))
+            ]
+        );
+    }
+
+    #[test]
+    fn foreign_messages_get_fallbacks() {
+        let at = UNIX_EPOCH + Duration::from_secs(5);
+        let m = message(Bytes::from("x"), None, || "stream:7".into(), at);
+        assert_eq!(m.id, "stream:7");
+        assert_eq!(m.key, None);
+        assert_eq!(m.timestamp, at);
+    }
+
+    #[test]
+    fn headers_nats_cannot_carry_are_refused() {
+        let m = Message::new("x").with_header("x-bin", vec![0xff, 0xfe]);
+        let e = headers("t", &m).unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("x-bin"), "{e}");
+        let m = Message::new("x").with_header("x-nl", "a\r\nb");
+        assert!(headers("t", &m).is_err());
+        let m = Message::new("x").with_header("bad name", "v");
+        assert!(headers("t", &m)
+            .unwrap_err()
+            .to_string()
+            .contains("bad name"));
+    }
+}

@@ -1,0 +1,144 @@
+//! The durable pull consumer of a group on a topic's stream: found, brought
+//! to the configured settings, or created.
+//!
+//! Its name comes from the group, so every bus of the group binds to the
+//! same consumer and JetStream spreads the topic's records among them; each
+//! group has its own consumer and so gets every record. It is never deleted
+//! by the bus: it holds the group's position while no bus runs.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy};
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::ErrorCode;
+
+use super::backend_error;
+use crate::error::Result;
+
+/// What the group's consumer on one topic must look like.
+#[derive(Clone, Debug)]
+pub(crate) struct DurableSpec {
+    /// Stream holding the topic.
+    pub(crate) stream: String,
+    /// Consumer name (from the group).
+    pub(crate) name: String,
+    /// The topic (its subject).
+    pub(crate) topic: String,
+    /// The bus group.
+    pub(crate) group: String,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_ack_pending: i64,
+    /// Where a new consumer starts (`start_from`).
+    pub(crate) start: DeliverPolicy,
+}
+
+impl DurableSpec {
+    fn config(&self, deliver_policy: DeliverPolicy) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.name.clone()),
+            name: Some(self.name.clone()),
+            description: Some(format!(
+                "jxt-eventbus group {} on topic {}",
+                self.group, self.topic
+            )),
+            deliver_policy,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: -1,
+            filter_subject: self.topic.clone(),
+            replay_policy: ReplayPolicy::Instant,
+            max_ack_pending: self.max_ack_pending,
+            ..Default::default()
+        }
+    }
+}
+
+/// The consumer of `spec`, created when missing. `resume_after` is the last
+/// stream sequence the group is known to have acknowledged everything up to:
+/// a consumer that vanished (deleted by an operator, memory storage lost) is
+/// recreated from the record after it rather than from `start`, so that its
+/// group neither skips records nor replays the whole stream.
+///
+/// # Errors
+/// [`Error::Backend`]: the broker cannot be asked (retryable), or the
+/// existing consumer cannot serve the bus (a push consumer, another ack
+/// policy).
+pub(crate) async fn ensure(
+    js: &Context,
+    spec: &DurableSpec,
+    resume_after: u64,
+) -> Result<PullConsumer> {
+    match js
+        .get_consumer_from_stream::<pull::Config, _, _>(&spec.name, &spec.stream)
+        .await
+    {
+        Ok(existing) => {
+            let have = &existing.cached_info().config;
+            let want = spec.config(have.deliver_policy);
+            let stale = have.ack_policy != want.ack_policy
+                || have.ack_wait != want.ack_wait
+                || have.max_ack_pending != want.max_ack_pending
+                || have.max_deliver > 0
+                || have.filter_subject != want.filter_subject
+                || !have.filter_subjects.is_empty()
+                || have.max_batch != 0
+                || have.max_expires != Duration::ZERO
+                || have.max_bytes != 0;
+            if !stale {
+                return Ok(existing);
+            }
+            tracing::info!(
+                stream = %spec.stream, consumer = %spec.name,
+                "updating the durable consumer to the configured ack_wait, max_ack_pending and limits"
+            );
+            create(js, spec, want).await
+        }
+        Err(e) => match e.kind() {
+            ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {
+                let policy = if resume_after > 0 {
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: resume_after + 1,
+                    }
+                } else {
+                    spec.start
+                };
+                create(js, spec, spec.config(policy)).await
+            }
+            ConsumerErrorKind::InvalidConsumerType => Err(backend_error(
+                format!(
+                    "consumer `{}` on stream `{}` is a push consumer; the bus needs a pull \
+                     consumer of that name for group `{}`: delete it or use another group",
+                    spec.name, spec.stream, spec.group
+                ),
+                false,
+                e,
+            )),
+            _ => Err(backend_error(
+                format!(
+                    "cannot read consumer `{}` on stream `{}`: {e}",
+                    spec.name, spec.stream
+                ),
+                true,
+                e,
+            )),
+        },
+    }
+}
+
+async fn create(js: &Context, spec: &DurableSpec, config: pull::Config) -> Result<PullConsumer> {
+    js.create_consumer_on_stream(config, &spec.stream)
+        .await
+        .map_err(|e| {
+            let retryable = !matches!(e.kind(), ConsumerErrorKind::JetStream(_));
+            backend_error(
+                format!(
+                    "cannot create or update consumer `{}` of group `{}` on stream `{}`: {e}",
+                    spec.name, spec.group, spec.stream
+                ),
+                retryable,
+                e,
+            )
+        })
+}

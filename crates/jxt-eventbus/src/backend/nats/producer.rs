@@ -1,0 +1,240 @@
+//! Publishing to JetStream: every publish waits for the stream's PubAck.
+//!
+//! The message id goes in `Nats-Msg-Id`, so publishing the same message
+//! again (after a timeout, say) within the stream's duplicate window stores
+//! it once. Publishes from many tasks run concurrently on the one connection;
+//! nothing serializes them. [`Producer::send_batch`] puts a whole batch
+//! on the wire before waiting for the acks, for throughput.
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::Context;
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::convert;
+use super::streams::StreamRegistry;
+use crate::backend::{Producer, PublishReceipt};
+use crate::config::TopicStrategy;
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// Publishes of one batch awaiting their acks at once; also bounds the
+/// JetStream context's in-flight ack permits a batch holds.
+const BATCH_WINDOW: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) struct NatsProducer {
+    js: Context,
+    streams: Arc<StreamRegistry>,
+    publish_timeout: Duration,
+    in_flight: Arc<InFlight>,
+}
+
+/// Counts publishes not yet resolved, for [`Producer::flush`].
+#[derive(Debug, Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl NatsProducer {
+    pub(crate) fn new(
+        js: Context,
+        streams: Arc<StreamRegistry>,
+        publish_timeout: Duration,
+    ) -> Self {
+        NatsProducer {
+            js,
+            streams,
+            publish_timeout,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Applies the topic strategy the first time `topic` is published to.
+    async fn prepare(&self, topic: &str) -> Result<()> {
+        if self.streams.strategy() == TopicStrategy::Skip {
+            return Ok(());
+        }
+        self.streams
+            .ensure(topic)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Publish {
+                topic: topic.to_string(),
+                reason: e.to_string(),
+                retryable: e.is_retryable(),
+                source: Some(Box::new(e)),
+            })
+    }
+
+    /// Puts one publish on the wire; the returned future resolves with its ack.
+    async fn start(&self, topic: &str, message: &Message) -> Result<PublishAckFuture> {
+        let headers = convert::headers(topic, message)?;
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .headers(headers);
+        self.js
+            .send_publish(topic.to_string(), publish)
+            .await
+            .map_err(|e| self.error(topic, e))
+    }
+
+    async fn finish(&self, topic: &str, ack: PublishAckFuture) -> Result<PublishReceipt> {
+        let ack = match tokio::time::timeout(self.publish_timeout, ack.into_future()).await {
+            Err(_) => return Err(self.timeout()),
+            Ok(r) => r.map_err(|e| self.error(topic, e))?,
+        };
+        Ok(PublishReceipt {
+            partition: 0,
+            offset: i64::try_from(ack.sequence).unwrap_or(i64::MAX),
+        })
+    }
+
+    fn timeout(&self) -> Error {
+        Error::Timeout {
+            operation: "publish (waiting for the JetStream PubAck)",
+            after: self.publish_timeout,
+        }
+    }
+
+    fn error(&self, topic: &str, e: PublishError) -> Error {
+        let (reason, retryable) = match e.kind() {
+            PublishErrorKind::TimedOut => return self.timeout(),
+            PublishErrorKind::StreamNotFound => {
+                self.streams.forget(topic);
+                (
+                    format!(
+                        "no JetStream stream captures subject `{topic}`{}",
+                        if self.streams.strategy() == TopicStrategy::Skip {
+                            " (nats.topic_strategy is `skip`: create the stream)"
+                        } else {
+                            " (it was deleted?); the next publish sets it up again"
+                        }
+                    ),
+                    true,
+                )
+            }
+            PublishErrorKind::MaxPayloadExceeded => (format!("message too large: {e}"), false),
+            PublishErrorKind::BrokenPipe => (
+                "the connection was lost before the PubAck arrived; the record may be stored \
+                 (publishing it again is de-duplicated by its id)"
+                    .to_string(),
+                true,
+            ),
+            PublishErrorKind::MaxAckPending => {
+                ("too many publishes awaiting acks".to_string(), true)
+            }
+            _ => {
+                // A refusal by the stream (limits with discard new, sealed,
+                // ...) carries the server's error; anything else is transport.
+                let refused = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<async_nats::jetstream::Error>());
+                (format!("JetStream refused the publish: {e}"), !refused)
+            }
+        };
+        Error::Publish {
+            topic: topic.to_string(),
+            reason,
+            retryable,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+fn clone_publish_error(topic: &str, e: &Error) -> Error {
+    Error::Publish {
+        topic: topic.to_string(),
+        reason: e.to_string(),
+        retryable: e.is_retryable(),
+        source: None,
+    }
+}
+
+#[async_trait]
+impl Producer for NatsProducer {
+    async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
+        let _guard = self.in_flight.enter();
+        self.prepare(topic).await?;
+        let ack = self.start(topic, &message).await?;
+        self.finish(topic, ack).await
+    }
+
+    /// Puts the whole batch on the wire before awaiting the PubAcks, up to
+    /// 1024 at a time. Results come back in order, one per message; a failure
+    /// does not stop the others.
+    async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<PublishReceipt>> {
+        let n = messages.len();
+        let mut guards: VecDeque<InFlightGuard> = (0..n).map(|_| self.in_flight.enter()).collect();
+        if let Err(e) = self.prepare(topic).await {
+            return (0..n)
+                .map(|_| Err(clone_publish_error(topic, &e)))
+                .collect();
+        }
+        let mut results = Vec::with_capacity(n);
+        let mut window = futures::stream::FuturesOrdered::new();
+        for message in &messages {
+            if window.len() >= BATCH_WINDOW {
+                if let Some(r) = futures::StreamExt::next(&mut window).await {
+                    results.push(r);
+                    guards.pop_front();
+                }
+            }
+            match self.start(topic, message).await {
+                Ok(ack) => window.push_back(futures::future::Either::Left(self.finish(topic, ack))),
+                Err(e) => window.push_back(futures::future::Either::Right(futures::future::ready(
+                    Err(e),
+                ))),
+            }
+        }
+        while let Some(r) = futures::StreamExt::next(&mut window).await {
+            results.push(r);
+            guards.pop_front();
+        }
+        results
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<()> {
+        let wait = async {
+            loop {
+                let idle = self.in_flight.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "producer flush",
+                after: timeout,
+            })
+    }
+}

@@ -1,0 +1,251 @@
+//! A bus that dies mid-stream loses nothing: a new bus in the same group
+//! gets every record the dead one did not finish.
+//!
+//! Two deaths: dropping the bus without shutdown (its unfinished records are
+//! handed back at once), and killing the process that runs it with SIGKILL
+//! (JetStream redelivers them after `ack_wait`). The second runs the bus in
+//! a child process: this test binary started again on the ignored test
+//! `child_process_bus`.
+#![cfg(feature = "nats")]
+
+mod nats_support;
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jxt_eventbus::{Delivery, EventBus, Message, SubscribeOptions};
+use nats_support::StreamCleanup;
+
+const WAIT: Duration = Duration::from_secs(90);
+const CHILD_ENV: &str = "NATS_RECOVERY_CHILD";
+/// `ack_wait` of the group in the kill test: how long JetStream waits before
+/// redelivering what the killed process held.
+const CHILD_ACK_WAIT: Duration = Duration::from_secs(3);
+
+type Seen = Arc<Mutex<Vec<(String, u64)>>>;
+type HandlerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = jxt_eventbus::HandlerResult> + Send>>;
+
+fn parse(d: &Delivery) -> (String, u64) {
+    let text = std::str::from_utf8(d.payload()).unwrap();
+    let (k, s) = text.rsplit_once(':').unwrap();
+    (k.to_string(), s.parse().unwrap())
+}
+
+async fn publish_all(
+    bus: &EventBus,
+    topic: &str,
+    keys: usize,
+    per_key: u64,
+) -> HashSet<(String, u64)> {
+    let mut sent = HashSet::new();
+    for seq in 0..per_key {
+        for k in 0..keys {
+            let key = format!("k{k}");
+            bus.publish(topic, Message::new(format!("{key}:{seq}")).with_key(&key))
+                .await
+                .expect("publish");
+            sent.insert((key, seq));
+        }
+    }
+    sent
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A handler that takes `slow` per record and logs it when done.
+fn slow_handler(
+    seen: &Seen,
+    slow: Duration,
+) -> impl Fn(Delivery) -> HandlerFuture + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |d: Delivery| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            tokio::time::sleep(slow).await;
+            seen.lock().unwrap().push(parse(&d));
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_bus_hands_its_unfinished_records_to_the_group() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let cleanup = StreamCleanup::new(&url);
+    let topic = support::unique_name("dropped");
+    cleanup.add(&topic);
+    let group = support::unique_name("g");
+    let a = EventBus::from_config(nats_support::config(&url, &group))
+        .await
+        .unwrap();
+    let by_a: Seen = Arc::default();
+    a.subscribe(
+        &topic,
+        slow_handler(&by_a, Duration::from_millis(5)),
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_all(&a, &topic, 16, 60).await;
+    wait_until("a handled some", || by_a.lock().unwrap().len() >= 100).await;
+    drop(a);
+    let done_by_a: HashSet<_> = by_a.lock().unwrap().iter().cloned().collect();
+    assert!(
+        done_by_a.len() < sent.len(),
+        "a was still busy when dropped"
+    );
+
+    let b = EventBus::from_config(nats_support::config(&url, &group))
+        .await
+        .unwrap();
+    let by_b: Seen = Arc::default();
+    b.subscribe(
+        &topic,
+        slow_handler(&by_b, Duration::ZERO),
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("every record handled by a or b", || {
+        let mut all: HashSet<_> = by_a.lock().unwrap().iter().cloned().collect();
+        all.extend(by_b.lock().unwrap().iter().cloned());
+        all == sent
+    })
+    .await;
+    let by_b: HashSet<_> = by_b.lock().unwrap().iter().cloned().collect();
+    for r in sent.difference(&done_by_a) {
+        assert!(
+            by_b.contains(r),
+            "{r:?} unfinished by a and never given to b"
+        );
+    }
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let cleanup = StreamCleanup::new(&url);
+    let topic = support::unique_name("killed");
+    cleanup.add(&topic);
+    let group = support::unique_name("g");
+    let dir = tempfile::tempdir().unwrap();
+    let child_log = dir.path().join("handled");
+
+    let publisher = EventBus::from_config(nats_support::config(&url, &support::unique_name("pub")))
+        .await
+        .unwrap();
+    let sent = publish_all(&publisher, &topic, 16, 60).await;
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process_bus", "--ignored", "--nocapture"])
+        .env(
+            CHILD_ENV,
+            format!("{url}|{topic}|{group}|{}", child_log.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start child process");
+    let read_child = || -> HashSet<(String, u64)> {
+        std::fs::read_to_string(&child_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.rsplit_once(':')
+                    .map(|(k, s)| (k.to_string(), s.parse().unwrap()))
+            })
+            .collect()
+    };
+    wait_until("the child handled some", || read_child().len() >= 100).await;
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    let done_by_child = read_child();
+    assert!(
+        done_by_child.len() < sent.len(),
+        "the child was still busy when killed"
+    );
+
+    let mut config = nats_support::config(&url, &group);
+    config.nats.ack_wait = CHILD_ACK_WAIT;
+    let b = EventBus::from_config(config).await.unwrap();
+    let by_b: Seen = Arc::default();
+    let started = std::time::Instant::now();
+    b.subscribe(
+        &topic,
+        slow_handler(&by_b, Duration::ZERO),
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    wait_until("every record handled by the child or b", || {
+        let mut all = done_by_child.clone();
+        all.extend(by_b.lock().unwrap().iter().cloned());
+        all == sent
+    })
+    .await;
+    assert!(
+        started.elapsed() < CHILD_ACK_WAIT * 4,
+        "redelivered about ack_wait after the kill, not later: {:?}",
+        started.elapsed()
+    );
+    b.shutdown().await.unwrap();
+    publisher.shutdown().await.unwrap();
+}
+
+/// The bus of the killed process; runs only when started by the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started as a child process by a_killed_process_hands_its_unfinished_records_to_the_group"]
+async fn child_process_bus() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [url, topic, group, log] = parts[..] else {
+        panic!("bad {CHILD_ENV}: {spec}");
+    };
+    let mut config = nats_support::config(url, group);
+    // Redelivery of what this process held waits for ack_wait after the kill.
+    config.nats.ack_wait = CHILD_ACK_WAIT;
+    let bus = EventBus::from_config(config).await.unwrap();
+    let log = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap(),
+    ));
+    bus.subscribe(
+        topic,
+        move |d: Delivery| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (k, s) = parse(&d);
+                writeln!(log.lock().unwrap(), "{k}:{s}").unwrap();
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    // Until killed.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+}
