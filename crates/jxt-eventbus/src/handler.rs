@@ -80,6 +80,13 @@ impl HandlerError {
         self
     }
 
+    /// The same error with another kind (used by classifiers).
+    #[must_use]
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// The kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind

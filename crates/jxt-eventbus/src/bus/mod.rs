@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::health::{ComponentHealth, HealthState, HealthStatus};
 use crate::message::Message;
-use crate::middleware::RateLimited;
 use crate::validate;
 
 mod builder;
@@ -131,6 +130,40 @@ impl EventBus {
         self.inner.producer.send(topic, message).await
     }
 
+    /// Publishes messages to one topic, pipelined: every message is handed
+    /// to the backend, in order, before the first acknowledgement is awaited
+    /// (on Kafka a batch costs about one broker round trip). Resolves when
+    /// every message was stored or failed, with one result per message in
+    /// the order given. Messages with the same key keep their order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidMessage`] for a bad topic or aggregate id and
+    /// [`Error::Closed`] after shutdown: nothing of the batch is published.
+    /// Failures of single messages ([`Error::Publish`], [`Error::Timeout`])
+    /// are in the returned results.
+    ///
+    /// # Cancel safety
+    /// As [`EventBus::publish`], for every message of the batch.
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
+        self.ensure_open()?;
+        validate::topic(topic)?;
+        for m in &messages {
+            if let Some(key) = &m.key {
+                validate::aggregate_id(key)?;
+            }
+        }
+        if let Some(l) = &self.inner.publish_limiter {
+            for _ in 0..messages.len() {
+                l.until_ready().await;
+            }
+        }
+        Ok(self.inner.producer.send_batch(topic, messages).await)
+    }
+
     /// Validates and publishes a domain event; its aggregate id is the key.
     ///
     /// # Errors
@@ -207,17 +240,7 @@ impl EventBus {
         handler: Arc<dyn Handler>,
         options: SubscribeOptions,
     ) -> Result<()> {
-        let handler: Arc<dyn Handler> = match options.rate_limits() {
-            (None, None) => handler,
-            (normal, recovery) => {
-                for (limit, field) in [(normal, "rate_limit"), (recovery, "recovery_rate_limit")] {
-                    if let Some(l) = limit {
-                        l.validate(field)?;
-                    }
-                }
-                Arc::new(RateLimited::new(handler, normal, recovery))
-            }
-        };
+        let handler = options.layer(handler)?;
         self.ensure_open()?;
         validate::topic(topic).map_err(|e| Error::Subscribe {
             topic: topic.to_string(),
@@ -482,11 +505,14 @@ impl EventBus {
             components.push(component("bus", HealthState::Unhealthy, "shut down"));
             return HealthStatus::from_components(components);
         }
-        components.push(component(
-            "backend",
-            HealthState::Healthy,
-            &format!("{backend} backend ready"),
-        ));
+        match self.inner.backend.check().await {
+            Ok(()) => components.push(component(
+                "backend",
+                HealthState::Healthy,
+                &format!("{backend} backend ready"),
+            )),
+            Err(e) => components.push(component("backend", HealthState::Unhealthy, &e.to_string())),
+        }
         match self.dispatch_stats().await {
             None => components.push(component("consumer", HealthState::Healthy, "no subscriptions")),
             Some(s) => components.push(component(

@@ -2,11 +2,13 @@
 
 use crate::config::{DispatchConfig, Ordering};
 use crate::dispatch::SubscriptionSettings;
-use crate::middleware::RateLimit;
+use std::time::Duration;
+
+use crate::middleware::{Classifier, RateLimit};
 
 /// Options of one subscription; unset fields take the bus's
 /// [`DispatchConfig`] values.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct SubscribeOptions {
     ordering: Option<Ordering>,
@@ -14,6 +16,22 @@ pub struct SubscribeOptions {
     recovery_concurrency: Option<usize>,
     rate_limit: Option<RateLimit>,
     recovery_rate_limit: Option<RateLimit>,
+    attempt_timeout: Option<Duration>,
+    classifier: Option<Classifier>,
+}
+
+impl std::fmt::Debug for SubscribeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("ordering", &self.ordering)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("recovery_concurrency", &self.recovery_concurrency)
+            .field("rate_limit", &self.rate_limit)
+            .field("recovery_rate_limit", &self.recovery_rate_limit)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("classifier", &self.classifier.is_some())
+            .finish()
+    }
 }
 
 impl SubscribeOptions {
@@ -55,9 +73,53 @@ impl SubscribeOptions {
         self
     }
 
-    /// The rate limits, normal and in recovery mode.
-    pub(crate) fn rate_limits(&self) -> (Option<RateLimit>, Option<RateLimit>) {
-        (self.rate_limit, self.recovery_rate_limit)
+    /// Fails an attempt that runs longer than `after` with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), which is retried.
+    pub fn attempt_timeout(mut self, after: Duration) -> Self {
+        self.attempt_timeout = Some(after);
+        self
+    }
+
+    /// Overrides the kind of handler errors (retryable or not).
+    pub fn classify_errors(
+        mut self,
+        classify: impl Fn(&crate::HandlerError) -> crate::ErrorKind + Send + Sync + 'static,
+    ) -> Self {
+        self.classifier = Some(std::sync::Arc::new(classify));
+        self
+    }
+
+    /// Wraps `handler` in the layers these options ask for, in the order
+    /// documented in [`crate::middleware`].
+    pub(crate) fn layer(
+        &self,
+        handler: std::sync::Arc<dyn crate::Handler>,
+    ) -> crate::Result<std::sync::Arc<dyn crate::Handler>> {
+        use crate::middleware::{Classified, RateLimited, Timeout};
+        use std::sync::Arc;
+        let mut h = handler;
+        if let Some(c) = &self.classifier {
+            h = Arc::new(Classified::new(h, c.clone()));
+        }
+        if let Some(after) = self.attempt_timeout {
+            h = Arc::new(Timeout::new(h, after));
+        }
+        if self.rate_limit.is_some() || self.recovery_rate_limit.is_some() {
+            for (limit, field) in [
+                (self.rate_limit, "rate_limit"),
+                (self.recovery_rate_limit, "recovery_rate_limit"),
+            ] {
+                if let Some(l) = limit {
+                    l.validate(field)?;
+                }
+            }
+            h = Arc::new(RateLimited::new(
+                h,
+                self.rate_limit,
+                self.recovery_rate_limit,
+            ));
+        }
+        Ok(h)
     }
 
     pub(crate) fn resolve(&self, defaults: &DispatchConfig) -> SubscriptionSettings {

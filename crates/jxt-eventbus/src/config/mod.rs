@@ -184,6 +184,15 @@ pub struct RetryConfig {
     /// Randomize delays (up to +100%) so that failing keys do not retry in
     /// lock-step. Default true.
     pub jitter: bool,
+    /// Stop retrying a record once this long has passed since its first
+    /// failure, even with attempts left (it is then dead-lettered). Default:
+    /// no limit.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -194,6 +203,7 @@ impl Default for RetryConfig {
             max_backoff: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: true,
+            max_elapsed: None,
         }
     }
 }

@@ -115,7 +115,11 @@ async fn process(ctx: &WorkerContext, handler: &dyn Handler, job: &Job) -> Outco
         };
         let now = SystemTime::now();
         let first = *first_failure.get_or_insert(now);
-        let exhausted = !err.is_retryable() || attempt >= ctx.retry.max_attempts;
+        let out_of_time = ctx
+            .retry
+            .max_elapsed
+            .is_some_and(|max| now.duration_since(first).unwrap_or_default() >= max);
+        let exhausted = !err.is_retryable() || attempt >= ctx.retry.max_attempts || out_of_time;
         tracing::debug!(
             topic = %job.partition.topic, partition = job.partition.partition,
             offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.message(),

@@ -131,7 +131,7 @@ async fn fetch_loop(
 /// when the member is gone.
 fn fetch(broker: &MemoryBroker, group: &str, id: u64) -> Option<Vec<Record>> {
     let mut state = broker.inner.lock();
-    let super::State { topics, groups } = &mut *state;
+    let super::State { topics, groups, .. } = &mut *state;
     let member = groups.get_mut(group)?.members.get_mut(&id)?;
     let mut out = Vec::new();
     for (tp, owned) in member.owned.iter_mut() {
@@ -180,7 +180,7 @@ async fn rebalance(broker: MemoryBroker, group: String) {
     let mut revokes = Vec::new();
     {
         let mut state = broker.inner.lock();
-        let super::State { topics, groups } = &mut *state;
+        let super::State { topics, groups, .. } = &mut *state;
         let Some(g) = groups.get_mut(&group) else {
             return;
         };
@@ -235,7 +235,7 @@ async fn rebalance(broker: MemoryBroker, group: String) {
     let mut assigns = Vec::new();
     {
         let mut state = broker.inner.lock();
-        let super::State { topics, groups } = &mut *state;
+        let super::State { topics, groups, .. } = &mut *state;
         let Some(g) = groups.get_mut(&group) else {
             return;
         };
@@ -306,6 +306,7 @@ impl Consumer for MemoryConsumer {
             let super::State {
                 topics: logs,
                 groups,
+                ..
             } = &mut *state;
             let g = groups.entry(self.group.clone()).or_default();
             for t in topics {

@@ -49,6 +49,8 @@ struct BrokerInner {
 struct State {
     topics: HashMap<Arc<str>, TopicLog>,
     groups: HashMap<String, Group>,
+    /// Topics whose publishes fail (fault injection for tests).
+    unavailable: std::collections::HashSet<String>,
 }
 
 impl MemoryBroker {
@@ -124,6 +126,18 @@ impl MemoryBroker {
             .map_or(0, |g| g.members.len())
     }
 
+    /// Makes publishes to `topic` fail (retryable) until called again with
+    /// `false` — fault injection, to see what the bus does when a broker
+    /// refuses a write (for example to a dead-letter topic).
+    pub fn set_unavailable(&self, topic: &str, unavailable: bool) {
+        let mut state = self.inner.lock();
+        if unavailable {
+            state.unavailable.insert(topic.to_string());
+        } else {
+            state.unavailable.remove(topic);
+        }
+    }
+
     /// Forgets a group's committed positions (it no longer holds back
     /// retention). Fails if the group has members.
     ///
@@ -163,6 +177,14 @@ impl MemoryBroker {
             space.as_mut().enable();
             {
                 let mut state = self.inner.lock();
+                if state.unavailable.contains(topic) {
+                    return Err(Error::Publish {
+                        topic: topic.to_string(),
+                        reason: "topic is unavailable (MemoryBroker::set_unavailable)".into(),
+                        retryable: true,
+                        source: None,
+                    });
+                }
                 if !state.topics.contains_key(topic) {
                     let partitions = self.inner.config.partitions;
                     state
@@ -212,7 +234,7 @@ impl BrokerInner {
 
 /// Releases records of `topic` that every group holding a position passed.
 fn release(state: &mut State, topic: &Arc<str>) {
-    let State { topics, groups } = state;
+    let State { topics, groups, .. } = state;
     let Some(log) = topics.get_mut(topic) else {
         return;
     };
