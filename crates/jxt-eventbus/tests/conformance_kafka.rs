@@ -42,6 +42,8 @@ impl Harness for Kafka {
             // A bus dropped without shutdown in a case leaves the group on
             // close; a short session still bounds a real crash.
             config.kafka.consumer.session_timeout = Duration::from_secs(10);
+            // Members learn of a rebalance from their next heartbeat.
+            config.kafka.consumer.heartbeat_interval = Duration::from_millis(500);
             config.kafka.consumer.commit_interval = Duration::from_millis(500);
             test_config(&mut config);
             tweak(&mut config);

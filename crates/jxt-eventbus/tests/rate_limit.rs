@@ -49,8 +49,10 @@ async fn handler_rate_stays_within_rate_plus_burst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_rate_limit_paces_publishers() {
-    let mut config = BusConfig::default();
-    config.publish_rate_limit = Some(RateLimit::per_second(100).burst(10));
+    let config = BusConfig {
+        publish_rate_limit: Some(RateLimit::per_second(100).burst(10)),
+        ..BusConfig::default()
+    };
     let bus = EventBus::from_config(config).await.unwrap();
     let start = Instant::now();
     for _ in 0..40 {

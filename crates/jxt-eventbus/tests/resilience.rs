@@ -39,6 +39,9 @@ async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// (key, sequence, attempt, when).
+type Attempt = (String, u64, u32, Instant);
+
 fn seq(d: &Delivery) -> u64 {
     std::str::from_utf8(d.payload()).unwrap().parse().unwrap()
 }
@@ -56,7 +59,7 @@ async fn poison_flood_every_bad_record_dead_lettered_once_every_good_one_handled
     b.subscribe(
         "payments",
         move |d: Delivery| {
-            let bad = seq(&d) % 10 == 0;
+            let bad = seq(&d).is_multiple_of(10);
             if !bad {
                 g.fetch_add(1, Ordering::Relaxed);
             }
@@ -135,7 +138,7 @@ async fn transient_failures_keep_their_key_in_order_and_do_not_hold_other_keys()
     c.retry.initial_backoff = Duration::from_millis(100);
     c.retry.max_backoff = Duration::from_millis(100);
     let b = bus(&broker, c).await;
-    let log: Arc<Mutex<Vec<(String, u64, u32, Instant)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let l = log.clone();
     b.subscribe(
         "orders",
