@@ -81,7 +81,10 @@ pub mod validate;
 
 pub use backend::memory::MemoryBroker;
 pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
-pub use bus::{EventBus, EventBusBuilder, SubscribeOptions};
+pub use bus::{
+    DeadLetter, EventBus, EventBusBuilder, ReplayReport, SubscribeOptions, REPLAYED_FROM_ID_HEADER,
+    REPLAYED_HEADER,
+};
 pub use config::{BackendKind, BusConfig, Ordering};
 pub use delivery::Delivery;
 pub use envelope::Envelope;

@@ -24,9 +24,11 @@ use crate::message::Message;
 use crate::validate;
 
 mod builder;
+mod dead_letters;
 mod options;
 
 pub use builder::EventBusBuilder;
+pub use dead_letters::{DeadLetter, ReplayReport, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER};
 pub use options::SubscribeOptions;
 
 /// One event bus: one producer and one consumer (one group, every subscribed

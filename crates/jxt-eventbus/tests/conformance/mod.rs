@@ -573,6 +573,95 @@ pub async fn poison_records_go_to_the_dead_letter_topic(h: &dyn Harness) {
     reader.shutdown().await.unwrap();
 }
 
+pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
+    let topic = h.unique("replay");
+    h.create_topic(&topic, 2).await;
+    let bus = h.bus(&h.unique("g"), &no_tweak).await;
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let log = Log::default();
+    let replays = Arc::new(AtomicUsize::new(0));
+    let (l, b, r) = (log.clone(), broken.clone(), replays.clone());
+    bus.subscribe(
+        &topic,
+        move |d: Delivery| {
+            l.push(&d, "a");
+            if d.headers().get_str(jxt_eventbus::REPLAYED_HEADER) == Some("1")
+                && d.headers()
+                    .get_str(jxt_eventbus::REPLAYED_FROM_ID_HEADER)
+                    .is_some()
+            {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+            let (_, seq) = parse(&d);
+            let fail = seq % 5 == 0 && b.load(Ordering::SeqCst);
+            async move {
+                if fail {
+                    Err(HandlerError::permanent("not yet"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let sent = publish_keyed(&bus, &topic, 4, 10).await;
+    let bad: HashSet<_> = sent.iter().filter(|(_, s)| s % 5 == 0).cloned().collect();
+    wait_for("all handled once", WAIT, || {
+        log.distinct().len() == sent.len()
+    })
+    .await;
+    let idle = Duration::from_secs(2);
+    let mut listed = Vec::new();
+    for _ in 0..10 {
+        listed = bus
+            .list_dead_letters(&topic, 1000, idle, WAIT)
+            .await
+            .expect("list");
+        if listed.len() == bad.len() {
+            break;
+        }
+    }
+    assert_eq!(listed.len(), bad.len(), "{listed:?}");
+    for d in &listed {
+        assert_eq!(d.original_topic.as_deref(), Some(topic.as_str()));
+        assert_eq!(d.error_kind.as_deref(), Some("permanent"));
+        assert_eq!(d.error.as_deref(), Some("not yet"));
+    }
+    let listed_again = bus
+        .list_dead_letters(&topic, 1000, idle, WAIT)
+        .await
+        .expect("list");
+    assert_eq!(
+        listed_again.len(),
+        bad.len(),
+        "listing acknowledges nothing"
+    );
+
+    broken.store(false, Ordering::SeqCst);
+    let report = bus.replay_dead_letters(&topic, WAIT).await.expect("replay");
+    assert_eq!(report.replayed, bad.len());
+    wait_for("replayed records handled again", WAIT, || {
+        replays.load(Ordering::SeqCst) == bad.len()
+    })
+    .await;
+    let after = bus
+        .list_dead_letters(&topic, 1000, idle, WAIT)
+        .await
+        .expect("list");
+    assert!(
+        after.is_empty(),
+        "replayed records leave the tracked set: {after:?}"
+    );
+    // The first pass handled each record once (permanent failures are not
+    // retried); the replayed ones follow, in order per key.
+    let all = log.all();
+    assert_eq!(all.len(), sent.len() + bad.len());
+    assert_key_order(&all[sent.len()..]);
+    bus.shutdown().await.unwrap();
+}
+
 pub async fn rejects_bad_input(h: &dyn Harness) {
     let bus = h.bus(&h.unique("g"), &no_tweak).await;
     let topic = h.unique("bad");
@@ -617,7 +706,7 @@ macro_rules! conformance_tests {
             per_key_order_under_concurrency, redelivery_after_handler_error,
             unsubscribe_stops_only_that_topic, shutdown_drains_and_commits,
             no_loss_when_a_member_dies, poison_records_go_to_the_dead_letter_topic,
-            rejects_bad_input);
+            dead_letters_can_be_listed_and_replayed, rejects_bad_input);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
