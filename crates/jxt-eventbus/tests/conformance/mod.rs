@@ -662,6 +662,64 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
     bus.shutdown().await.unwrap();
 }
 
+pub async fn a_backlog_puts_the_bus_in_recovery_mode_until_caught_up(h: &dyn Harness) {
+    let topic = h.unique("backlog");
+    h.create_topic(&topic, 2).await;
+    let publisher = h.bus(&h.unique("pub"), &no_tweak).await;
+    let sent = publish_keyed(&publisher, &topic, 10, 100).await;
+    let bus = h
+        .bus(&h.unique("g"), &|c| {
+            c.backlog.check_interval = Duration::from_millis(100);
+            c.backlog.max_lag = 100;
+            c.backlog.clean_checks = 2;
+        })
+        .await;
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let ch = changes.clone();
+    bus.on_recovery_change(move |c| {
+        ch.lock().unwrap().push(matches!(
+            c,
+            jxt_eventbus::backlog::RecoveryChange::Entered(_)
+        ));
+    });
+    let log = Log::default();
+    let in_recovery = Arc::new(AtomicUsize::new(0));
+    let (l, r) = (log.clone(), in_recovery.clone());
+    bus.subscribe(
+        &topic,
+        move |d: Delivery| {
+            l.push(&d, "a");
+            if d.in_recovery() {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+            // Slow enough that the backlog outlives a few checks on any backend.
+            async {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Ok(())
+            }
+        },
+        SubscribeOptions::new().max_concurrency(2),
+    )
+    .await
+    .unwrap();
+    wait_for("recovery mode", WAIT, || bus.is_recovering()).await;
+    wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
+    tokio::time::timeout(WAIT, bus.caught_up())
+        .await
+        .expect("caught up");
+    assert!(
+        in_recovery.load(Ordering::SeqCst) > 0,
+        "handlers saw recovery mode"
+    );
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![true, false],
+        "entered once, left once"
+    );
+    bus.shutdown().await.unwrap();
+    publisher.shutdown().await.unwrap();
+}
+
 pub async fn rejects_bad_input(h: &dyn Harness) {
     let bus = h.bus(&h.unique("g"), &no_tweak).await;
     let topic = h.unique("bad");
@@ -706,7 +764,8 @@ macro_rules! conformance_tests {
             per_key_order_under_concurrency, redelivery_after_handler_error,
             unsubscribe_stops_only_that_topic, shutdown_drains_and_commits,
             no_loss_when_a_member_dies, poison_records_go_to_the_dead_letter_topic,
-            dead_letters_can_be_listed_and_replayed, rejects_bad_input);
+            dead_letters_can_be_listed_and_replayed,
+            a_backlog_puts_the_bus_in_recovery_mode_until_caught_up, rejects_bad_input);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
