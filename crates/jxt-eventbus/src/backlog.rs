@@ -12,7 +12,7 @@
 //! with different concurrency while in it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -50,19 +50,104 @@ pub struct BacklogState {
     pub clean_checks: u32,
     /// When the check ran (`None` before the first).
     pub checked_at: Option<SystemTime>,
+    /// Publisher-side load, as of reading the state.
+    pub publisher: PublisherState,
 }
 
-/// A change of recovery mode, passed to callbacks.
+/// A change of backlog state, passed to callbacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecoveryChange {
-    /// A backlog was found: recovery mode is on.
-    Entered(BacklogState),
-    /// The backlog is gone: recovery mode is off.
-    Left(BacklogState),
+#[non_exhaustive]
+pub enum BacklogChange {
+    /// A consumer backlog was found: recovery mode is on.
+    RecoveryEntered(BacklogState),
+    /// The consumer backlog is gone: recovery mode is off.
+    RecoveryLeft(BacklogState),
+    /// Publishes pile up: too many in flight and too slow.
+    PublisherBacklog(PublisherState),
+    /// Publishing is back under its thresholds.
+    PublisherCleared(PublisherState),
+}
+
+/// Publisher-side load: publishes awaiting the broker and their latency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublisherState {
+    /// Publishes sent and not yet acknowledged by the broker.
+    pub in_flight: usize,
+    /// Moving average of publish latency (acknowledged publishes).
+    pub latency: Duration,
+    /// Whether `in_flight` is over `backlog.max_publish_in_flight` or
+    /// `latency` over `backlog.max_publish_latency`.
+    pub backlog: bool,
+}
+
+/// Publisher load, updated by every publish (a few atomics, no lock).
+#[derive(Debug)]
+pub(crate) struct PublisherGauge {
+    in_flight: AtomicUsize,
+    latency_us: AtomicU64,
+    over: AtomicBool,
+    max_in_flight: usize,
+    max_latency: Duration,
+}
+
+impl PublisherGauge {
+    pub(crate) fn new(config: &BacklogConfig) -> Self {
+        PublisherGauge {
+            in_flight: AtomicUsize::new(0),
+            latency_us: AtomicU64::new(0),
+            over: AtomicBool::new(false),
+            max_in_flight: config.max_publish_in_flight,
+            max_latency: config.max_publish_latency,
+        }
+    }
+
+    /// A publish starts.
+    pub(crate) fn started(&self) -> Option<PublisherState> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.evaluate()
+    }
+
+    /// A publish ended after `elapsed` (`acknowledged`: it succeeded).
+    pub(crate) fn finished(&self, elapsed: Duration, acknowledged: bool) -> Option<PublisherState> {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if acknowledged {
+            // Exponential moving average, 1/8 weight per sample; a lost
+            // update under contention only delays the average slightly.
+            let sample = elapsed.as_micros().min(u64::MAX as u128) as u64;
+            let old = self.latency_us.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            self.latency_us.store(new, Ordering::Relaxed);
+        }
+        self.evaluate()
+    }
+
+    pub(crate) fn state(&self) -> PublisherState {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let latency = Duration::from_micros(self.latency_us.load(Ordering::Relaxed));
+        PublisherState {
+            in_flight,
+            latency,
+            backlog: in_flight > self.max_in_flight || latency > self.max_latency,
+        }
+    }
+
+    /// The new state when the backlog flag flipped.
+    fn evaluate(&self) -> Option<PublisherState> {
+        let state = self.state();
+        let was = self.over.load(Ordering::Relaxed);
+        if state.backlog != was && self.over.swap(state.backlog, Ordering::AcqRel) == was {
+            return Some(state);
+        }
+        None
+    }
 }
 
 /// Callback invoked on each change of recovery mode.
-pub type RecoveryCallback = Arc<dyn Fn(&RecoveryChange) + Send + Sync>;
+pub type BacklogCallback = Arc<dyn Fn(&BacklogChange) + Send + Sync>;
 
 /// The state machine, free of I/O and clocks so it can be tested directly.
 #[derive(Debug)]
@@ -85,7 +170,7 @@ impl BacklogDetector {
         lags: &[PartitionLag],
         oldest_unfinished: Option<SystemTime>,
         now: SystemTime,
-    ) -> (BacklogState, Option<RecoveryChange>) {
+    ) -> (BacklogState, Option<BacklogChange>) {
         let mut per_topic: BTreeMap<&str, i64> = BTreeMap::new();
         for l in lags {
             *per_topic.entry(&l.partition.topic).or_default() += l.lag();
@@ -111,13 +196,13 @@ impl BacklogDetector {
             s.clean_checks = 0;
             if !s.recovering {
                 s.recovering = true;
-                change = Some(RecoveryChange::Entered(s.clone()));
+                change = Some(BacklogChange::RecoveryEntered(s.clone()));
             }
         } else {
             s.clean_checks = s.clean_checks.saturating_add(1);
             if s.recovering && s.clean_checks >= self.config.clean_checks {
                 s.recovering = false;
-                change = Some(RecoveryChange::Left(s.clone()));
+                change = Some(BacklogChange::RecoveryLeft(s.clone()));
             }
         }
         (s.clone(), change)
@@ -127,8 +212,9 @@ impl BacklogDetector {
 /// What the checking task shares with the bus.
 pub(crate) struct BacklogShared {
     pub(crate) recovering: Arc<AtomicBool>,
+    pub(crate) publisher: PublisherGauge,
     pub(crate) state: watch::Sender<BacklogState>,
-    pub(crate) callbacks: Mutex<Vec<RecoveryCallback>>,
+    pub(crate) callbacks: Mutex<Vec<BacklogCallback>>,
     /// Asks the task for an immediate check; answered when it is done.
     pub(crate) check_now: Mutex<Option<mpsc::UnboundedSender<oneshot::Sender<()>>>>,
 }
@@ -142,9 +228,10 @@ impl std::fmt::Debug for BacklogShared {
 }
 
 impl BacklogShared {
-    pub(crate) fn new(recovering: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(recovering: Arc<AtomicBool>, config: &BacklogConfig) -> Self {
         BacklogShared {
             recovering,
+            publisher: PublisherGauge::new(config),
             state: watch::Sender::new(BacklogState::default()),
             callbacks: Mutex::default(),
             check_now: Mutex::default(),
@@ -166,27 +253,44 @@ impl BacklogShared {
         }
     }
 
-    fn apply(&self, state: BacklogState, change: Option<RecoveryChange>) {
+    /// Reports a publisher backlog flip to the callbacks.
+    pub(crate) fn publisher_changed(&self, state: PublisherState) {
+        let change = if state.backlog {
+            tracing::warn!(in_flight = state.in_flight, latency = ?state.latency, "publisher backlog");
+            BacklogChange::PublisherBacklog(state)
+        } else {
+            tracing::info!(in_flight = state.in_flight, latency = ?state.latency, "publisher backlog cleared");
+            BacklogChange::PublisherCleared(state)
+        };
+        self.notify(&change);
+    }
+
+    fn notify(&self, change: &BacklogChange) {
+        let callbacks = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for cb in callbacks {
+            cb(change);
+        }
+    }
+
+    fn apply(&self, state: BacklogState, change: Option<BacklogChange>) {
         // Callbacks run before the watch is updated, so whoever awaits the
         // watch (`caught_up`) sees the callbacks' effects.
         self.recovering.store(state.recovering, Ordering::Relaxed);
         if let Some(change) = change {
             match &change {
-                RecoveryChange::Entered(s) => {
+                BacklogChange::RecoveryEntered(s) => {
                     tracing::info!(lag = s.lag, "backlog detected: entering recovery mode")
                 }
-                RecoveryChange::Left(s) => {
+                BacklogChange::RecoveryLeft(s) => {
                     tracing::info!(lag = s.lag, "caught up: leaving recovery mode")
                 }
+                _ => {}
             }
-            let callbacks = self
-                .callbacks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            for cb in callbacks {
-                cb(&change);
-            }
+            self.notify(&change);
         }
         self.state.send_replace(state);
     }
@@ -286,7 +390,7 @@ mod tests {
                 over: true
             }
         );
-        assert!(matches!(c, Some(RecoveryChange::Entered(_))));
+        assert!(matches!(c, Some(BacklogChange::RecoveryEntered(_))));
         let (s, c) = d.observe(&[lag("a", 0, 80, 79)], None, now);
         assert!(
             s.recovering && !s.backlog && c.is_none(),
@@ -301,7 +405,36 @@ mod tests {
         assert!(c.is_none());
         let (s, c) = d.observe(&[], None, now);
         assert!(!s.recovering);
-        assert!(matches!(c, Some(RecoveryChange::Left(_))));
+        assert!(matches!(c, Some(BacklogChange::RecoveryLeft(_))));
+    }
+
+    #[test]
+    fn publisher_gauge_flips_once_each_way() {
+        let g = PublisherGauge::new(&BacklogConfig {
+            max_publish_in_flight: 2,
+            max_publish_latency: Duration::from_millis(100),
+            ..BacklogConfig::default()
+        });
+        assert!(g.started().is_none());
+        assert!(g.started().is_none());
+        let over = g.started().expect("3 in flight is over 2");
+        assert!(over.backlog && over.in_flight == 3);
+        assert!(g.started().is_none(), "no second report while over");
+        assert!(g.finished(Duration::from_millis(1), true).is_none());
+        let cleared = g
+            .finished(Duration::from_millis(1), true)
+            .expect("back to 2");
+        assert!(!cleared.backlog);
+        g.finished(Duration::from_millis(1), true);
+        g.finished(Duration::from_millis(1), true);
+        assert_eq!(g.state().in_flight, 0);
+        // Slow acknowledgements alone are a backlog once the average is over.
+        let mut flipped = None;
+        for _ in 0..40 {
+            flipped = flipped.or(g.started());
+            flipped = flipped.or(g.finished(Duration::from_secs(1), true));
+        }
+        assert!(flipped.is_some_and(|s| s.backlog && s.latency > Duration::from_millis(100)));
     }
 
     #[test]
@@ -311,7 +444,7 @@ mod tests {
         let (s, c) = d.observe(&[], Some(now - Duration::from_secs(11)), now);
         assert!(s.backlog);
         assert_eq!(s.oldest_unfinished_age, Some(Duration::from_secs(11)));
-        assert!(matches!(c, Some(RecoveryChange::Entered(_))));
+        assert!(matches!(c, Some(BacklogChange::RecoveryEntered(_))));
         let (s, _) = d.observe(&[], Some(now - Duration::from_secs(1)), now);
         assert!(!s.backlog);
     }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jxt_eventbus::backlog::RecoveryChange;
+use jxt_eventbus::backlog::BacklogChange;
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::{
     BusConfig, Delivery, EventBus, HealthState, MemoryBroker, Message, SubscribeOptions,
@@ -47,10 +47,11 @@ async fn a_backlog_at_start_up_is_worked_off_in_recovery_mode() {
         .unwrap();
     let (entered, left) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (e, l) = (entered.clone(), left.clone());
-    bus.on_recovery_change(move |c| {
+    bus.on_backlog_change(move |c| {
         let counter = match c {
-            RecoveryChange::Entered(_) => &e,
-            RecoveryChange::Left(_) => &l,
+            BacklogChange::RecoveryEntered(_) => &e,
+            BacklogChange::RecoveryLeft(_) => &l,
+            _ => return,
         };
         counter.fetch_add(1, Ordering::SeqCst);
     });
@@ -141,5 +142,80 @@ async fn no_backlog_no_recovery_mode() {
     assert_eq!(handled.load(Ordering::SeqCst), 100);
     assert!(!bus.is_recovering());
     assert!(bus.backlog_state().checked_at.is_some(), "checks ran");
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_piling_up_are_a_publisher_backlog() {
+    // A partition that holds 5 records and a consumer that does not move:
+    // publishes beyond that wait for room, so they pile up in flight.
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        max_retained_per_partition: 5,
+        publish_timeout: Duration::from_secs(30),
+    });
+    let mut config = BusConfig::default();
+    config.backlog.max_publish_in_flight = 3;
+    let bus = EventBus::builder()
+        .config(config)
+        .memory_broker(broker)
+        .build()
+        .await
+        .unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    bus.on_backlog_change(move |c| {
+        if let BacklogChange::PublisherBacklog(s) | BacklogChange::PublisherCleared(s) = c {
+            ev.lock().unwrap().push(s.backlog);
+        }
+    });
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    bus.subscribe(
+        "piles",
+        move |_d: Delivery| {
+            let g = g.clone();
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok(())
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..10 {
+        let b = bus.clone();
+        waiting.push(tokio::spawn(async move {
+            b.publish("piles", Message::new(format!("{i}"))).await
+        }));
+    }
+    for _ in 0..300 {
+        if bus.backlog_state().publisher.backlog {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let state = bus.backlog_state().publisher;
+    assert!(state.backlog && state.in_flight >= 4, "{state:?}");
+    let health = bus.health().await;
+    assert!(
+        health
+            .components
+            .iter()
+            .any(|c| c.name == "publisher" && c.state == HealthState::Degraded),
+        "{health:?}"
+    );
+    gate.add_permits(1_000);
+    for w in waiting {
+        w.await.unwrap().unwrap();
+    }
+    assert!(!bus.backlog_state().publisher.backlog);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![true, false],
+        "reported once each way"
+    );
     bus.shutdown().await.unwrap();
 }

@@ -109,6 +109,10 @@ impl EventBusBuilder {
         let producer = backend.producer();
         let recovering = Arc::new(AtomicBool::new(false));
         let publish_limiter = config.publish_rate_limit.map(|l| l.limiter());
+        let backlog = Arc::new(crate::backlog::BacklogShared::new(
+            recovering.clone(),
+            &config.backlog,
+        ));
         Ok(EventBus {
             inner: Arc::new(Inner {
                 config,
@@ -117,7 +121,7 @@ impl EventBusBuilder {
                 topics: tokio::sync::Mutex::default(),
                 running: std::sync::Mutex::default(),
                 closed: AtomicBool::new(false),
-                backlog: Arc::new(crate::backlog::BacklogShared::new(recovering.clone())),
+                backlog,
                 recovering,
                 publish_limiter,
             }),

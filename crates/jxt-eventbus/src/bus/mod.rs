@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backend::{Backend, Consumer, PartitionLag, Producer, PublishReceipt};
-use crate::backlog::{self, BacklogShared, BacklogState, RecoveryChange};
+use crate::backlog::{self, BacklogChange, BacklogShared, BacklogState};
 use crate::config::BusConfig;
 use crate::delivery::Delivery;
 use crate::dispatch::{
@@ -129,7 +129,16 @@ impl EventBus {
         if let Some(l) = &self.inner.publish_limiter {
             l.until_ready().await;
         }
-        self.inner.producer.send(topic, message).await
+        let gauge = &self.inner.backlog.publisher;
+        if let Some(s) = gauge.started() {
+            self.inner.backlog.publisher_changed(s);
+        }
+        let started = std::time::Instant::now();
+        let result = self.inner.producer.send(topic, message).await;
+        if let Some(s) = gauge.finished(started.elapsed(), result.is_ok()) {
+            self.inner.backlog.publisher_changed(s);
+        }
+        result
     }
 
     /// Publishes messages to one topic, pipelined: every message is handed
@@ -448,9 +457,10 @@ impl EventBus {
         self.inner.recovering.load(AtomicOrdering::Relaxed)
     }
 
-    /// Calls `callback` on every change of recovery mode (entered, left).
+    /// Calls `callback` on every change of backlog state: recovery mode
+    /// entered or left, publisher backlog found or cleared.
     /// Callbacks run on the checking task: keep them short and non-blocking.
-    pub fn on_recovery_change(&self, callback: impl Fn(&RecoveryChange) + Send + Sync + 'static) {
+    pub fn on_backlog_change(&self, callback: impl Fn(&BacklogChange) + Send + Sync + 'static) {
         self.inner
             .backlog
             .callbacks
@@ -459,9 +469,11 @@ impl EventBus {
             .push(Arc::new(callback));
     }
 
-    /// The latest backlog check.
+    /// The latest backlog check, with the current publisher load.
     pub fn backlog_state(&self) -> BacklogState {
-        self.inner.backlog.state.borrow().clone()
+        let mut state = self.inner.backlog.state.borrow().clone();
+        state.publisher = self.inner.backlog.publisher.state();
+        state
     }
 
     /// A receiver that sees every backlog check.
@@ -526,11 +538,25 @@ impl EventBus {
                 ),
             )),
         }
+        let publisher = self.inner.backlog.publisher.state();
+        if publisher.backlog {
+            components.push(component(
+                "publisher",
+                HealthState::Degraded,
+                &format!(
+                    "publisher backlog: {} publishes in flight, average latency {:?}",
+                    publisher.in_flight, publisher.latency
+                ),
+            ));
+        }
         if self.is_recovering() {
             components.push(component(
                 "backlog",
                 HealthState::Degraded,
-                "catching up (recovery mode)",
+                &format!(
+                    "catching up (recovery mode): lag {}",
+                    self.backlog_state().lag
+                ),
             ));
         }
         HealthStatus::from_components(components)

@@ -253,6 +253,13 @@ pub struct BacklogConfig {
     /// Consecutive checks without a backlog before recovery mode ends.
     /// Default 3.
     pub clean_checks: u32,
+    /// Publisher side: publishes awaiting the broker above which a publisher
+    /// backlog is reported (callbacks, health degraded). Default 10000.
+    pub max_publish_in_flight: usize,
+    /// Publisher side: moving-average publish latency above which a
+    /// publisher backlog is reported. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub max_publish_latency: Duration,
 }
 
 impl Default for BacklogConfig {
@@ -263,6 +270,8 @@ impl Default for BacklogConfig {
             max_lag: 10_000,
             max_age: Duration::from_secs(60),
             clean_checks: 3,
+            max_publish_in_flight: 10_000,
+            max_publish_latency: Duration::from_secs(5),
         }
     }
 }

@@ -676,10 +676,10 @@ pub async fn a_backlog_puts_the_bus_in_recovery_mode_until_caught_up(h: &dyn Har
         .await;
     let changes = Arc::new(Mutex::new(Vec::new()));
     let ch = changes.clone();
-    bus.on_recovery_change(move |c| {
+    bus.on_backlog_change(move |c| {
         ch.lock().unwrap().push(matches!(
             c,
-            jxt_eventbus::backlog::RecoveryChange::Entered(_)
+            jxt_eventbus::backlog::BacklogChange::RecoveryEntered(_)
         ));
     });
     let log = Log::default();
