@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::backend::{Consumer, PartitionLag};
 use crate::config::BacklogConfig;
 use crate::dispatch::{Command, DispatchStats};
+use crate::metrics::BoundMetrics;
 
 /// Lag of one subscribed topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,6 +302,7 @@ impl BacklogShared {
 pub(crate) fn spawn(
     config: BacklogConfig,
     shared: Arc<BacklogShared>,
+    metrics: Arc<BoundMetrics>,
     consumer: Weak<dyn Consumer>,
     dispatcher: mpsc::WeakSender<Command>,
 ) {
@@ -341,6 +343,7 @@ pub(crate) fn spawn(
             let Ok(stats) = stats_rx.await else { return };
             let (state, change) =
                 detector.observe(&lags, stats.oldest_unfinished, SystemTime::now());
+            metrics.observe_backlog(&lags, state.backlog, state.recovering);
             shared.apply(state, change);
             if let Some(r) = reply {
                 let _ = r.send(());

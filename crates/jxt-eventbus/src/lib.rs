@@ -75,6 +75,7 @@ mod error;
 mod handler;
 pub mod health;
 mod message;
+pub mod metrics;
 pub mod middleware;
 pub mod offsets;
 pub mod validate;

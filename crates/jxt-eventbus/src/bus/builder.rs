@@ -10,6 +10,7 @@ use crate::config::{
     BackendKind, BusConfig, DeadLetterConfig, DispatchConfig, Ordering, RetryConfig,
 };
 use crate::error::{Error, Result};
+use crate::metrics::BusMetrics;
 
 /// Builds an [`EventBus`]: start from defaults or a loaded [`BusConfig`],
 /// adjust with the setters, then [`build`](EventBusBuilder::build), which
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 pub struct EventBusBuilder {
     config: BusConfig,
     memory_broker: Option<MemoryBroker>,
+    metrics: Option<BusMetrics>,
 }
 
 impl EventBusBuilder {
@@ -78,6 +80,15 @@ impl EventBusBuilder {
         self
     }
 
+    /// Records metrics in `metrics`, which the application registered on its
+    /// own registry ([`BusMetrics::register`]). Without it the bus owns a
+    /// registry, readable with
+    /// [`EventBus::metrics_registry`](crate::EventBus::metrics_registry).
+    pub fn metrics(mut self, metrics: BusMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Validates the configuration and connects the backend.
     ///
     /// # Errors
@@ -107,6 +118,16 @@ impl EventBusBuilder {
             BackendKind::Nats => return Err(not_compiled("nats")),
         };
         let producer = backend.producer();
+        let (metrics, metrics_registry) = match self.metrics {
+            Some(m) => (m, None),
+            None => {
+                let m = BusMetrics::new();
+                let mut registry = prometheus_client::registry::Registry::default();
+                m.register(&mut registry);
+                (m, Some(Arc::new(registry)))
+            }
+        };
+        let metrics = Arc::new(metrics.bind(backend.name()));
         let recovering = Arc::new(AtomicBool::new(false));
         let publish_limiter = config.publish_rate_limit.map(|l| l.limiter());
         let backlog = Arc::new(crate::backlog::BacklogShared::new(
@@ -124,6 +145,8 @@ impl EventBusBuilder {
                 backlog,
                 recovering,
                 publish_limiter,
+                metrics,
+                metrics_registry,
             }),
         })
     }

@@ -193,6 +193,9 @@ impl EventBus {
             },
             group,
             recovering: Arc::new(AtomicBool::new(false)),
+            // Unregistered: a replay's records and gauges must not be mixed
+            // into the bus's consumer metrics.
+            metrics: Arc::new(crate::metrics::BusMetrics::new().bind(self.inner.backend.name())),
         });
         let dispatcher = Dispatcher::spawn(
             consumer.clone(),

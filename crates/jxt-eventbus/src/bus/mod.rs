@@ -21,7 +21,9 @@ use crate::error::{Error, Result};
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::health::{ComponentHealth, HealthState, HealthStatus};
 use crate::message::Message;
+use crate::metrics::BoundMetrics;
 use crate::validate;
+use prometheus_client::registry::Registry;
 
 mod builder;
 mod dead_letters;
@@ -57,6 +59,10 @@ struct Inner {
     recovering: Arc<AtomicBool>,
     backlog: Arc<BacklogShared>,
     publish_limiter: Option<governor::DefaultDirectRateLimiter>,
+    metrics: Arc<BoundMetrics>,
+    /// The registry the bus owns; `None` when the application passed its
+    /// own metrics.
+    metrics_registry: Option<Arc<Registry>>,
 }
 
 #[derive(Clone)]
@@ -133,9 +139,15 @@ impl EventBus {
         if let Some(s) = gauge.started() {
             self.inner.backlog.publisher_changed(s);
         }
+        let metrics = &self.inner.metrics;
+        metrics.publisher_in_flight.inc();
         let started = std::time::Instant::now();
         let result = self.inner.producer.send(topic, message).await;
-        if let Some(s) = gauge.finished(started.elapsed(), result.is_ok()) {
+        let elapsed = started.elapsed();
+        metrics.publisher_in_flight.dec();
+        let ok = result.is_ok();
+        metrics.published(topic, ok as u64, !ok as u64, elapsed);
+        if let Some(s) = gauge.finished(elapsed, ok) {
             self.inner.backlog.publisher_changed(s);
         }
         result
@@ -172,7 +184,15 @@ impl EventBus {
                 l.until_ready().await;
             }
         }
-        Ok(self.inner.producer.send_batch(topic, messages).await)
+        let n = messages.len() as i64;
+        let metrics = &self.inner.metrics;
+        metrics.publisher_in_flight.inc_by(n);
+        let started = std::time::Instant::now();
+        let results = self.inner.producer.send_batch(topic, messages).await;
+        metrics.publisher_in_flight.dec_by(n);
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        metrics.published(topic, ok, results.len() as u64 - ok, started.elapsed());
+        Ok(results)
     }
 
     /// Validates and publishes a domain event; its aggregate id is the key.
@@ -323,6 +343,7 @@ impl EventBus {
             dead_letter: self.inner.config.dead_letter.clone(),
             group: self.inner.config.group.clone(),
             recovering: self.inner.recovering.clone(),
+            metrics: self.inner.metrics.clone(),
         });
         let dispatcher = Dispatcher::spawn(
             consumer.clone(),
@@ -334,6 +355,7 @@ impl EventBus {
             backlog::spawn(
                 self.inner.config.backlog.clone(),
                 self.inner.backlog.clone(),
+                self.inner.metrics.clone(),
                 Arc::downgrade(&consumer),
                 dispatcher.downgrade(),
             );
@@ -445,6 +467,14 @@ impl EventBus {
         }
         tracing::info!(group = %self.inner.config.group, "event bus shut down");
         Ok(())
+    }
+
+    /// The metrics registry this bus owns, to encode with
+    /// [`prometheus_client::encoding::text::encode`]; `None` when the
+    /// application passed its own metrics to
+    /// [`EventBusBuilder::metrics`].
+    pub fn metrics_registry(&self) -> Option<Arc<Registry>> {
+        self.inner.metrics_registry.clone()
     }
 
     /// Whether [`EventBus::shutdown`] was called.

@@ -24,6 +24,7 @@ use crate::backend::{Consumer, ConsumerEvent, Record, RecordAck, TopicPartition}
 use crate::config::{DispatchConfig, Ordering};
 use crate::handler::Handler;
 use crate::message::Message;
+use crate::metrics::TopicMetrics;
 use crate::offsets::PartitionOffsets;
 
 pub(crate) mod lanes;
@@ -144,6 +145,7 @@ struct Subscription {
     handler: Arc<dyn Handler>,
     settings: SubscriptionSettings,
     lanes: KeyedLanes<Job>,
+    metrics: Arc<TopicMetrics>,
     /// Intake paused because live lanes reached `max_processors`.
     lanes_full: bool,
 }
@@ -286,6 +288,24 @@ impl Dispatcher {
             }
             self.schedule();
             self.apply_backpressure();
+            self.update_gauges();
+        }
+    }
+
+    /// Sets the dispatcher gauges (a few atomic stores per loop turn).
+    fn update_gauges(&self) {
+        let m = &self.ctx.metrics;
+        m.in_flight.set(self.buffered as i64);
+        m.assigned_partitions.set(self.partitions.len() as i64);
+        let (mut running, mut paused) = (0, 0);
+        for p in self.partitions.values() {
+            running += p.running;
+            paused += p.paused as usize;
+        }
+        m.running.set(running as i64);
+        m.paused_partitions.set(paused as i64);
+        for sub in self.subs.values() {
+            sub.metrics.live_lanes.set(sub.lanes.live() as i64);
         }
     }
 
@@ -306,19 +326,23 @@ impl Dispatcher {
                 let lanes =
                     KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
                 self.warned_unrouted.remove(&topic);
+                let metrics = Arc::new(self.ctx.metrics.topic(&topic));
                 self.subs.insert(
                     topic,
                     Subscription {
                         handler,
                         settings,
                         lanes,
+                        metrics,
                         lanes_full: false,
                     },
                 );
                 let _ = reply.send(());
             }
             Command::Unsubscribe { topic, reply } => {
-                self.subs.remove(&topic);
+                if let Some(sub) = self.subs.remove(&topic) {
+                    sub.metrics.live_lanes.set(0);
+                }
                 let _ = reply.send(());
             }
             Command::Drain { deadline, reply } => {
@@ -356,6 +380,7 @@ impl Dispatcher {
     fn on_event(&mut self, event: ConsumerEvent) {
         match event {
             ConsumerEvent::Assigned(tps) => {
+                self.ctx.metrics.assigned.inc_by(tps.len() as u64);
                 for tp in tps {
                     self.next_generation += 1;
                     self.assigned_total += 1;
@@ -436,6 +461,7 @@ impl Dispatcher {
 
     fn on_revoke(&mut self, tps: Vec<TopicPartition>, lost: bool, done: oneshot::Sender<()>) {
         self.revoked_total += tps.len() as u64;
+        self.ctx.metrics.revoked.inc_by(tps.len() as u64);
         let revoking: HashSet<&TopicPartition> = tps.iter().collect();
         for tp in &tps {
             if let Some(ps) = self.partitions.get_mut(tp) {
@@ -606,6 +632,7 @@ impl Dispatcher {
                 tokio::spawn(worker::run_batch(
                     self.ctx.clone(),
                     sub.handler.clone(),
+                    sub.metrics.clone(),
                     lane,
                     batch,
                     self.completions.clone(),

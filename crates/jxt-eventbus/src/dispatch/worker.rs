@@ -17,6 +17,7 @@ use crate::config::{DeadLetterConfig, RetryConfig};
 use crate::delivery::Delivery;
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::message::Message;
+use crate::metrics::{BoundMetrics, TopicMetrics};
 
 /// Dead-letter provenance headers.
 pub mod dlq_headers {
@@ -48,6 +49,7 @@ pub(crate) struct WorkerContext {
     pub(crate) dead_letter: DeadLetterConfig,
     pub(crate) group: String,
     pub(crate) recovering: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<BoundMetrics>,
 }
 
 impl WorkerContext {
@@ -70,13 +72,14 @@ impl WorkerContext {
 pub(crate) async fn run_batch(
     ctx: Arc<WorkerContext>,
     handler: Arc<dyn Handler>,
+    metrics: Arc<TopicMetrics>,
     lane: super::lanes::LaneId,
     jobs: Vec<Job>,
     completions: mpsc::UnboundedSender<Completion>,
 ) {
     let n = jobs.len();
     for (i, job) in jobs.into_iter().enumerate() {
-        let outcome = process(&ctx, handler.as_ref(), &job).await;
+        let outcome = process(&ctx, handler.as_ref(), &metrics, &job).await;
         let completion = Completion {
             lane,
             partition: job.partition,
@@ -93,7 +96,12 @@ pub(crate) async fn run_batch(
     }
 }
 
-async fn process(ctx: &WorkerContext, handler: &dyn Handler, job: &Job) -> Outcome {
+async fn process(
+    ctx: &WorkerContext,
+    handler: &dyn Handler,
+    metrics: &TopicMetrics,
+    job: &Job,
+) -> Outcome {
     let mut backoff = ctx.backoff();
     let mut first_failure = None;
     let mut attempt = 1u32;
@@ -109,10 +117,22 @@ async fn process(ctx: &WorkerContext, handler: &dyn Handler, job: &Job) -> Outco
             in_recovery: ctx.recovering.load(Ordering::Relaxed),
             message: job.message.clone(),
         };
-        let err = match call(handler, delivery).await {
-            Ok(()) => return Outcome::Done,
+        if attempt > 1 {
+            metrics.retries.inc();
+        }
+        let started = std::time::Instant::now();
+        let result = call(handler, delivery).await;
+        metrics
+            .handler_duration
+            .observe(started.elapsed().as_secs_f64());
+        let err = match result {
+            Ok(()) => {
+                metrics.consumed_ok.inc();
+                return Outcome::Done;
+            }
             Err(e) => e,
         };
+        metrics.error(err.kind());
         let now = SystemTime::now();
         let first = *first_failure.get_or_insert(now);
         let out_of_time = ctx
@@ -126,7 +146,12 @@ async fn process(ctx: &WorkerContext, handler: &dyn Handler, job: &Job) -> Outco
             "handler failed"
         );
         if exhausted && ctx.dead_letter.enabled {
-            return dead_letter(ctx, job, &err, attempt, first, now).await;
+            let outcome = dead_letter(ctx, job, &err, attempt, first, now).await;
+            if let Outcome::Done = outcome {
+                metrics.dead_lettered.inc();
+                metrics.consumed_dead_lettered.inc();
+            }
+            return outcome;
         }
         let delay = if exhausted {
             ctx.retry.max_backoff

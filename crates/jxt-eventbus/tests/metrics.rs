@@ -1,0 +1,219 @@
+//! Prometheus metrics after a known workload on the memory backend, and two
+//! buses in one process without collisions.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jxt_eventbus::config::MemoryConfig;
+use jxt_eventbus::metrics::BusMetrics;
+use jxt_eventbus::{
+    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
+};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+
+fn config(group: &str) -> BusConfig {
+    let mut c = BusConfig {
+        group: group.into(),
+        ..BusConfig::default()
+    };
+    c.retry.initial_backoff = Duration::from_millis(1);
+    c.retry.max_backoff = Duration::from_millis(5);
+    c.retry.max_attempts = 3;
+    c.retry.jitter = false;
+    c
+}
+
+fn text(registry: &Registry) -> String {
+    let mut out = String::new();
+    encode(&mut out, registry).unwrap();
+    out
+}
+
+/// The value of one series (`name{labels}`) in an encoding, if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    })
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_match_a_known_workload_exactly() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = EventBus::builder()
+        .config(config("metrics"))
+        .memory_broker(broker.clone())
+        .build()
+        .await
+        .unwrap();
+    let flaky_failed = Arc::new(AtomicUsize::new(0));
+    let f = flaky_failed.clone();
+    bus.subscribe(
+        "orders",
+        move |d: Delivery| {
+            let f = f.clone();
+            async move {
+                match &d.payload()[..] {
+                    b"bad" => Err(HandlerError::new(ErrorKind::Permanent, "bad order")),
+                    b"flaky" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        Err(HandlerError::new(ErrorKind::Retryable, "try again"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    // 10 single publishes (2 bad, 1 flaky) and a batch of 5 (1 bad).
+    for i in 0..10 {
+        let payload = match i {
+            3 | 7 => "bad",
+            5 => "flaky",
+            _ => "good",
+        };
+        bus.publish(
+            "orders",
+            Message::new(payload).with_key(format!("order-{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let batch = (0..5)
+        .map(|i| Message::new(if i == 2 { "bad" } else { "good" }).with_key(format!("b-{i}")))
+        .collect();
+    let results = bus.publish_batch("orders", batch).await.unwrap();
+    assert!(results.iter().all(|r| r.is_ok()));
+
+    let registry = bus.metrics_registry().expect("the bus owns its registry");
+    let l = r#"{topic="orders",backend="memory"}"#;
+    let consumed_ok =
+        r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="ok"}"#;
+    let consumed_dlq = r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="dead_lettered"}"#;
+    eventually("every record finished", || {
+        let t = text(&registry);
+        value(&t, consumed_ok) == Some(12.0) && value(&t, consumed_dlq) == Some(3.0)
+    })
+    .await;
+    eventually("in-flight back to zero", || {
+        value(
+            &text(&registry),
+            r#"eventbus_in_flight_records{backend="memory"}"#,
+        ) == Some(0.0)
+    })
+    .await;
+    let t = text(&registry);
+    let get = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in\n{t}"));
+    assert_eq!(
+        get(r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#),
+        15.0
+    );
+    assert_eq!(
+        get(r#"eventbus_messages_published_total{topic="orders",backend="memory",result="error"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(&format!("eventbus_publish_duration_seconds_count{l}")),
+        15.0
+    );
+    assert_eq!(get(consumed_ok), 12.0);
+    assert_eq!(get(consumed_dlq), 3.0);
+    assert_eq!(get(&format!("eventbus_dead_lettered_total{l}")), 3.0);
+    assert_eq!(get(&format!("eventbus_retries_total{l}")), 1.0);
+    assert_eq!(
+        get(
+            r#"eventbus_processing_errors_total{topic="orders",backend="memory",kind="permanent"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        get(
+            r#"eventbus_processing_errors_total{topic="orders",backend="memory",kind="retryable"}"#
+        ),
+        1.0
+    );
+    // 15 records, one of them tried twice.
+    assert_eq!(
+        get(&format!("eventbus_handler_duration_seconds_count{l}")),
+        16.0
+    );
+    assert_eq!(
+        get(r#"eventbus_publisher_in_flight{backend="memory"}"#),
+        0.0
+    );
+    assert!(get(r#"eventbus_assigned_partitions{backend="memory"}"#) >= 1.0);
+    assert!(get(r#"eventbus_rebalances_total{backend="memory",kind="assigned"}"#) >= 1.0);
+    assert!(
+        t.contains(r#"eventbus_consumer_lag{topic="orders",backend="memory",partition="0"}"#),
+        "the subscribe-time backlog check sets the lag gauges:\n{t}"
+    );
+    assert_eq!(get(r#"eventbus_recovery_mode{backend="memory"}"#), 0.0);
+    bus.shutdown().await.unwrap();
+}
+
+async fn publish_n(bus: &EventBus, n: usize) {
+    for i in 0..n {
+        bus.publish("orders", Message::new("x").with_key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_buses_keep_their_own_metrics() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let build = |group: &'static str| {
+        EventBus::builder()
+            .config(config(group))
+            .memory_broker(broker.clone())
+            .build()
+    };
+    let (a, b) = (build("a").await.unwrap(), build("b").await.unwrap());
+    publish_n(&a, 2).await;
+    publish_n(&b, 3).await;
+    let ok = r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#;
+    assert_eq!(value(&text(&a.metrics_registry().unwrap()), ok), Some(2.0));
+    assert_eq!(value(&text(&b.metrics_registry().unwrap()), ok), Some(3.0));
+}
+
+#[tokio::test]
+async fn two_buses_on_an_application_registry() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let mut registry = Registry::default();
+    let mut buses = Vec::new();
+    for group in ["billing", "shipping"] {
+        let metrics = BusMetrics::new();
+        metrics.register(registry.sub_registry_with_label(("bus".into(), group.into())));
+        let bus = EventBus::builder()
+            .config(config(group))
+            .memory_broker(broker.clone())
+            .metrics(metrics)
+            .build()
+            .await
+            .unwrap();
+        assert!(bus.metrics_registry().is_none());
+        buses.push(bus);
+    }
+    publish_n(&buses[0], 4).await;
+    publish_n(&buses[1], 1).await;
+    let t = text(&registry);
+    let series = |bus: &str| {
+        format!(
+            r#"eventbus_messages_published_total{{bus="{bus}",topic="orders",backend="memory",result="ok"}}"#
+        )
+    };
+    assert_eq!(value(&t, &series("billing")), Some(4.0), "{t}");
+    assert_eq!(value(&t, &series("shipping")), Some(1.0), "{t}");
+}
