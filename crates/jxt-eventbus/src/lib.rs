@@ -12,6 +12,7 @@
 //! | —       | memory (in-process broker with partitions, groups, lag) | always |
 //! | `kafka` | Apache Kafka through rdkafka (bundled librdkafka) | off |
 //! | `nats`  | NATS JetStream through async-nats | off |
+//! | `http`  | operator endpoints `/metrics`, `/healthz`, `/readyz`, `/status` (axum) | off |
 //!
 //! ```
 //! use jxt_eventbus::{EventBus, Message, SubscribeOptions, Delivery, HandlerResult};
@@ -74,6 +75,8 @@ pub mod envelope;
 mod error;
 mod handler;
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 mod message;
 pub mod metrics;
 pub mod middleware;

@@ -1,0 +1,261 @@
+//! HTTP endpoints for operators (cargo feature `http`): an axum [`Router`]
+//! the application mounts in its own server, or a small server of its own
+//! with [`serve`].
+//!
+//! | route | answers |
+//! |-------|---------|
+//! | `GET /metrics` | the bus's metrics as OpenMetrics text |
+//! | `GET /healthz` | liveness: 200 unless the bus was shut down |
+//! | `GET /readyz` | readiness: 200 when the bus is open, no health component is unhealthy and, if it has subscriptions, it owns partitions; 503 with the reason otherwise |
+//! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, health components |
+//!
+//! Nothing served contains configuration or credentials: `/status` reports
+//! the backend name, the group and runtime state only.
+//!
+//! ```no_run
+//! # async fn run(bus: jxt_eventbus::EventBus) -> std::io::Result<()> {
+//! // Mounted in the application's router ...
+//! let app = axum::Router::new().nest("/eventbus", jxt_eventbus::http::router(bus.clone()));
+//! // ... or served on its own, on 127.0.0.1 by default.
+//! let server = jxt_eventbus::http::serve(bus, jxt_eventbus::http::DEFAULT_ADDR).await?;
+//! println!("operator endpoints on http://{}", server.local_addr());
+//! # drop(app);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+use crate::health::HealthState;
+use crate::EventBus;
+
+/// Where [`serve`] listens unless told otherwise: loopback only, port 9464
+/// (the port commonly used for Prometheus exporters).
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
+
+/// Content type of `/metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone)]
+struct AppState {
+    bus: EventBus,
+    registry: Option<Arc<Registry>>,
+}
+
+/// The operator routes for `bus`; `/metrics` serves the registry the bus
+/// owns (404 when the application passed its own metrics: use
+/// [`router_with_registry`] then).
+pub fn router(bus: EventBus) -> Router {
+    let registry = bus.metrics_registry();
+    router_with_registry(bus, registry)
+}
+
+/// The operator routes for `bus`, serving `registry` on `/metrics` (for
+/// example the application's registry holding this bus's metrics).
+pub fn router_with_registry(bus: EventBus, registry: Option<Arc<Registry>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(AppState { bus, registry })
+}
+
+/// A running server started by [`serve`]. Dropping it stops the server.
+#[must_use = "dropping the server stops it"]
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServer {
+    /// The address it listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server; requests in progress are cut off.
+    pub fn stop(self) {}
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves [`router`] for `bus` on `addr` (use [`DEFAULT_ADDR`] for loopback;
+/// binding another interface exposes the endpoints to that network).
+///
+/// # Errors
+/// When `addr` cannot be bound.
+///
+/// # Cancel safety
+/// Cancel safe: dropped before it resolves, nothing is served.
+pub async fn serve(bus: EventBus, addr: SocketAddr) -> std::io::Result<HttpServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let app = router(bus);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "operator HTTP server stopped");
+        }
+    });
+    tracing::info!(addr = %local_addr, "operator HTTP endpoints listening");
+    Ok(HttpServer { local_addr, task })
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(registry) = &state.registry else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this bus records into the application's registry; serve that one\n",
+        )
+            .into_response();
+    };
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}\n"),
+        )
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response()
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.bus.is_closed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shut down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+/// Why the bus is not ready, or `None` when it is.
+async fn not_ready(bus: &EventBus) -> Option<String> {
+    if bus.is_closed() {
+        return Some("shut down".into());
+    }
+    let health = bus.health().await;
+    if let Some(c) = health
+        .components
+        .iter()
+        .find(|c| c.state == HealthState::Unhealthy)
+    {
+        return Some(format!("{}: {}", c.name, c.reason));
+    }
+    if bus.subscriptions().await.is_empty() {
+        return None;
+    }
+    match bus.dispatch_stats().await {
+        Some(s) if s.assigned_partitions > 0 => None,
+        _ => Some("subscribed, but no partitions assigned".into()),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match not_ready(&state.bus).await {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()
+}
+
+/// The `/status` document.
+async fn status_json(bus: &EventBus) -> Value {
+    let health = bus.health().await;
+    let backlog = bus.backlog_state();
+    let (partitions, lag_error) = match bus.lag().await {
+        Ok(lags) => (
+            lags.iter()
+                .map(|l| {
+                    json!({
+                        "topic": &*l.partition.topic,
+                        "partition": l.partition.partition,
+                        "log_end": l.log_end,
+                        "committed": l.committed,
+                        "lag": l.lag(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let dispatch = bus.dispatch_stats().await.map(|s| {
+        json!({
+            "assigned_partitions": s.assigned_partitions,
+            "paused_partitions": s.paused_partitions,
+            "buffered_records": s.buffered,
+            "running_records": s.running,
+            "live_lanes": s.live_lanes,
+            "partitions_assigned_total": s.assigned_total,
+            "partitions_revoked_total": s.revoked_total,
+            "oldest_unfinished": s.oldest_unfinished.map(rfc3339),
+        })
+    });
+    json!({
+        "backend": bus.config().backend,
+        "group": bus.config().group,
+        "closed": bus.is_closed(),
+        "subscriptions": bus.subscriptions().await,
+        "partitions": partitions,
+        "lag_error": lag_error,
+        "dispatch": dispatch,
+        "recovery": {
+            "recovering": backlog.recovering,
+            "backlog": backlog.backlog,
+            "lag": backlog.lag,
+            "clean_checks": backlog.clean_checks,
+            "oldest_unfinished_age_ms": backlog.oldest_unfinished_age.map(|d| d.as_millis() as u64),
+            "checked_at": backlog.checked_at.map(rfc3339),
+        },
+        "publisher": {
+            "in_flight": backlog.publisher.in_flight,
+            "latency_ms": backlog.publisher.latency.as_secs_f64() * 1000.0,
+            "backlog": backlog.publisher.backlog,
+        },
+        "health": {
+            "overall": health.overall.as_str(),
+            "checked_at": rfc3339(health.checked_at),
+            "components": health.components.iter().map(|c| json!({
+                "name": c.name,
+                "state": c.state.as_str(),
+                "reason": c.reason,
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let body = status_json(&state.bus).await.to_string();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

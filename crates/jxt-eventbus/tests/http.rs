@@ -1,0 +1,243 @@
+//! The operator HTTP endpoints on a real port, over the memory backend.
+//!
+//! Requests are written by hand on a `TcpStream` (HTTP/1.1 with
+//! `Connection: close`): the endpoints are four GETs, which does not justify
+//! an HTTP client dependency.
+#![cfg(feature = "http")]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jxt_eventbus::config::MemoryConfig;
+use jxt_eventbus::http::{self, OPENMETRICS_CONTENT_TYPE};
+use jxt_eventbus::metrics::BusMetrics;
+use jxt_eventbus::{BusConfig, Delivery, EventBus, MemoryBroker, Message, SubscribeOptions};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status: status.parse().unwrap(),
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn bus(broker: &MemoryBroker, group: &str) -> EventBus {
+    EventBus::builder()
+        .config(BusConfig {
+            group: group.into(),
+            ..BusConfig::default()
+        })
+        .memory_broker(broker.clone())
+        .build()
+        .await
+        .unwrap()
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_report_a_known_workload() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = bus(&broker, "http").await;
+    let server = http::serve(bus.clone(), localhost()).await.unwrap();
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback());
+
+    // Open, nothing subscribed: alive and ready.
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+
+    bus.subscribe(
+        "orders",
+        |_: Delivery| async { Ok(()) },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    for i in 0..7 {
+        bus.publish("orders", Message::new("x").with_key(format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let consumed =
+        r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="ok"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let r = get(addr, "/metrics").await;
+        assert_eq!(r.status, 200);
+        if value(&r.body, consumed) == Some(7.0) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumed never reached 7:\n{}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        metrics.header("content-type"),
+        Some(OPENMETRICS_CONTENT_TYPE)
+    );
+    assert!(metrics.body.ends_with("# EOF\n"));
+    assert_eq!(
+        value(
+            &metrics.body,
+            r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#
+        ),
+        Some(7.0)
+    );
+
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    let status = get(addr, "/status").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("content-type"), Some("application/json"));
+    let doc: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(doc["subscriptions"], serde_json::json!(["orders"]));
+    assert_eq!(doc["backend"], "memory");
+    assert_eq!(doc["closed"], false);
+    let partitions = doc["partitions"].as_array().unwrap();
+    assert!(!partitions.is_empty());
+    assert!(partitions
+        .iter()
+        .all(|p| p["topic"] == "orders" && p["lag"].is_i64()));
+    assert_eq!(doc["recovery"]["recovering"], false);
+    assert!(doc["dispatch"]["assigned_partitions"].as_u64().unwrap() >= 1);
+    assert!(doc["dispatch"]["live_lanes"].is_u64());
+    assert!(doc["health"]["overall"].is_string());
+    assert!(doc["health"]["components"].as_array().unwrap().len() >= 2);
+
+    bus.shutdown().await.unwrap();
+    assert_eq!(get(addr, "/healthz").await.status, 503);
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains("shut down"), "{}", ready.body);
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_mounted_router_serves_the_application_registry() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let mut registry = Registry::default();
+    let metrics = BusMetrics::new();
+    metrics.register(&mut registry);
+    let bus = EventBus::builder()
+        .config(BusConfig {
+            group: "app".into(),
+            ..BusConfig::default()
+        })
+        .memory_broker(broker)
+        .metrics(metrics)
+        .build()
+        .await
+        .unwrap();
+    bus.publish("orders", Message::new("x")).await.unwrap();
+
+    let app = axum::Router::new().nest(
+        "/eventbus",
+        http::router_with_registry(bus.clone(), Some(Arc::new(registry))),
+    );
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let r = get(addr, "/eventbus/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        value(
+            &r.body,
+            r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#
+        ),
+        Some(1.0)
+    );
+    // Without a registry, /metrics says where the metrics are.
+    let own = http::serve(bus.clone(), localhost()).await.unwrap();
+    assert_eq!(get(own.local_addr(), "/metrics").await.status, 404);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_subscribed_without_partitions() {
+    // One partition, two members of one group: one of them owns nothing.
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        ..MemoryConfig::default()
+    });
+    let (a, b) = (bus(&broker, "pair").await, bus(&broker, "pair").await);
+    for bus in [&a, &b] {
+        bus.subscribe(
+            "orders",
+            |_: Delivery| async { Ok(()) },
+            SubscribeOptions::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let (sa, sb) = (
+        http::serve(a.clone(), localhost()).await.unwrap(),
+        http::serve(b.clone(), localhost()).await.unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ra, rb) = (
+            get(sa.local_addr(), "/readyz").await,
+            get(sb.local_addr(), "/readyz").await,
+        );
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        if statuses == [200, 503] {
+            let idle = if ra.status == 503 { ra } else { rb };
+            assert!(
+                idle.body.contains("no partitions assigned"),
+                "{}",
+                idle.body
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
