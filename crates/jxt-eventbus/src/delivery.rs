@@ -19,6 +19,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The W3C trace context the publisher sent (every record published
+    /// through the bus has one; `None` for records written by other
+    /// producers without a valid `traceparent`).
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        crate::trace::TraceParent::from_headers(&self.message.headers)
+    }
+
     /// Topic the record was read from.
     pub fn topic(&self) -> &str {
         &self.topic

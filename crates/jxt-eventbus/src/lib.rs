@@ -81,6 +81,7 @@ mod message;
 pub mod metrics;
 pub mod middleware;
 pub mod offsets;
+pub mod trace;
 pub mod validate;
 
 pub use backend::memory::MemoryBroker;

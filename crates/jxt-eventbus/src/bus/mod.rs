@@ -22,8 +22,10 @@ use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::health::{ComponentHealth, HealthState, HealthStatus};
 use crate::message::Message;
 use crate::metrics::BoundMetrics;
+use crate::trace;
 use crate::validate;
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 mod builder;
 mod dead_letters;
@@ -126,7 +128,7 @@ impl EventBus {
     /// # Cancel safety
     /// Dropping the future before it resolves leaves it unknown whether the
     /// record was stored.
-    pub async fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
+    pub async fn publish(&self, topic: &str, mut message: Message) -> Result<PublishReceipt> {
         self.ensure_open()?;
         validate::topic(topic)?;
         if let Some(key) = &message.key {
@@ -141,8 +143,20 @@ impl EventBus {
         }
         let metrics = &self.inner.metrics;
         metrics.publisher_in_flight.inc();
+        let trace_id = trace::inject(&mut message);
+        let span = tracing::debug_span!(
+            "eventbus.publish",
+            topic,
+            key = message.key.as_deref(),
+            trace_id = %trace_id,
+        );
         let started = std::time::Instant::now();
-        let result = self.inner.producer.send(topic, message).await;
+        let result = self
+            .inner
+            .producer
+            .send(topic, message)
+            .instrument(span)
+            .await;
         let elapsed = started.elapsed();
         metrics.publisher_in_flight.dec();
         let ok = result.is_ok();
@@ -170,7 +184,7 @@ impl EventBus {
     pub async fn publish_batch(
         &self,
         topic: &str,
-        messages: Vec<Message>,
+        mut messages: Vec<Message>,
     ) -> Result<Vec<Result<PublishReceipt>>> {
         self.ensure_open()?;
         validate::topic(topic)?;
@@ -188,7 +202,16 @@ impl EventBus {
         let metrics = &self.inner.metrics;
         metrics.publisher_in_flight.inc_by(n);
         let started = std::time::Instant::now();
-        let results = self.inner.producer.send_batch(topic, messages).await;
+        for m in &mut messages {
+            trace::inject(m);
+        }
+        let span = tracing::debug_span!("eventbus.publish_batch", topic, count = n);
+        let results = self
+            .inner
+            .producer
+            .send_batch(topic, messages)
+            .instrument(span)
+            .await;
         metrics.publisher_in_flight.dec_by(n);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         metrics.published(topic, ok, results.len() as u64 - ok, started.elapsed());

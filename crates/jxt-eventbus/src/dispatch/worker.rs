@@ -15,9 +15,12 @@ use super::{Completion, Job, Outcome};
 use crate::backend::Producer;
 use crate::config::{DeadLetterConfig, RetryConfig};
 use crate::delivery::Delivery;
+use crate::envelope::headers as envelope_headers;
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
 use crate::message::Message;
 use crate::metrics::{BoundMetrics, TopicMetrics};
+use crate::trace::TraceParent;
+use tracing::Instrument;
 
 /// Dead-letter provenance headers.
 pub mod dlq_headers {
@@ -121,7 +124,26 @@ async fn process(
             metrics.retries.inc();
         }
         let started = std::time::Instant::now();
-        let result = call(handler, delivery).await;
+        let span = tracing::debug_span!(
+            "eventbus.handle",
+            topic = %job.partition.topic,
+            partition = job.partition.partition,
+            offset = job.offset,
+            key = job.message.key.as_deref(),
+            attempt,
+            trace_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            let headers = &job.message.headers;
+            if let Some(tp) = TraceParent::from_headers(headers) {
+                span.record("trace_id", tp.trace_id());
+            }
+            if let Some(c) = headers.get_str(envelope_headers::CORRELATION_ID) {
+                span.record("correlation_id", c);
+            }
+        }
+        let result = call(handler, delivery).instrument(span).await;
         metrics
             .handler_duration
             .observe(started.elapsed().as_secs_f64());
