@@ -249,3 +249,68 @@ async fn child_process_bus() {
     // Until killed.
     tokio::time::sleep(Duration::from_secs(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_recreated_where_the_group_was() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let cleanup = StreamCleanup::new(&url);
+    let topic = support::unique_name("deleted");
+    cleanup.add(&topic);
+    let mut config = nats_support::config(&url, &support::unique_name("g"));
+    config.nats.idle_heartbeat = Duration::from_secs(1);
+    let bus = EventBus::from_config(config).await.unwrap();
+    let seen: Seen = Arc::default();
+    bus.subscribe(
+        &topic,
+        slow_handler(&seen, Duration::ZERO),
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let first = publish_all(&bus, &topic, 5, 10).await;
+    wait_until("the first records", || {
+        seen.lock().unwrap().len() == first.len()
+    })
+    .await;
+    // The bus learns the group's ack floor when it reads its lag.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bus.lag().await.unwrap()[0].lag() > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream = js
+        .get_stream(js.stream_by_subject(topic.as_str()).await.unwrap())
+        .await
+        .unwrap();
+    let name = futures::StreamExt::next(&mut stream.consumer_names())
+        .await
+        .unwrap()
+        .unwrap();
+    stream.delete_consumer(&name).await.unwrap();
+
+    let mut later = HashSet::new();
+    for seq in 100..110 {
+        let key = format!("k{}", seq % 5);
+        bus.publish(&topic, Message::new(format!("{key}:{seq}")).with_key(&key))
+            .await
+            .unwrap();
+        later.insert((key, seq));
+    }
+    wait_until("the records published after the deletion", || {
+        let got: HashSet<_> = seen.lock().unwrap().iter().cloned().collect();
+        later.is_subset(&got)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        first.len() + later.len(),
+        "recreated after the acknowledged records, not from the start"
+    );
+    assert!(stream.consumer_info(&name).await.is_ok(), "recreated");
+    bus.shutdown().await.unwrap();
+}

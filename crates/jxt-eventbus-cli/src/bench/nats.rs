@@ -1,9 +1,177 @@
-//! nats benchmark (filled in with the nats backend).
+//! NATS JetStream benchmark: the bus vs async-nats doing the same hand-off
+//! by hand — publish with PubAck, a durable pull consumer with explicit
+//! acks, one handler task.
+//!
+//! Both sides publish in windows of [`WINDOW`] messages whose PubAcks are
+//! awaited together (the bus through `publish_batch`), into their own file
+//! stream on the server at `EVENTBUS_NATS_URL` (default
+//! `nats://127.0.0.1:4222`), and both streams are deleted afterwards. The
+//! sides run one after the other. JetStream has no partitions:
+//! `--partitions` does not apply.
 
-use anyhow::{bail, Result};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{BenchArgs, SideResult};
+use anyhow::{bail, Context as _, Result};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use jxt_eventbus::SubscribeOptions;
+use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, HandlerResult, Message};
 
-pub(crate) async fn run(_args: &BenchArgs) -> Result<(SideResult, SideResult, &'static str)> {
-    bail!("the nats benchmark is not implemented yet")
+use super::{key_of, payload, BenchArgs, SideResult, Tally};
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+/// Publishes on the wire before their PubAcks are awaited, on both sides.
+const WINDOW: u64 = 1_000;
+/// Records per pull request, on both sides.
+const PULL_BATCH: usize = 256;
+/// Unacknowledged records the consumer may hold, on both sides (the bus's
+/// default, `dispatch.max_buffered`).
+const MAX_ACK_PENDING: i64 = 10_000;
+
+pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'static str)> {
+    let url = std::env::var("EVENTBUS_NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let client = async_nats::connect(&url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url} (EVENTBUS_NATS_URL)"))?;
+    let js = jetstream::new(client);
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let (bus_topic, raw_topic) = (
+        format!("bench-bus-{}-{run_id}", std::process::id()),
+        format!("bench-raw-{}-{run_id}", std::process::id()),
+    );
+    let bus = bus_side(args, &url, &bus_topic).await;
+    let raw = raw_side(args, &js, &raw_topic).await;
+    for topic in [&bus_topic, &raw_topic] {
+        if let Ok(name) = js.stream_by_subject(topic.as_str()).await {
+            let _ = js.delete_stream(&name).await;
+        }
+    }
+    Ok((
+        bus?,
+        raw?,
+        "async-nats: publish with PubAck, durable pull consumer with explicit acks, one handler task",
+    ))
+}
+
+/// Messages `from..to`: index, key and a payload stamped now.
+fn payloads(args: &BenchArgs, from: u64, to: u64) -> Vec<(u64, String, Vec<u8>)> {
+    (from..to)
+        .map(|i| {
+            let (k, seq, key) = key_of(i, args.keys);
+            (i, key, payload(k, seq, args.size))
+        })
+        .collect()
+}
+
+async fn bus_side(args: &BenchArgs, url: &str, topic: &str) -> Result<SideResult> {
+    let mut config = BusConfig {
+        backend: BackendKind::Nats,
+        group: "bench".into(),
+        ..BusConfig::default()
+    };
+    config.nats.servers = vec![url.to_string()];
+    config.nats.pull_batch = PULL_BATCH;
+    config.nats.max_ack_pending = Some(MAX_ACK_PENDING as u32);
+    config.dispatch.max_concurrency = args.concurrency;
+    let bus = EventBus::from_config(config).await?;
+    let tally = Tally::new(args.messages, args.keys);
+    let t = tally.clone();
+    bus.subscribe(
+        topic,
+        move |d: Delivery| {
+            t.record(d.payload());
+            std::future::ready(HandlerResult::Ok(()))
+        },
+        SubscribeOptions::new(),
+    )
+    .await?;
+    tally.start();
+    let mut from = 0;
+    while from < args.messages {
+        let to = (from + WINDOW).min(args.messages);
+        let batch = payloads(args, from, to)
+            .into_iter()
+            .map(|(_, key, p)| Message::new(p).with_key(key))
+            .collect();
+        for r in bus.publish_batch(topic, batch).await? {
+            r?;
+        }
+        from = to;
+    }
+    let result = tally.wait(TIMEOUT).await?;
+    bus.shutdown().await?;
+    Ok(result)
+}
+
+async fn raw_side(args: &BenchArgs, js: &jetstream::Context, topic: &str) -> Result<SideResult> {
+    let stream = js
+        .create_stream(stream::Config {
+            name: topic.to_string(),
+            subjects: vec![topic.to_string()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        })
+        .await?;
+    let tally = Tally::new(args.messages, args.keys);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await?;
+    let t: Arc<Tally> = tally.clone();
+    let handler = tokio::spawn(async move {
+        while let Some(m) = messages.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return Err(anyhow::anyhow!("pull consumer failed: {e}")),
+            };
+            t.record(&m.payload);
+            if let Err(e) = m.ack().await {
+                return Err(anyhow::anyhow!("ack failed: {e}"));
+            }
+        }
+        Ok(())
+    });
+    tally.start();
+    let mut from = 0;
+    while from < args.messages {
+        let to = (from + WINDOW).min(args.messages);
+        let mut acks = Vec::with_capacity((to - from) as usize);
+        // The same headers as the bus sends: id (de-duplication) and key.
+        for (i, key, p) in payloads(args, from, to) {
+            let publish = PublishMessage::build()
+                .payload(p.into())
+                .message_id(format!("raw-{i}"))
+                .header("X-Message-Key", key.as_str());
+            acks.push(js.send_publish(topic.to_string(), publish).await?);
+        }
+        for ack in futures::future::join_all(acks.into_iter().map(|a| a.into_future())).await {
+            ack?;
+        }
+        from = to;
+    }
+    let result = tally.wait(TIMEOUT).await;
+    handler.abort();
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), handler).await {
+        bail!(e);
+    }
+    result
 }

@@ -149,10 +149,13 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                     return;
                 }
                 let mut nak_now = false;
+                // One clock read per batch: progress only needs ack_wait / 3
+                // precision.
+                let now = Instant::now();
                 for command in buf.drain(..) {
                     match command {
                         Command::Track { id, reply, seq } => {
-                            pending.insert(id, Entry { reply, seq, touched: Instant::now() });
+                            pending.insert(id, Entry { reply, seq, touched: now });
                         }
                         Command::Ack { id } => {
                             if let Some(e) = pending.remove(&id) {

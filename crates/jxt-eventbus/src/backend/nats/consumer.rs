@@ -101,7 +101,7 @@ impl NatsConsumer {
         let stream = self.ctx.streams.ensure(topic).await.map_err(refused)?;
         let spec = DurableSpec {
             stream,
-            name: naming::durable_name(&self.group),
+            name: naming::durable_name(&self.group, topic),
             topic: topic.to_string(),
             group: self.group.clone(),
             ack_wait: self.defaults.ack_wait,

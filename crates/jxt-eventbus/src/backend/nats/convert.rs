@@ -61,16 +61,59 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
         s.parse::<HeaderValue>()
             .map_err(|_| refuse(format!("{what} {s:?} contains a line break")))
     };
-    map.insert(MSG_ID, text(&message.id, "message id")?);
+    map.insert(
+        HeaderName::from_static(MSG_ID),
+        text(&message.id, "message id")?,
+    );
     if let Some(key) = &message.key {
-        map.insert(KEY, text(key, "key")?);
+        map.insert(HeaderName::from_static(KEY), text(key, "key")?);
     }
     let millis = message
         .timestamp
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    map.insert(TIMESTAMP, millis.to_string().as_str());
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    map.insert(
+        HeaderName::from_static(TIMESTAMP),
+        HeaderValue::from(millis.to_string()),
+    );
     Ok(map)
+}
+
+/// What the ack subject of a delivered JetStream message says about it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AckInfo<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) delivered: u64,
+    pub(crate) stream_sequence: u64,
+    /// When the stream stored it, in nanoseconds since the Unix epoch.
+    pub(crate) published_nanos: u64,
+}
+
+/// Reads `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+/// seq>.<time>.<pending>`, or the longer form that starts with a domain and
+/// an account hash (ADR-15). `None` for anything else.
+pub(crate) fn ack_info(reply: &str) -> Option<AckInfo<'_>> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let mut tokens = [""; 9];
+    let mut n = 0;
+    for t in rest.split('.') {
+        if n == tokens.len() {
+            break;
+        }
+        tokens[n] = t;
+        n += 1;
+    }
+    let t = match n {
+        9 => &tokens[2..],
+        7 => &tokens[..7],
+        _ => return None,
+    };
+    Some(AckInfo {
+        stream: t[0],
+        delivered: t[2].parse().ok()?,
+        stream_sequence: t[3].parse().ok()?,
+        published_nanos: t[5].parse().ok()?,
+    })
 }
 
 /// The message a handler sees for a delivered JetStream message.
@@ -85,21 +128,24 @@ pub(crate) fn message(
     let mut headers = Headers::new();
     let (mut id, mut key, mut timestamp) = (None, None, None);
     if let Some(map) = map {
-        let mut names: Vec<(&HeaderName, &Vec<HeaderValue>)> = map.iter().collect();
-        names.sort_by_key(|(name, _)| name.to_string());
-        for (name, values) in names {
-            let name = name.to_string();
-            let name = name.as_str();
+        let mut user = Vec::new();
+        for (name, values) in map.iter() {
             let last = values.last().map(|v| v.as_str());
-            match name {
+            match header_str(name) {
                 MSG_ID => id = last.map(str::to_string),
                 KEY => key = last.map(str::to_string),
                 TIMESTAMP => timestamp = last.and_then(|v| v.parse::<u64>().ok()),
-                _ => {
-                    for v in values {
-                        headers.insert(name, Bytes::copy_from_slice(v.as_str().as_bytes()));
-                    }
-                }
+                _ => user.push((name, values)),
+            }
+        }
+        // The map's order is random: sort, so every delivery looks the same.
+        user.sort_unstable_by(|a, b| header_str(a.0).cmp(header_str(b.0)));
+        for (name, values) in user {
+            for v in values {
+                headers.insert(
+                    header_str(name),
+                    Bytes::copy_from_slice(v.as_str().as_bytes()),
+                );
             }
         }
     }
@@ -112,6 +158,10 @@ pub(crate) fn message(
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
             .unwrap_or(published),
     }
+}
+
+fn header_str(name: &HeaderName) -> &str {
+    name.as_ref()
 }
 
 #[cfg(test)]
@@ -149,6 +199,29 @@ mod tests {
                 ("x-a".to_string(), Bytes::from("2"))
             ]
         );
+    }
+
+    #[test]
+    fn ack_subjects_are_read_in_both_forms() {
+        let v1 = ack_info("$JS.ACK.orders.billing.2.100.7.1790230470084404000.42").unwrap();
+        assert_eq!(
+            v1,
+            AckInfo {
+                stream: "orders",
+                delivered: 2,
+                stream_sequence: 100,
+                published_nanos: 1_790_230_470_084_404_000,
+            }
+        );
+        let v2 =
+            ack_info("$JS.ACK.hub.ACCHASH.orders.billing.1.5.3.1790230470084404000.0.tok").unwrap();
+        assert_eq!(
+            (v2.stream, v2.delivered, v2.stream_sequence),
+            ("orders", 1, 5)
+        );
+        assert_eq!(ack_info("_INBOX.abc"), None);
+        assert_eq!(ack_info("$JS.ACK.a.b.c"), None);
+        assert_eq!(ack_info("$JS.ACK.s.c.x.5.3.1.0"), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The durable pull consumer of a group on a topic's stream: found, brought
 //! to the configured settings, or created.
 //!
-//! Its name comes from the group, so every bus of the group binds to the
-//! same consumer and JetStream spreads the topic's records among them; each
-//! group has its own consumer and so gets every record. It is never deleted
+//! Its name comes from the group and the topic, so every bus of the group
+//! binds to the same consumer and JetStream spreads the topic's records among
+//! them; each group has its own consumer and so gets every record. It is never deleted
 //! by the bus: it holds the group's position while no bus runs.
 
 use std::time::Duration;
@@ -22,7 +22,7 @@ use crate::error::Result;
 pub(crate) struct DurableSpec {
     /// Stream holding the topic.
     pub(crate) stream: String,
-    /// Consumer name (from the group).
+    /// Consumer name (from the group and the topic).
     pub(crate) name: String,
     /// The topic (its subject).
     pub(crate) topic: String,

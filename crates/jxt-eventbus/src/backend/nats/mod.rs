@@ -8,7 +8,7 @@
 //! | the topic's log | a stream capturing the subject: the one named in `nats.topics.<topic>.stream`, else the one that already captures it, else (strategy permitting) a new stream named after the topic (`.` becomes `_`, plus a hash when escaped) with that one subject |
 //! | partition | one per topic: `<topic>[0]` |
 //! | offset | the stream sequence |
-//! | consumer group | a durable pull consumer per topic, named after the group, with explicit acks; every bus of the group binds to it and JetStream spreads the records among them |
+//! | consumer group | a durable pull consumer per topic, named after the group and the topic, with explicit acks; every bus of the group binds to it and JetStream spreads the records among them |
 //! | commit | a `+ACK` per record, sent after its handler succeeded or it was written to the dead-letter topic |
 //! | lag | the consumer's `num_pending + num_ack_pending` |
 //!
@@ -102,12 +102,10 @@ impl NatsBackend {
     pub(crate) async fn connect(config: &BusConfig) -> Result<Self> {
         let nats = Arc::new(config.nats.clone());
         let conn = connect::connect(config).await?;
-        let timeout = nats.request_timeout.max(nats.publish_timeout);
-        let builder = ContextBuilder::new().timeout(timeout);
-        let js = match &nats.domain {
-            Some(domain) => builder.domain(domain.as_str()).build(conn.client.clone()),
-            None => builder.build(conn.client.clone()),
-        };
+        // Admin requests and PubAcks have their own timeouts: one context
+        // for each, on the same connection.
+        let js = context(&conn.client, nats.domain.as_deref(), nats.request_timeout);
+        let publish_js = context(&conn.client, nats.domain.as_deref(), nats.publish_timeout);
         js.query_account().await.map_err(|e| {
             backend_error(
                 format!(
@@ -125,7 +123,7 @@ impl NatsBackend {
             config.dead_letter.suffix.clone(),
         ));
         let producer = Arc::new(NatsProducer::new(
-            js.clone(),
+            publish_js,
             streams.clone(),
             nats.publish_timeout,
         ));
@@ -207,6 +205,16 @@ impl Backend for NatsBackend {
             group,
             self.defaults.clone(),
         )))
+    }
+}
+
+/// A JetStream context whose requests (and PubAck waits) time out after
+/// `timeout`.
+fn context(client: &Client, domain: Option<&str>, timeout: std::time::Duration) -> Context {
+    let builder = ContextBuilder::new().timeout(timeout);
+    match domain {
+        Some(domain) => builder.domain(domain).build(client.clone()),
+        None => builder.build(client.clone()),
     }
 }
 

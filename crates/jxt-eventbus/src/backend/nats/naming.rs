@@ -16,11 +16,25 @@ pub(crate) fn stream_name(topic: &str) -> String {
     jetstream_name(topic)
 }
 
-/// The durable consumer of `group` on a topic's stream. Buses in the same
-/// group share it (and so share the topic's records); different groups have
-/// different consumers and each gets every record.
-pub(crate) fn durable_name(group: &str) -> String {
-    jetstream_name(group)
+/// The durable consumer of `group` for `topic`. Buses in the same group
+/// share it (and so share the topic's records); different groups have
+/// different consumers and each gets every record. The topic is part of the
+/// name because one stream may hold several topics (`orders.>`). Always
+/// hashed (group and topic together), so that no two pairs share a name.
+pub(crate) fn durable_name(group: &str, topic: &str) -> String {
+    let readable: String = format!("{group}_{topic}")
+        .chars()
+        .take(MAX_PLAIN)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = fnv1a(format!("{group}\0{topic}").as_bytes()) as u32;
+    format!("{readable}_{hash:08x}")
 }
 
 fn jetstream_name(name: &str) -> String {
@@ -64,7 +78,7 @@ mod tests {
     fn valid_names_are_kept() {
         assert_eq!(stream_name("orders"), "orders");
         assert_eq!(stream_name("orders_v2-x"), "orders_v2-x");
-        assert_eq!(durable_name("billing"), "billing");
+        assert!(durable_name("billing", "orders").starts_with("billing_orders_"));
     }
 
     #[test]
@@ -76,6 +90,16 @@ mod tests {
         assert!(!a.contains('.'));
         assert_ne!(stream_name("a.b"), stream_name("a-b"));
         assert_ne!(stream_name("orders.dlq"), stream_name("orders"));
+    }
+
+    #[test]
+    fn durable_names_differ_per_group_and_topic() {
+        assert_ne!(durable_name("a_b", "c"), durable_name("a", "b_c"));
+        assert_ne!(durable_name("g", "orders"), durable_name("g", "payments"));
+        let n = durable_name("billing.v2", "orders.created");
+        assert!(!n.contains('.'), "{n}");
+        assert!(n.len() <= MAX_PLAIN + 9);
+        assert!(durable_name(&"g".repeat(249), &"t".repeat(249)).len() <= MAX_PLAIN + 9);
     }
 
     #[test]

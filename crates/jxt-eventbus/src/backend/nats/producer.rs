@@ -104,11 +104,9 @@ impl NatsProducer {
             .map_err(|e| self.error(topic, e))
     }
 
+    /// Awaits the PubAck (the context times it out after `publish_timeout`).
     async fn finish(&self, topic: &str, ack: PublishAckFuture) -> Result<PublishReceipt> {
-        let ack = match tokio::time::timeout(self.publish_timeout, ack.into_future()).await {
-            Err(_) => return Err(self.timeout()),
-            Ok(r) => r.map_err(|e| self.error(topic, e))?,
-        };
+        let ack = ack.into_future().await.map_err(|e| self.error(topic, e))?;
         Ok(PublishReceipt {
             partition: 0,
             offset: i64::try_from(ack.sequence).unwrap_or(i64::MAX),

@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -265,43 +265,30 @@ impl Puller {
 
     /// A delivered JetStream message as a record, tracked for acknowledgement.
     fn record(&self, ctx: &PullContext, m: async_nats::Message) -> Option<Record> {
-        let Some(reply) = m.reply.clone() else {
+        let Some(reply) = m.reply else {
             tracing::warn!(topic = %self.partition.topic, "message without an ack subject on a pull inbox; ignored");
             return None;
         };
-        let m = async_nats::jetstream::Message {
-            message: m,
-            context: ctx.js.clone(),
+        let Some(info) = convert::ack_info(reply.as_str()) else {
+            tracing::warn!(topic = %self.partition.topic, reply = %reply, "unexpected ack subject; message ignored");
+            return None;
         };
-        let (seq, published, delivered, stream) = match m.info() {
-            Ok(i) => (
-                i.stream_sequence,
-                i.published.unix_timestamp_nanos(),
-                i.delivered,
-                i.stream.to_string(),
-            ),
-            Err(e) => {
-                tracing::warn!(topic = %self.partition.topic, error = %e, "cannot read JetStream metadata of a message; ignored");
-                return None;
-            }
-        };
-        if delivered > 1 {
-            tracing::debug!(topic = %self.partition.topic, seq, delivered, "redelivered record");
+        let seq = info.stream_sequence;
+        if info.delivered > 1 {
+            tracing::debug!(topic = %self.partition.topic, seq, delivered = info.delivered, "redelivered record");
         }
-        let published = u64::try_from(published)
-            .map(|n| UNIX_EPOCH + Duration::from_nanos(n))
-            .unwrap_or(SystemTime::now());
+        let published = UNIX_EPOCH + Duration::from_nanos(info.published_nanos);
+        let message = convert::message(
+            m.payload,
+            m.headers.as_ref(),
+            || format!("{}:{seq}", info.stream),
+            published,
+        );
         let ack = ctx.acker.track(reply, seq);
-        let message = m.message;
         Some(Record {
             partition: self.partition.clone(),
             offset: i64::try_from(seq).unwrap_or(i64::MAX),
-            message: convert::message(
-                message.payload,
-                message.headers.as_ref(),
-                || format!("{stream}:{seq}"),
-                published,
-            ),
+            message,
             ack: Some(ack),
         })
     }
