@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::http::{self, OPENMETRICS_CONTENT_TYPE};
 use jxt_eventbus::metrics::BusMetrics;
-use jxt_eventbus::{BusConfig, Delivery, EventBus, MemoryBroker, Message, SubscribeOptions};
+use jxt_eventbus::{
+    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
+};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -90,11 +92,20 @@ async fn endpoints_report_a_known_workload() {
 
     bus.subscribe(
         "orders",
-        |_: Delivery| async { Ok(()) },
+        |d: Delivery| async move {
+            if &d.payload()[..] == b"bad" {
+                Err(HandlerError::new(ErrorKind::Permanent, "bad order"))
+            } else {
+                Ok(())
+            }
+        },
         SubscribeOptions::new(),
     )
     .await
     .unwrap();
+    bus.publish("orders", Message::new("bad").with_key("poison"))
+        .await
+        .unwrap();
     for i in 0..7 {
         bus.publish("orders", Message::new("x").with_key(format!("k{i}")))
             .await
@@ -106,7 +117,8 @@ async fn endpoints_report_a_known_workload() {
     let metrics = loop {
         let r = get(addr, "/metrics").await;
         assert_eq!(r.status, 200);
-        if value(&r.body, consumed) == Some(7.0) {
+        let dead = r#"eventbus_dead_lettered_total{topic="orders",backend="memory"}"#;
+        if value(&r.body, consumed) == Some(7.0) && value(&r.body, dead) == Some(1.0) {
             break r;
         }
         assert!(
@@ -126,7 +138,7 @@ async fn endpoints_report_a_known_workload() {
             &metrics.body,
             r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#
         ),
-        Some(7.0)
+        Some(8.0)
     );
 
     let ready = get(addr, "/readyz").await;
@@ -148,6 +160,11 @@ async fn endpoints_report_a_known_workload() {
     assert!(doc["dispatch"]["assigned_partitions"].as_u64().unwrap() >= 1);
     assert!(doc["dispatch"]["live_lanes"].is_u64());
     assert!(doc["health"]["overall"].is_string());
+    let errors = doc["recent_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["kind"], "permanent");
+    assert_eq!(errors[0]["message"], "bad order");
+    assert_eq!(errors[0]["topic"], "orders");
     assert!(doc["health"]["components"].as_array().unwrap().len() >= 2);
 
     bus.shutdown().await.unwrap();

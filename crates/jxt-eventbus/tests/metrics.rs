@@ -160,6 +160,15 @@ async fn counters_match_a_known_workload_exactly() {
         "the subscribe-time backlog check sets the lag gauges:\n{t}"
     );
     assert_eq!(get(r#"eventbus_recovery_mode{backend="memory"}"#), 0.0);
+    let recent = bus.recent_errors();
+    assert_eq!(recent.len(), 4, "every failed attempt is kept: {recent:?}");
+    assert_eq!(
+        recent
+            .iter()
+            .filter(|e| e.kind == ErrorKind::Retryable)
+            .count(),
+        1
+    );
     bus.shutdown().await.unwrap();
 }
 

@@ -500,6 +500,12 @@ impl EventBus {
         self.inner.metrics_registry.clone()
     }
 
+    /// The last handler failures (at most
+    /// [`RECENT_ERRORS`](crate::metrics::RECENT_ERRORS)), newest first.
+    pub fn recent_errors(&self) -> Vec<crate::metrics::RecentError> {
+        self.inner.metrics.recent_errors.list()
+    }
+
     /// Whether [`EventBus::shutdown`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(AtomicOrdering::Acquire)

@@ -154,7 +154,7 @@ async fn process(
             }
             Err(e) => e,
         };
-        metrics.error(err.kind());
+        metrics.failed(job.partition.partition, job.offset, attempt, &err);
         let now = SystemTime::now();
         let first = *first_failure.get_or_insert(now);
         let out_of_time = ctx

@@ -7,7 +7,7 @@
 //! | `GET /metrics` | the bus's metrics as OpenMetrics text |
 //! | `GET /healthz` | liveness: 200 unless the bus was shut down |
 //! | `GET /readyz` | readiness: 200 when the bus is open, no health component is unhealthy and, if it has subscriptions, it owns partitions; 503 with the reason otherwise |
-//! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, health components |
+//! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, recent handler errors, health components |
 //!
 //! Nothing served contains configuration or credentials: `/status` reports
 //! the backend name, the group and runtime state only.
@@ -243,6 +243,15 @@ async fn status_json(bus: &EventBus) -> Value {
             "latency_ms": backlog.publisher.latency.as_secs_f64() * 1000.0,
             "backlog": backlog.publisher.backlog,
         },
+        "recent_errors": bus.recent_errors().iter().map(|e| json!({
+            "at": rfc3339(e.at),
+            "topic": &*e.topic,
+            "partition": e.partition,
+            "offset": e.offset,
+            "attempt": e.attempt,
+            "kind": e.kind.as_str(),
+            "message": e.message,
+        })).collect::<Vec<_>>(),
         "health": {
             "overall": health.overall.as_str(),
             "checked_at": rfc3339(health.checked_at),

@@ -62,7 +62,12 @@ use prometheus_client::registry::{Registry, Unit};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::backend::PartitionLag;
-use crate::handler::ErrorKind;
+use crate::handler::HandlerError;
+
+mod recent_errors;
+
+pub(crate) use recent_errors::RecentErrors;
+pub use recent_errors::{RecentError, RECENT_ERRORS};
 
 /// Labels `backend`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -314,6 +319,7 @@ impl BusMetrics {
             recovery_mode: self.recovery_mode.get_or_create_owned(&b),
             publish: RwLock::default(),
             lag_partitions: Mutex::default(),
+            recent_errors: Arc::default(),
             families: self.clone(),
         }
     }
@@ -345,6 +351,8 @@ pub(crate) struct BoundMetrics {
     publish: RwLock<HashMap<Box<str>, PublishHandles>>,
     /// Partitions with a lag gauge, so released ones are removed.
     lag_partitions: Mutex<HashSet<PartitionLabels>>,
+    /// The last handler failures of this bus.
+    pub(crate) recent_errors: Arc<RecentErrors>,
     families: BusMetrics,
 }
 
@@ -431,6 +439,7 @@ impl BoundMetrics {
             dead_lettered: f.dead_lettered.get_or_create_owned(&labels),
             live_lanes: f.live_lanes.get_or_create_owned(&labels),
             errors: f.processing_errors.clone(),
+            recent_errors: self.recent_errors.clone(),
             topic: topic.clone(),
             backend: self.backend,
         }
@@ -476,27 +485,38 @@ pub(crate) struct TopicMetrics {
     pub(crate) dead_lettered: Counter,
     pub(crate) live_lanes: Gauge,
     errors: Family<KindLabels, Counter>,
+    recent_errors: Arc<RecentErrors>,
     topic: Arc<str>,
     backend: &'static str,
 }
 
 impl TopicMetrics {
-    /// Counts a failed attempt (the error path only: a label lookup here is
-    /// fine).
-    pub(crate) fn error(&self, kind: ErrorKind) {
+    /// Counts a failed attempt and keeps it among the recent errors (the
+    /// error path only: a label lookup and a short lock here are fine).
+    pub(crate) fn failed(&self, partition: i32, offset: i64, attempt: u32, err: &HandlerError) {
         self.errors
             .get_or_create(&KindLabels {
                 topic: self.topic.clone(),
                 backend: self.backend,
-                kind: kind.as_str(),
+                kind: err.kind().as_str(),
             })
             .inc();
+        self.recent_errors.push(RecentError {
+            at: std::time::SystemTime::now(),
+            topic: self.topic.clone(),
+            partition,
+            offset,
+            attempt,
+            kind: err.kind(),
+            message: err.message().to_string(),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handler::ErrorKind;
     use prometheus_client::encoding::text::encode;
 
     #[test]
@@ -507,7 +527,8 @@ mod tests {
         let b = m.bind("memory");
         b.published("orders", 2, 1, Duration::from_millis(3));
         let t = b.topic(&Arc::from("orders"));
-        t.error(ErrorKind::Permanent);
+        t.failed(0, 7, 1, &HandlerError::new(ErrorKind::Permanent, "no"));
+        assert_eq!(b.recent_errors.list()[0].offset, 7);
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();
         assert!(out.contains(
