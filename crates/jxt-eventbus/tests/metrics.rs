@@ -160,6 +160,8 @@ async fn counters_match_a_known_workload_exactly() {
         "the subscribe-time backlog check sets the lag gauges:\n{t}"
     );
     assert_eq!(get(r#"eventbus_recovery_mode{backend="memory"}"#), 0.0);
+    assert_eq!(get(&format!("eventbus_live_lanes{l}")), 0.0);
+    assert_eq!(get(&format!("eventbus_active_lanes{l}")), 0.0);
     let recent = bus.recent_errors();
     assert_eq!(recent.len(), 4, "every failed attempt is kept: {recent:?}");
     assert_eq!(

@@ -135,7 +135,6 @@ impl<J> KeyedLanes<J> {
     }
 
     /// Lanes with a batch running.
-    #[cfg(test)]
     pub(crate) fn running(&self) -> usize {
         self.running
     }

@@ -306,6 +306,7 @@ impl Dispatcher {
         m.paused_partitions.set(paused as i64);
         for sub in self.subs.values() {
             sub.metrics.live_lanes.set(sub.lanes.live() as i64);
+            sub.metrics.active_lanes.set(sub.lanes.running() as i64);
         }
     }
 
@@ -342,6 +343,7 @@ impl Dispatcher {
             Command::Unsubscribe { topic, reply } => {
                 if let Some(sub) = self.subs.remove(&topic) {
                     sub.metrics.live_lanes.set(0);
+                    sub.metrics.active_lanes.set(0);
                 }
                 let _ = reply.send(());
             }

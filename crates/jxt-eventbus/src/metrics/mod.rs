@@ -34,7 +34,8 @@
 //! | `dead_lettered_total` | counter | `topic` | records written to the dead-letter topic |
 //! | `in_flight_records` | gauge | | records queued in lanes or running |
 //! | `running_records` | gauge | | records in handlers |
-//! | `live_lanes` | gauge | `topic` | key lanes (aggregate processors) alive |
+//! | `live_lanes` | gauge | `topic` | key lanes (aggregate processors) alive: with queued or running records |
+//! | `active_lanes` | gauge | `topic` | lanes with a batch running; `live_lanes − active_lanes` are waiting for concurrency (a lane with no records does not exist, so there are no idle lanes to count) |
 //! | `assigned_partitions` | gauge | | partitions owned |
 //! | `paused_partitions` | gauge | | partitions paused by back-pressure |
 //! | `rebalances_total` | counter | `kind` (`assigned`, `revoked`) | partitions assigned or revoked |
@@ -159,6 +160,8 @@ pub struct BusMetrics {
     pub running: Family<BackendLabels, Gauge>,
     /// `live_lanes{topic, backend}`.
     pub live_lanes: Family<TopicLabels, Gauge>,
+    /// `active_lanes{topic, backend}`.
+    pub active_lanes: Family<TopicLabels, Gauge>,
     /// `assigned_partitions{backend}`.
     pub assigned_partitions: Family<BackendLabels, Gauge>,
     /// `paused_partitions{backend}`.
@@ -194,6 +197,7 @@ impl BusMetrics {
             in_flight: Family::default(),
             running: Family::default(),
             live_lanes: Family::default(),
+            active_lanes: Family::default(),
             assigned_partitions: Family::default(),
             paused_partitions: Family::default(),
             rebalances: Family::default(),
@@ -264,6 +268,11 @@ impl BusMetrics {
             "live_lanes",
             "Live key lanes (aggregate processors)",
             self.live_lanes.clone(),
+        );
+        r.register(
+            "active_lanes",
+            "Key lanes with a batch running",
+            self.active_lanes.clone(),
         );
         r.register(
             "assigned_partitions",
@@ -438,6 +447,7 @@ impl BoundMetrics {
             retries: f.retries.get_or_create_owned(&labels),
             dead_lettered: f.dead_lettered.get_or_create_owned(&labels),
             live_lanes: f.live_lanes.get_or_create_owned(&labels),
+            active_lanes: f.active_lanes.get_or_create_owned(&labels),
             errors: f.processing_errors.clone(),
             recent_errors: self.recent_errors.clone(),
             topic: topic.clone(),
@@ -484,6 +494,7 @@ pub(crate) struct TopicMetrics {
     pub(crate) retries: Counter,
     pub(crate) dead_lettered: Counter,
     pub(crate) live_lanes: Gauge,
+    pub(crate) active_lanes: Gauge,
     errors: Family<KindLabels, Counter>,
     recent_errors: Arc<RecentErrors>,
     topic: Arc<str>,
