@@ -52,6 +52,10 @@ pub(crate) struct BenchArgs {
     /// Handler concurrency of the bus (lanes at once).
     #[arg(long, default_value_t = 64)]
     pub(crate) concurrency: usize,
+    /// Publishes in flight before their acknowledgements are awaited, on
+    /// both sides (Kafka; the bus through `publish_batch`).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) window: u64,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,7 +44,10 @@ pub(super) struct ConsumerSettings {
 
 /// The bus's Kafka consumer.
 pub(super) struct KafkaConsumer {
-    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    /// The poll thread owns the client; it closes and destroys it on that
+    /// thread (destroying an open consumer serves rebalance callbacks, which
+    /// must never run on the async runtime).
+    consumer: Weak<BaseConsumer<RebalanceContext>>,
     ctx: Arc<RebalanceContext>,
     commands: mpsc::Sender<Command>,
     topics: Arc<TopicAdmin>,
@@ -74,10 +77,10 @@ impl KafkaConsumer {
         let consumer = Arc::new(consumer);
         let ctx = consumer.context().clone();
         let (commands, inbox) = mpsc::channel();
-        let polled = consumer.clone();
+        let handle = Arc::downgrade(&consumer);
         std::thread::Builder::new()
             .name(format!("kafka-consumer-{}", settings.group))
-            .spawn(move || poll_loop::run(polled, inbox))
+            .spawn(move || poll_loop::run(consumer, inbox))
             .map_err(|e| {
                 errors::backend(
                     format!("cannot start the consumer thread: {e}"),
@@ -86,7 +89,7 @@ impl KafkaConsumer {
                 )
             })?;
         Ok(KafkaConsumer {
-            consumer,
+            consumer: handle,
             ctx,
             commands,
             topics,
@@ -108,7 +111,7 @@ impl KafkaConsumer {
         &self,
         f: impl FnOnce(&BaseConsumer<RebalanceContext>) -> T + Send + 'static,
     ) -> Result<T> {
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer.upgrade().ok_or(Error::Closed)?;
         tokio::task::spawn_blocking(move || f(&consumer))
             .await
             .map_err(|e| errors::backend(format!("consumer task failed: {e}"), true, None))
@@ -146,7 +149,10 @@ impl Consumer for KafkaConsumer {
         if partitions.is_empty() {
             return;
         }
-        if let Err(e) = self.consumer.pause(&Self::tpl(partitions)) {
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
+        if let Err(e) = consumer.pause(&Self::tpl(partitions)) {
             tracing::debug!(error = %e, "pause failed (partitions not assigned)");
         }
     }
@@ -155,7 +161,10 @@ impl Consumer for KafkaConsumer {
         if partitions.is_empty() {
             return;
         }
-        if let Err(e) = self.consumer.resume(&Self::tpl(partitions)) {
+        let Some(consumer) = self.consumer.upgrade() else {
+            return;
+        };
+        if let Err(e) = consumer.resume(&Self::tpl(partitions)) {
             tracing::debug!(error = %e, "resume failed (partitions not assigned)");
         }
     }
@@ -187,6 +196,9 @@ impl Consumer for KafkaConsumer {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // The caller drained the dispatcher (or does not read its events any
+        // more): the final revoke commits what was stored without waiting.
+        self.ctx.begin_close();
         let (reply, closed) = oneshot::channel();
         if self
             .commands
@@ -214,6 +226,7 @@ impl Drop for KafkaConsumer {
         // releases the partitions and leaves the group, committing only
         // positions of finished records.
         if !self.closed.swap(true, Ordering::AcqRel) {
+            self.ctx.begin_close();
             let _ = self.commands.send(Command::Close { reply: None });
         }
     }

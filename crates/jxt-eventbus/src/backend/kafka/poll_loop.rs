@@ -49,7 +49,38 @@ struct PendingSubscribe {
     reply: oneshot::Sender<Result<()>>,
 }
 
+/// Runs the consumer until it is asked to close (or its handle is gone),
+/// then closes and destroys it on this thread.
 pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Receiver<Command>) {
+    let reply = serve(&consumer, commands);
+    let ctx = consumer.context().clone();
+    ctx.flush();
+    ctx.apply_stores(&consumer);
+    // The handle only upgrades its weak reference for a moment (pause,
+    // resume, a lag or commit request): wait for those to end so that the
+    // last reference stays on this thread.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Dropping the last reference closes the consumer: librdkafka revokes
+    // the assignment through this thread's rebalance callback (hand-over to
+    // the dispatcher, synchronous commit), leaves the group and destroys the
+    // client. Records polled meanwhile are dropped unstored: the group reads
+    // them again.
+    drop(consumer);
+    tracing::debug!("kafka consumer closed");
+    if let Some(reply) = reply {
+        let _ = reply.send(());
+    }
+}
+
+/// Polls and serves commands; returns the close request's reply channel.
+fn serve(
+    consumer: &Arc<BaseConsumer<RebalanceContext>>,
+    commands: Receiver<Command>,
+) -> Option<oneshot::Sender<()>> {
+    let consumer = &**consumer;
     let ctx = consumer.context().clone();
     let mut names = TopicNames::default();
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
@@ -66,30 +97,23 @@ pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Recei
                     if let Some(p) = pending.take() {
                         let _ = p.reply.send(Ok(()));
                     }
-                    pending = subscribe(&consumer, &mut subscribed, topics, wait, reply);
+                    pending = subscribe(consumer, &mut subscribed, topics, wait, reply);
                 }
                 Ok(Command::Close { reply }) => {
                     if let Some(p) = pending.take() {
                         let _ = p.reply.send(Err(Error::Closed));
                     }
-                    close(&consumer);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(());
-                    }
-                    return;
+                    return reply;
                 }
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    close(&consumer);
-                    return;
-                }
+                Err(TryRecvError::Disconnected) => return None,
             }
         }
-        ctx.apply_stores(&consumer);
-        poll_batch(&consumer, &ctx, &mut names, &mut last_poll_error);
+        ctx.apply_stores(consumer);
+        poll_batch(consumer, &ctx, &mut names, &mut last_poll_error);
         ctx.flush();
         if let Some(p) = pending.take() {
-            pending = settle(&consumer, &ctx, p);
+            pending = settle(consumer, &ctx, p);
         }
     }
 }
@@ -199,22 +223,4 @@ fn settle(
         return None;
     }
     Some(p)
-}
-
-/// Closes the consumer: revoke (dispatcher release, final commit), leave the
-/// group. librdkafka serves the revoke through this thread's polls.
-fn close(consumer: &BaseConsumer<RebalanceContext>) {
-    let ctx = consumer.context();
-    ctx.flush();
-    ctx.apply_stores(consumer);
-    if let Err(e) = consumer.close_queue() {
-        tracing::warn!(error = %e, "closing the kafka consumer failed");
-        return;
-    }
-    while !consumer.closed() {
-        // Records polled now belong to partitions being released: dropped
-        // unstored, the group reads them again.
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
-    tracing::debug!("kafka consumer closed");
 }

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::join_all;
+use futures::channel::oneshot::Canceled;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use tokio::time::Instant;
 
@@ -122,19 +124,63 @@ impl KafkaProducer {
     async fn delivered(&self, topic: &str, delivery: DeliveryFuture) -> Result<PublishReceipt> {
         let bound = self.message_timeout + REPORT_GRACE;
         match tokio::time::timeout(bound, delivery).await {
-            Ok(Ok(Ok(d))) => Ok(PublishReceipt {
+            Ok(report) => self.report(topic, report),
+            Err(_) => Err(self.timeout("kafka publish (no delivery report)")),
+        }
+    }
+
+    fn report(
+        &self,
+        topic: &str,
+        report: std::result::Result<OwnedDeliveryResult, Canceled>,
+    ) -> Result<PublishReceipt> {
+        match report {
+            Ok(Ok(d)) => Ok(PublishReceipt {
                 partition: d.partition,
                 offset: d.offset,
             }),
-            Ok(Ok(Err((e, _)))) => Err(errors::publish(topic, e, self.message_timeout)),
-            Ok(Err(_canceled)) => Err(Error::Publish {
+            Ok(Err((e, _))) => Err(errors::publish(topic, e, self.message_timeout)),
+            Err(Canceled) => Err(Error::Publish {
                 topic: topic.to_string(),
                 reason: "the producer was closed before the record was acknowledged".into(),
                 retryable: true,
                 source: None,
             }),
-            Err(_) => Err(self.timeout("kafka publish (no delivery report)")),
         }
+    }
+
+    /// Awaits the reports of a batch under one timer (not one per record).
+    async fn delivered_all(
+        &self,
+        topic: &str,
+        pending: Vec<Result<DeliveryFuture>>,
+    ) -> Vec<Result<PublishReceipt>> {
+        let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(pending.len());
+        let mut waiting = FuturesUnordered::new();
+        for (i, p) in pending.into_iter().enumerate() {
+            match p {
+                Ok(delivery) => {
+                    results.push(None);
+                    waiting.push(async move { (i, delivery.await) });
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let expiry = tokio::time::sleep(self.message_timeout + REPORT_GRACE);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                next = waiting.next() => match next {
+                    Some((i, report)) => results[i] = Some(self.report(topic, report)),
+                    None => break,
+                },
+                _ = &mut expiry => break,
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(self.timeout("kafka publish (no delivery report)"))))
+            .collect()
     }
 }
 
@@ -170,13 +216,7 @@ impl Producer for KafkaProducer {
             let enqueue_deadline = Instant::now() + self.message_timeout;
             pending.push(self.enqueue(topic, m, enqueue_deadline).await);
         }
-        join_all(pending.into_iter().map(|p| async move {
-            match p {
-                Ok(delivery) => self.delivered(topic, delivery).await,
-                Err(e) => Err(e),
-            }
-        }))
-        .await
+        self.delivered_all(topic, pending).await
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {

@@ -9,7 +9,7 @@
 //! dispatcher before any of their records can be polled.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::context::{forward_error, forward_log, LastError};
 use crate::backend::{ConsumerEvent, Record, TopicPartition};
@@ -41,6 +41,11 @@ pub(super) struct RebalanceContext {
     /// Assign callbacks so far (a subscription change is complete after the
     /// next one).
     assign_rounds: AtomicU64,
+    /// The consumer is being closed: nothing waits for the dispatcher any
+    /// more (it was drained, or is gone, or nobody reads its events).
+    closing: AtomicBool,
+    /// Wakes a send blocked on a full channel when closing starts.
+    closing_wake: Notify,
     pub(super) last_error: LastError,
 }
 
@@ -64,6 +69,8 @@ impl RebalanceContext {
             stores: Mutex::default(),
             revoke_wait,
             assign_rounds: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            closing_wake: Notify::new(),
             last_error: LastError::default(),
         }
     }
@@ -72,14 +79,38 @@ impl RebalanceContext {
         self.assign_rounds.load(Ordering::Acquire)
     }
 
+    /// Starts closing: from now on nothing waits for the dispatcher, and a
+    /// send blocked on a full channel gives up.
+    pub(super) fn begin_close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.closing_wake.notify_one();
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Sends an event to the dispatcher, waiting for room; false when the
-    /// dispatcher is gone. Never blocks an async runtime thread: there (only
-    /// possible when a consumer is dropped unclosed on one) it does not wait.
+    /// dispatcher is gone or the consumer is closing and the channel is full
+    /// (the event is dropped: records unstored are read again by the group).
+    /// Never blocks an async runtime thread.
     pub(super) fn send(&self, event: ConsumerEvent) -> bool {
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if self.is_closing() || tokio::runtime::Handle::try_current().is_ok() {
             return self.events.try_send(event).is_ok();
         }
-        self.events.blocking_send(event).is_ok()
+        futures::executor::block_on(async {
+            tokio::select! {
+                biased;
+                permit = self.events.reserve() => match permit {
+                    Ok(permit) => {
+                        permit.send(event);
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ = self.closing_wake.notified() => false,
+            }
+        })
     }
 
     /// Queues a polled record.
@@ -169,6 +200,9 @@ impl RebalanceContext {
             match answered.try_recv() {
                 Ok(()) | Err(oneshot::error::TryRecvError::Closed) => return,
                 Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            if self.is_closing() {
+                return;
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
