@@ -1,6 +1,6 @@
-//! The consumer's dedicated thread: polls librdkafka (records, rebalances,
-//! heartbeats' companion work), applies subscription changes, stores
-//! offsets, and closes the consumer.
+//! The consumer's dedicated thread: polls librdkafka (records, rebalance
+//! callbacks, errors), applies subscription changes, stores offsets, and
+//! finally closes and destroys the consumer.
 //!
 //! It keeps polling while partitions are paused, so the group never evicts
 //! the bus for being busy. Records go to the dispatcher in batches through a
@@ -64,10 +64,11 @@ pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Recei
         std::thread::sleep(Duration::from_millis(5));
     }
     // Dropping the last reference closes the consumer: librdkafka revokes
-    // the assignment through this thread's rebalance callback (hand-over to
-    // the dispatcher, synchronous commit), leaves the group and destroys the
-    // client. Records polled meanwhile are dropped unstored: the group reads
-    // them again.
+    // the assignment through this thread's rebalance callback (the
+    // dispatcher is told without being waited for, stored positions are
+    // committed synchronously), leaves the group and destroys the client.
+    // Records polled meanwhile are dropped unstored: the group reads them
+    // again.
     drop(consumer);
     tracing::debug!("kafka consumer closed");
     if let Some(reply) = reply {
