@@ -59,9 +59,10 @@ pub struct NatsConfig {
     /// used: it would stall a bus whose buffer is larger.
     pub max_ack_pending: Option<u32>,
     /// Records asked for per pull request. Larger batches cost fewer round
-    /// trips; a paused topic may still receive up to 1.5 batches already
-    /// asked for. Capped at half of `dispatch.max_buffered_per_partition`.
-    /// Default 256.
+    /// trips. A topic never holds more than
+    /// `dispatch.max_buffered_per_partition` plus one batch: no pull request
+    /// is sent that could exceed it. Capped at half of
+    /// `dispatch.max_buffered_per_partition`. Default 256.
     pub pull_batch: usize,
     /// Lifetime of a pull request on the server. Default 30s.
     #[serde(with = "humantime_serde")]

@@ -22,13 +22,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Subject};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::backend::RecordAck;
@@ -73,12 +73,15 @@ impl Acker {
 
     /// Starts tracking a delivered record; the returned acknowledgement goes
     /// with it to the dispatcher.
-    pub(crate) fn track(&self, reply: Subject, seq: u64) -> Box<dyn RecordAck> {
+    /// `held` counts the record until it is acknowledged or let go.
+    pub(crate) fn track(&self, reply: Subject, seq: u64, held: Arc<Held>) -> Box<dyn RecordAck> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Command::Track { id, reply, seq });
+        held.count.fetch_add(1, Ordering::AcqRel);
         Box::new(NatsRecordAck {
             id,
             tx: self.tx.clone(),
+            held,
             acked: false,
         })
     }
@@ -109,7 +112,31 @@ impl Acker {
 struct NatsRecordAck {
     id: u64,
     tx: mpsc::UnboundedSender<Command>,
+    held: Arc<Held>,
     acked: bool,
+}
+
+/// Records of one topic delivered to the bus and not yet acknowledged or
+/// let go, whether queued in the dispatcher's channel, in a key lane or
+/// running. The topic's pull loop asks for more only while this is low, a
+/// bound that holds however late a pause takes effect.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    count: AtomicUsize,
+    /// Woken when a record is acknowledged or let go.
+    pub(crate) freed: Notify,
+}
+
+impl Held {
+    /// Records held now.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn release(&self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
+    }
 }
 
 impl fmt::Debug for NatsRecordAck {
@@ -132,6 +159,7 @@ impl Drop for NatsRecordAck {
         if !self.acked {
             let _ = self.tx.send(Command::Release { id: self.id });
         }
+        self.held.release();
     }
 }
 
@@ -146,6 +174,9 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
         tokio::select! {
             n = rx.recv_many(&mut buf, 1024) => {
                 if n == 0 {
+                    // Everything is dropped, maybe the connection's last
+                    // user too: make sure what was sent leaves first.
+                    flush(&client).await;
                     return;
                 }
                 let mut nak_now = false;
@@ -191,6 +222,9 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                     for e in released.drain(..) {
                         send(&client, e.reply, NAK).await;
                     }
+                    // The bus may be going away: the NAKs must reach the
+                    // server before the connection closes.
+                    flush(&client).await;
                 }
             }
             _ = tick.tick() => {
@@ -203,6 +237,17 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                 }
             }
         }
+    }
+}
+
+/// How long the acknowledging task waits for the server to confirm a flush.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+async fn flush(client: &Client) {
+    match tokio::time::timeout(FLUSH_WAIT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "flushing acknowledgements failed"),
+        Err(_) => tracing::debug!("flushing acknowledgements timed out"),
     }
 }
 

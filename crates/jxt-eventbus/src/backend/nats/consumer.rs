@@ -128,6 +128,7 @@ impl NatsConsumer {
             ack_floor: ack_floor.clone(),
             paused: paused_rx,
             stop: stop_rx,
+            held: Arc::default(),
         };
         let task = tokio::spawn(puller.run(self.ctx.clone(), consumer));
         TopicHandle {
@@ -325,28 +326,27 @@ impl Drop for NatsConsumer {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Dropped without close (the bus was dropped): stop pulling and, once
-        // the pull inboxes are gone, hand every held record back to the group.
-        let mut tasks = Vec::new();
-        let mut consumers = Vec::new();
-        for (_, h) in self.topics().drain() {
-            h.stop.send_replace(true);
-            h.task.abort();
-            tasks.push(h.task);
-            consumers.push((h.durable, h.stream));
-        }
+        // Dropped without close (the bus was dropped): stop pulling (the pull
+        // loops drain their open requests, so nothing is left in flight) and
+        // hand every held record back to the group.
+        let handles: Vec<TopicHandle> = self.topics().drain().map(|(_, h)| h).collect();
         let acker = self.ctx.acker.clone();
         let js = self.ctx.js.clone();
         let timeout = self.defaults.request_timeout;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    futures::future::join_all(tasks).await;
-                    forget_pull_requests(&js, &consumers, timeout).await;
+                    let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
+                    forget_pull_requests(&js, &stopped, timeout).await;
                     acker.release_all();
                 });
             }
-            Err(_) => acker.release_all(),
+            Err(_) => {
+                for h in handles {
+                    h.task.abort();
+                }
+                acker.release_all();
+            }
         }
     }
 }

@@ -23,7 +23,8 @@
 //!   duplicate window is stored once.
 //! * **Flow control.** A topic's pull loop asks for `nats.pull_batch`
 //!   records at a time while the dispatcher has room; a paused topic sends no
-//!   new pull requests. `max_ack_pending` is sized from
+//!   new pull requests, and a topic never holds more than
+//!   `dispatch.max_buffered_per_partition` plus one batch. `max_ack_pending` is sized from
 //!   `dispatch.max_buffered` (JetStream's default of 1000 would stall a bus
 //!   with a larger buffer).
 //! * **Acks.** Records waiting in a key lane or running are marked in
@@ -91,6 +92,7 @@ pub(crate) struct NatsBackend {
     connects: watch::Receiver<u64>,
     defaults: DurableDefaults,
     pull_batch: usize,
+    held_limit: usize,
 }
 
 impl NatsBackend {
@@ -149,6 +151,7 @@ impl NatsBackend {
                 request_timeout: nats.request_timeout,
             },
             pull_batch,
+            held_limit: config.dispatch.max_buffered_per_partition + pull_batch,
             config: nats,
         })
     }
@@ -197,6 +200,7 @@ impl Backend for NatsBackend {
             acker: Acker::spawn(self.client.clone(), self.config.ack_wait),
             connects: self.connects.clone(),
             batch: self.pull_batch,
+            limit: self.held_limit,
             expires: self.config.pull_expires,
             heartbeat: self.config.idle_heartbeat,
         };

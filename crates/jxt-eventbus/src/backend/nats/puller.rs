@@ -2,12 +2,13 @@
 //! the dispatcher has room, hands them over, and recovers on its own.
 //!
 //! Flow control is by credit: a pull request asks for `batch` records and
-//! the next one is sent only when fewer than half a batch are still owed and
-//! the topic is not paused. A paused topic therefore receives at most what
-//! was already asked for (1.5 batches), and a long pause costs nothing: no
-//! request is outstanding, so the server delivers nothing. All requests of a
-//! session share one inbox, so records arrive in the order the server sent
-//! them.
+//! the next one is sent only when fewer than half a batch are still owed,
+//! the topic is not paused, and the records the bus holds of the topic plus
+//! those owed stay within `limit` (`dispatch.max_buffered_per_partition`
+//! plus a batch) — a bound that holds however late a pause takes effect. A
+//! long pause costs nothing: no request is outstanding, so the server
+//! delivers nothing. All requests of a session share one inbox, so records
+//! arrive in the order the server sent them.
 //!
 //! A session ends (and a new one starts, with a fresh inbox and a checked or
 //! recreated consumer) when the connection was re-established (the server
@@ -27,7 +28,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::acker::Acker;
+use super::acker::{Acker, Held};
 use super::convert;
 use super::durable::{self, DurableSpec};
 use super::streams::StreamRegistry;
@@ -44,6 +45,9 @@ pub(crate) struct PullContext {
     /// Increases on every (re)connect.
     pub(crate) connects: watch::Receiver<u64>,
     pub(crate) batch: usize,
+    /// Records of a topic held by the bus plus records asked for: no pull
+    /// request is sent that could take the topic past it.
+    pub(crate) limit: usize,
     pub(crate) expires: Duration,
     pub(crate) heartbeat: Duration,
 }
@@ -57,6 +61,8 @@ pub(crate) struct Puller {
     pub(crate) ack_floor: Arc<AtomicU64>,
     pub(crate) paused: watch::Receiver<bool>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Records of the topic the bus holds.
+    pub(crate) held: Arc<Held>,
 }
 
 enum End {
@@ -146,7 +152,8 @@ impl Puller {
         let mut owed: usize = 0;
         let mut deadline = Instant::now() + silence;
         loop {
-            if !*self.paused.borrow() && owed <= ctx.batch / 2 {
+            let room = ctx.limit.saturating_sub(self.held.count() + owed);
+            if !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch {
                 let request = BatchConfig {
                     batch: ctx.batch,
                     expires: Some(ctx.expires),
@@ -175,6 +182,7 @@ impl Puller {
                         return self.drain(ctx, &mut inbound, owed).await;
                     }
                 }
+                _ = self.held.freed.notified(), if room < ctx.batch => {}
                 chunk = inbound.next() => {
                     let Some(chunk) = chunk else {
                         return End::Restart("pull inbox closed".into());
@@ -284,7 +292,7 @@ impl Puller {
             || format!("{}:{seq}", info.stream),
             published,
         );
-        let ack = ctx.acker.track(reply, seq);
+        let ack = ctx.acker.track(reply, seq, self.held.clone());
         Some(Record {
             partition: self.partition.clone(),
             offset: i64::try_from(seq).unwrap_or(i64::MAX),
@@ -338,5 +346,68 @@ fn request_ended(
             *owed = 0;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::HeaderMap;
+
+    use super::*;
+
+    fn status(code: u16, description: &str, pending: Option<usize>) -> async_nats::Message {
+        let headers = pending.map(|n| {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Pending-Messages", n.to_string().as_str());
+            h
+        });
+        async_nats::Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: Default::default(),
+            headers,
+            status: Some(StatusCode::from_u16(code).unwrap()),
+            description: Some(description.to_string()),
+            length: 0,
+        }
+    }
+
+    fn ended(
+        code: u16,
+        description: &str,
+        pending: Option<usize>,
+        owed: usize,
+    ) -> (Option<String>, usize) {
+        let mut owed = owed;
+        let why = request_ended(
+            StatusCode::from_u16(code).unwrap(),
+            &status(code, description, pending),
+            &mut owed,
+            256,
+        );
+        (why, owed)
+    }
+
+    #[test]
+    fn expired_requests_give_back_what_they_did_not_deliver() {
+        assert_eq!(ended(408, "Request Timeout", Some(100), 384), (None, 284));
+        assert_eq!(ended(409, "Batch Completed", Some(10), 5), (None, 0));
+        assert_eq!(ended(408, "Interest Expired", Some(256), 256), (None, 0));
+    }
+
+    #[test]
+    fn requests_dropped_without_a_count_reset_the_credit() {
+        assert_eq!(ended(409, "Leadership Change", None, 300), (None, 0));
+        assert_eq!(ended(404, "No Messages", None, 12), (None, 0));
+    }
+
+    #[test]
+    fn a_lost_consumer_restarts_the_session() {
+        assert!(ended(409, "Consumer Deleted", None, 100).0.is_some());
+        assert!(ended(503, "", None, 100).0.is_some());
+        assert!(ended(409, "Consumer is push based", None, 100).0.is_some());
+        let (why, owed) = ended(409, "Exceeded MaxWaiting", None, 384);
+        assert!(why.unwrap().contains("MaxWaiting"));
+        assert_eq!(owed, 128);
     }
 }
