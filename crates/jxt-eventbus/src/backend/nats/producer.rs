@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
+use async_nats::Subject;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
@@ -93,13 +94,18 @@ impl NatsProducer {
     }
 
     /// Puts one publish on the wire; the returned future resolves with its ack.
-    async fn start(&self, topic: &str, message: &Message) -> Result<PublishAckFuture> {
-        let headers = convert::headers(topic, message)?;
+    async fn start(
+        &self,
+        topic: &str,
+        subject: &Subject,
+        message: Message,
+    ) -> Result<PublishAckFuture> {
+        let headers = convert::headers(topic, &message)?;
         let publish = PublishMessage::build()
-            .payload(message.payload.clone())
+            .payload(message.payload)
             .headers(headers);
         self.js
-            .send_publish(topic.to_string(), publish)
+            .send_publish(subject.clone(), publish)
             .await
             .map_err(|e| self.error(topic, e))
     }
@@ -178,7 +184,7 @@ impl Producer for NatsProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
         let _guard = self.in_flight.enter();
         self.prepare(topic).await?;
-        let ack = self.start(topic, &message).await?;
+        let ack = self.start(topic, &Subject::from(topic), message).await?;
         self.finish(topic, ack).await
     }
 
@@ -195,14 +201,15 @@ impl Producer for NatsProducer {
         }
         let mut results = Vec::with_capacity(n);
         let mut window = futures::stream::FuturesOrdered::new();
-        for message in &messages {
+        let subject = Subject::from(topic);
+        for message in messages {
             if window.len() >= BATCH_WINDOW {
                 if let Some(r) = futures::StreamExt::next(&mut window).await {
                     results.push(r);
                     guards.pop_front();
                 }
             }
-            match self.start(topic, message).await {
+            match self.start(topic, &subject, message).await {
                 Ok(ack) => window.push_back(futures::future::Either::Left(self.finish(topic, ack))),
                 Err(e) => window.push_back(futures::future::Either::Right(futures::future::ready(
                     Err(e),
