@@ -89,3 +89,46 @@ async fn zero_rates_are_configuration_errors() {
         Some(RateLimit::per_second(10).burst(2))
     );
 }
+
+/// Layer order: the rate limit is outside the attempt timeout, so waiting for
+/// a token never counts against the attempt's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_token_is_not_an_attempt_timeout() {
+    let bus = EventBus::builder().group("order").build().await.unwrap();
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a = attempts.clone();
+    bus.subscribe(
+        "layered",
+        move |d: Delivery| {
+            a.lock().unwrap().push(d.attempt());
+            async { Ok(()) }
+        },
+        SubscribeOptions::new()
+            .rate_limit(RateLimit::per_second(4).burst(1))
+            .attempt_timeout(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        bus.publish("layered", Message::new("x").with_key("one-key"))
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    while attempts.lock().unwrap().len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "records not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Records 2 and 3 each waited ~250ms for a token, longer than the 100ms
+    // timeout, yet every record succeeded on its first attempt.
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(*attempts.lock().unwrap(), vec![1, 1, 1]);
+    bus.shutdown().await.unwrap();
+}
