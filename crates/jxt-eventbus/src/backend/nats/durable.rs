@@ -62,7 +62,7 @@ impl DurableSpec {
 /// group neither skips records nor replays the whole stream.
 ///
 /// # Errors
-/// [`Error::Backend`]: the broker cannot be asked (retryable), or the
+/// [`Error::Backend`](crate::Error::Backend): the broker cannot be asked (retryable), or the
 /// existing consumer cannot serve the bus (a push consumer, another ack
 /// policy).
 pub(crate) async fn ensure(

@@ -4,7 +4,7 @@
 //! named in `nats.topics.<topic>.stream`; the stream that already captures
 //! the subject (operators may provision streams such as `ORDERS` with
 //! `orders.>`); or, when the strategy creates streams, a new stream named
-//! after the topic (see [`naming`](super::naming)) whose only subject is the
+//! after the topic (see [`naming`]) whose only subject is the
 //! topic.
 
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ impl StreamRegistry {
     /// one setup; a failed setup is tried again by the next call.
     ///
     /// # Errors
-    /// [`Error::Backend`] naming the topic, the stream and what is wrong.
+    /// [`Error::Backend`](crate::Error::Backend) naming the topic, the stream and what is wrong.
     pub(crate) async fn ensure(&self, topic: &str) -> Result<String> {
         let cell = {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
