@@ -1,11 +1,14 @@
 //! W3C trace context (`traceparent`) carried in message headers from
 //! publisher to handler.
 //!
-//! Every publish leaves a `traceparent` header on the record: one the
+//! A publish carries a `traceparent` header on the record: one the
 //! application set is kept as is (for example injected from its
-//! OpenTelemetry context); otherwise the bus makes one, reusing the
-//! envelope's trace id (`X-Trace-ID`) when that is a W3C trace id (32 hex
-//! digits) and starting a new trace when not. The handler sees it through
+//! OpenTelemetry context); otherwise the bus makes one from the envelope's
+//! trace id (`X-Trace-ID`) when that is a W3C trace id (32 hex digits). When
+//! there is neither, a new trace is started only if debug-level tracing is
+//! on (the `eventbus.publish` span is recorded): a random root id that no
+//! one records would cost every publish an id, a string and a header for
+//! nothing. The handler sees it through
 //! [`Delivery::trace_parent`](crate::Delivery::trace_parent), and the
 //! `eventbus.handle` span records its trace id with the topic, partition,
 //! offset and key. The envelope's `X-Trace-ID` and `X-Correlation-ID`
@@ -115,20 +118,22 @@ impl fmt::Display for TraceParent {
     }
 }
 
-/// Makes sure `message` carries a valid `traceparent` (see the module docs)
-/// and returns its trace id.
-pub(crate) fn inject(message: &mut Message) -> String {
+/// Makes sure `message` carries a valid `traceparent` when there is a trace
+/// to carry (see the module docs) and returns its trace id. `start_new`:
+/// start a new trace when the message has none.
+pub(crate) fn inject(message: &mut Message, start_new: bool) -> Option<String> {
     if let Some(tp) = TraceParent::from_headers(&message.headers) {
-        return tp.trace_id;
+        return Some(tp.trace_id);
     }
     let tp = match message.headers.get_str(envelope_headers::TRACE_ID) {
         Some(id) if is_hex_id(&id.to_ascii_lowercase(), 32) => {
             TraceParent::with_trace_id(id.to_ascii_lowercase())
         }
-        _ => TraceParent::new_root(),
+        _ if start_new => TraceParent::new_root(),
+        _ => return None,
     };
     message.headers.set(TRACEPARENT, tp.to_string());
-    tp.trace_id
+    Some(tp.trace_id)
 }
 
 #[cfg(test)]
@@ -164,17 +169,29 @@ mod tests {
     fn inject_keeps_reuses_or_creates() {
         let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut m = Message::new("x").with_header(TRACEPARENT, v);
-        assert_eq!(inject(&mut m), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            inject(&mut m, false).unwrap(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(m.headers.get_str(TRACEPARENT), Some(v));
 
         let mut m = Message::new("x").with_header(
             envelope_headers::TRACE_ID,
             "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB",
         );
-        assert_eq!(inject(&mut m), "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbb");
+        assert_eq!(
+            inject(&mut m, false).unwrap(),
+            "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbb"
+        );
 
         let mut m = Message::new("x").with_header(envelope_headers::TRACE_ID, "trace-1");
-        let id = inject(&mut m);
+        assert_eq!(
+            inject(&mut m, false),
+            None,
+            "no trace to carry, none started"
+        );
+        assert!(m.headers.get(TRACEPARENT).is_none());
+        let id = inject(&mut m, true).unwrap();
         let tp = TraceParent::from_headers(&m.headers).unwrap();
         assert_eq!(tp.trace_id(), id);
     }

@@ -143,13 +143,15 @@ impl EventBus {
         }
         let metrics = &self.inner.metrics;
         metrics.publisher_in_flight.inc();
-        let trace_id = trace::inject(&mut message);
         let span = tracing::debug_span!(
             "eventbus.publish",
             topic,
             key = message.key.as_deref(),
-            trace_id = %trace_id,
+            trace_id = tracing::field::Empty,
         );
+        if let Some(trace_id) = trace::inject(&mut message, !span.is_disabled()) {
+            span.record("trace_id", trace_id.as_str());
+        }
         let started = std::time::Instant::now();
         let result = self
             .inner
@@ -202,8 +204,9 @@ impl EventBus {
         let metrics = &self.inner.metrics;
         metrics.publisher_in_flight.inc_by(n);
         let started = std::time::Instant::now();
+        let start_new = tracing::enabled!(tracing::Level::DEBUG);
         for m in &mut messages {
-            trace::inject(m);
+            trace::inject(m, start_new);
         }
         let span = tracing::debug_span!("eventbus.publish_batch", topic, count = n);
         let results = self
