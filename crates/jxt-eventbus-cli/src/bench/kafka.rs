@@ -18,8 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use futures::future::join_all;
 use jxt_eventbus::config::TopicSettings;
-use jxt_eventbus::SubscribeOptions;
-use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, HandlerResult, Message};
+use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -89,35 +88,7 @@ async fn bus_side(
     let bus = EventBus::from_config(config).await.with_context(|| {
         format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
     })?;
-    let tally = Tally::new(args.messages, args.keys);
-    let t = tally.clone();
-    bus.subscribe(
-        topic,
-        move |d: Delivery| {
-            t.record(d.payload());
-            std::future::ready(HandlerResult::Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await?;
-    tally.start();
-    let mut from = 0;
-    while from < args.messages {
-        let to = (from + args.window.max(1)).min(args.messages);
-        let batch = (from..to)
-            .map(|i| {
-                let (key, p) = message(args, i);
-                Message::new(p).with_key(key)
-            })
-            .collect();
-        for r in bus.publish_batch(topic, batch).await? {
-            r?;
-        }
-        from = to;
-    }
-    let result = tally.wait(TIMEOUT).await?;
-    bus.shutdown().await?;
-    Ok(result)
+    super::bus_side_windowed(bus, topic, args, args.window).await
 }
 
 async fn raw_side(

@@ -263,6 +263,48 @@ impl Tally {
     }
 }
 
+/// The bus side of the broker benchmarks: subscribe a tallying handler, then
+/// publish `--messages` in pipelined windows of `window` (each window's
+/// acknowledgements awaited together) and wait until every message was handled.
+#[cfg(any(feature = "kafka", feature = "nats"))]
+pub(crate) async fn bus_side_windowed(
+    bus: jxt_eventbus::EventBus,
+    topic: &str,
+    args: &BenchArgs,
+    window: u64,
+) -> Result<SideResult> {
+    use jxt_eventbus::{Delivery, HandlerResult, Message, SubscribeOptions};
+    let tally = Tally::new(args.messages, args.keys);
+    let t = tally.clone();
+    bus.subscribe(
+        topic,
+        move |d: Delivery| {
+            t.record(d.payload());
+            std::future::ready(HandlerResult::Ok(()))
+        },
+        SubscribeOptions::new(),
+    )
+    .await?;
+    tally.start();
+    let mut from = 0;
+    while from < args.messages {
+        let to = (from + window.max(1)).min(args.messages);
+        let batch = (from..to)
+            .map(|i| {
+                let (k, seq, key) = key_of(i, args.keys);
+                Message::new(payload(k, seq, args.size)).with_key(key)
+            })
+            .collect();
+        for r in bus.publish_batch(topic, batch).await? {
+            r?;
+        }
+        from = to;
+    }
+    let result = tally.wait(Duration::from_secs(600)).await?;
+    bus.shutdown().await?;
+    Ok(result)
+}
+
 /// Peak resident set size of this process (VmHWM), in MiB.
 pub(crate) fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

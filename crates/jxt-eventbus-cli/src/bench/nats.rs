@@ -18,8 +18,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use jxt_eventbus::SubscribeOptions;
-use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, HandlerResult, Message};
+use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 
 use super::{key_of, payload, BenchArgs, SideResult, Tally};
 
@@ -83,33 +82,7 @@ async fn bus_side(args: &BenchArgs, url: &str, topic: &str) -> Result<SideResult
     config.nats.max_ack_pending = Some(MAX_ACK_PENDING as u32);
     config.dispatch.max_concurrency = args.concurrency;
     let bus = EventBus::from_config(config).await?;
-    let tally = Tally::new(args.messages, args.keys);
-    let t = tally.clone();
-    bus.subscribe(
-        topic,
-        move |d: Delivery| {
-            t.record(d.payload());
-            std::future::ready(HandlerResult::Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await?;
-    tally.start();
-    let mut from = 0;
-    while from < args.messages {
-        let to = (from + WINDOW).min(args.messages);
-        let batch = payloads(args, from, to)
-            .into_iter()
-            .map(|(_, key, p)| Message::new(p).with_key(key))
-            .collect();
-        for r in bus.publish_batch(topic, batch).await? {
-            r?;
-        }
-        from = to;
-    }
-    let result = tally.wait(TIMEOUT).await?;
-    bus.shutdown().await?;
-    Ok(result)
+    super::bus_side_windowed(bus, topic, args, WINDOW).await
 }
 
 async fn raw_side(args: &BenchArgs, js: &jetstream::Context, topic: &str) -> Result<SideResult> {
