@@ -54,8 +54,15 @@ impl fmt::Display for TopicPartition {
 /// (JetStream). Cumulative backends (memory, Kafka) leave it out and rely on
 /// [`Consumer::store`].
 pub trait RecordAck: Send + Sync + fmt::Debug {
-    /// Acknowledges the record: it was handled or dead-lettered.
+    /// Acknowledges the record: it was handled.
     fn ack(self: Box<Self>);
+
+    /// Acknowledges a record that was written to its dead-letter topic and
+    /// must never be delivered again (JetStream: `+TERM`). By default the
+    /// same as [`RecordAck::ack`].
+    fn dead_lettered(self: Box<Self>) {
+        self.ack();
+    }
 }
 
 /// A record read by a consumer.

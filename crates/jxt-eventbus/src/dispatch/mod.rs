@@ -54,8 +54,11 @@ pub(crate) struct Job {
 
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Handled, or durably dead-lettered: may be acknowledged.
+    /// Handled: may be acknowledged.
     Done,
+    /// Durably written to the dead-letter topic: may be acknowledged, and
+    /// must never be delivered again.
+    DeadLettered,
     /// Released before it finished: must not be acknowledged.
     Abandoned,
 }
@@ -112,6 +115,28 @@ pub struct DispatchStats {
     pub revoked_total: u64,
     /// Publish time of the oldest record handed out and not finished.
     pub oldest_unfinished: Option<std::time::SystemTime>,
+    /// Every owned partition.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// What the dispatcher knows of one owned partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Records queued in lanes or running.
+    pub buffered: usize,
+    /// Records running in handlers.
+    pub running: usize,
+    /// Paused by back-pressure.
+    pub paused: bool,
+    /// Next offset to commit; `None` before the first record.
+    pub position: Option<i64>,
+    /// Publish time of the oldest unfinished record.
+    pub oldest_unfinished: Option<std::time::SystemTime>,
+    /// How long the commit position has not moved while records were
+    /// unfinished; `None` when nothing is unfinished.
+    pub stuck_for: Option<std::time::Duration>,
 }
 
 pub(crate) enum Command {
@@ -159,6 +184,9 @@ struct PartitionState {
     paused: bool,
     revoking: bool,
     lease: Arc<Lease>,
+    /// When the commit position last advanced, or when unfinished work last
+    /// arrived on an idle partition: the stall detector's clock.
+    progress_at: Instant,
 }
 
 struct PendingRevoke {
@@ -376,7 +404,30 @@ impl Dispatcher {
                 .values()
                 .filter_map(|p| p.offsets.oldest_unfinished())
                 .min(),
+            partitions: self.partition_stats(),
         }
+    }
+
+    fn partition_stats(&self) -> Vec<PartitionStats> {
+        let now = Instant::now();
+        let mut out: Vec<PartitionStats> = self
+            .partitions
+            .iter()
+            .map(|(tp, ps)| {
+                let oldest_unfinished = ps.offsets.oldest_unfinished();
+                PartitionStats {
+                    partition: tp.clone(),
+                    buffered: ps.buffered,
+                    running: ps.running,
+                    paused: ps.paused,
+                    position: ps.offsets.position(),
+                    oldest_unfinished,
+                    stuck_for: oldest_unfinished.map(|_| now.duration_since(ps.progress_at)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.partition.cmp(&b.partition));
+        out
     }
 
     fn on_event(&mut self, event: ConsumerEvent) {
@@ -397,6 +448,7 @@ impl Dispatcher {
                             paused: false,
                             revoking: false,
                             lease: Arc::new(Lease::default()),
+                            progress_at: Instant::now(),
                         },
                     );
                 }
@@ -424,6 +476,9 @@ impl Dispatcher {
             // Not handed out, so not tracked: the commit position cannot pass
             // it and it is redelivered.
             return;
+        }
+        if ps.offsets.oldest_unfinished().is_none() {
+            ps.progress_at = Instant::now();
         }
         ps.offsets
             .deliver_at(record.offset, record.message.timestamp);
@@ -583,10 +638,16 @@ impl Dispatcher {
         ps.buffered -= 1;
         ps.running -= 1;
         self.buffered -= 1;
-        if let Outcome::Done = outcome {
-            if let Some(ack) = ack {
-                ack.ack();
+        let finished = !matches!(outcome, Outcome::Abandoned);
+        if let Some(ack) = ack {
+            match outcome {
+                Outcome::Done => ack.ack(),
+                Outcome::DeadLettered => ack.dead_lettered(),
+                // Dropping it lets the record go for redelivery.
+                Outcome::Abandoned => drop(ack),
             }
+        }
+        if finished {
             if let Some(position) = ps.offsets.complete(offset) {
                 self.advanced.insert(partition, position);
             }
@@ -595,8 +656,13 @@ impl Dispatcher {
 
     /// Hands the positions advanced in this turn to the backend.
     fn store_advanced(&mut self) {
+        if self.advanced.is_empty() {
+            return;
+        }
+        let now = Instant::now();
         for (tp, position) in self.advanced.drain() {
-            if self.partitions.contains_key(&tp) {
+            if let Some(ps) = self.partitions.get_mut(&tp) {
+                ps.progress_at = now;
                 self.consumer.store(&tp, position);
             }
         }

@@ -169,7 +169,7 @@ async fn process(
         );
         if exhausted && ctx.dead_letter.enabled {
             let outcome = dead_letter(ctx, job, &err, attempt, first, now).await;
-            if let Outcome::Done = outcome {
+            if let Outcome::DeadLettered = outcome {
                 metrics.dead_lettered.inc();
                 metrics.consumed_dead_lettered.inc();
             }
@@ -224,7 +224,7 @@ async fn dead_letter(
     let mut backoff = ctx.backoff();
     loop {
         match ctx.producer.send(&topic, message.clone()).await {
-            Ok(_) => return Outcome::Done,
+            Ok(_) => return Outcome::DeadLettered,
             Err(e) => {
                 tracing::warn!(dlq = %topic, error = %e, "dead-letter write failed; record stays unacknowledged and the write is retried");
             }

@@ -4,7 +4,9 @@
 //! is tracked here from delivery until the dispatcher acknowledges it or
 //! lets it go:
 //!
-//! * acknowledged (handled, or written to the dead-letter topic): `+ACK`;
+//! * handled: `+ACK`;
+//! * written to the dead-letter topic: `+TERM`, so the server never
+//!   redelivers it and advisories show it was given up on;
 //! * let go without finishing (its topic was unsubscribed, shutdown gave up
 //!   on it, the bus was dropped): `-NAK`, so the group gets it again at once.
 //!   The `-NAK`s wait until the topic's pull loop has stopped (the consumer
@@ -36,10 +38,12 @@ use crate::backend::RecordAck;
 const ACK: &[u8] = b"+ACK";
 const NAK: &[u8] = b"-NAK";
 const IN_PROGRESS: &[u8] = b"+WPI";
+const TERM: &[u8] = b"+TERM";
 
 enum Command {
     Track { id: u64, reply: Subject, seq: u64 },
     Ack { id: u64 },
+    Term { id: u64 },
     Release { id: u64 },
     NakReleased,
     ReleaseAll,
@@ -152,6 +156,11 @@ impl RecordAck for NatsRecordAck {
         self.acked = true;
         let _ = self.tx.send(Command::Ack { id: self.id });
     }
+
+    fn dead_lettered(mut self: Box<Self>) {
+        self.acked = true;
+        let _ = self.tx.send(Command::Term { id: self.id });
+    }
 }
 
 impl Drop for NatsRecordAck {
@@ -191,6 +200,11 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                         Command::Ack { id } => {
                             if let Some(e) = pending.remove(&id) {
                                 send(&client, e.reply, ACK).await;
+                            }
+                        }
+                        Command::Term { id } => {
+                            if let Some(e) = pending.remove(&id) {
+                                send(&client, e.reply, TERM).await;
                             }
                         }
                         Command::Release { id } => {
