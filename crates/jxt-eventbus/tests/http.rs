@@ -248,7 +248,8 @@ async fn readyz_is_503_while_subscribed_without_partitions() {
         if statuses == [200, 503] {
             let idle = if ra.status == 503 { ra } else { rb };
             assert!(
-                idle.body.contains("no partitions assigned"),
+                idle.body
+                    .contains("consumer: 1 topics subscribed, no partition assigned"),
                 "{}",
                 idle.body
             );

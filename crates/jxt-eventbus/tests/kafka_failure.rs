@@ -35,6 +35,8 @@ async fn publish_times_out_and_health_says_why() {
         config.kafka.connect_timeout = Duration::from_secs(2);
         config.kafka.producer.message_timeout = Duration::from_secs(2);
         config.kafka.topic_strategy = strategy;
+        config.health.check_interval = Duration::from_millis(100);
+        config.health.broker_unreachable_after = Duration::from_secs(1);
         let bus = EventBus::from_config(config)
             .await
             .expect("build without checking the brokers");
@@ -54,14 +56,23 @@ async fn publish_times_out_and_health_says_why() {
             "{strategy:?}: publish took {took:?}"
         );
 
+        // Unreachable from the start: not ready at once, unhealthy once
+        // `broker_unreachable_after` has passed.
         let health = bus.health().await;
+        assert_ne!(health.overall, HealthState::Healthy, "{health:?}");
+        assert!(bus.readiness().await.is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let health = loop {
+            let h = bus.health().await;
+            if h.overall == HealthState::Unhealthy || Instant::now() > deadline {
+                break h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert_eq!(health.overall, HealthState::Unhealthy, "{health:?}");
-        let backend = health
-            .components
-            .iter()
-            .find(|c| c.name == "backend")
-            .expect("backend component");
-        assert!(backend.reason.contains(NOWHERE), "{backend:?}");
+        let broker = health.component("broker").expect("broker component");
+        assert_eq!(broker.state, HealthState::Unhealthy, "{broker:?}");
+        assert!(broker.reason.contains(NOWHERE), "{broker:?}");
         // Nothing to flush but the failed record: shutdown completes.
         bus.shutdown().await.expect("shutdown");
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jxt_eventbus::config::{MemoryConfig, StartFrom};
-use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, MemoryBroker, Message, SubscribeOptions};
+use jxt_eventbus::{
+    BusConfig, Delivery, Error, EventBus, HealthState, MemoryBroker, Message, SubscribeOptions,
+};
 use tokio::sync::Semaphore;
 
 async fn bus(broker: &MemoryBroker, group: &str, tweak: impl FnOnce(&mut BusConfig)) -> EventBus {
@@ -295,7 +297,8 @@ async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
         let health = tokio::time::timeout(Duration::from_secs(1), bus.health())
             .await
             .expect("health does not wait for the rebalance");
-        assert!(health.is_healthy(), "{health:?}");
+        // `b` is still joining (no partition yet): degraded, never unhealthy.
+        assert_ne!(health.overall, HealthState::Unhealthy, "{health:?}");
         tokio::time::timeout(Duration::from_secs(1), bus.lag())
             .await
             .expect("lag does not wait for the rebalance")

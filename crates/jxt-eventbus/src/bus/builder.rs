@@ -10,6 +10,8 @@ use crate::config::{
     BackendKind, BusConfig, DeadLetterConfig, DispatchConfig, Ordering, RetryConfig,
 };
 use crate::error::{Error, Result};
+use crate::health::broker::BrokerWatch;
+use crate::health::probe::Probe;
 use crate::metrics::BusMetrics;
 
 /// Builds an [`EventBus`]: start from defaults or a loaded [`BusConfig`],
@@ -97,22 +99,22 @@ impl EventBusBuilder {
     pub async fn build(self) -> Result<EventBus> {
         let config = self.config;
         config.validate()?;
-        let backend: Box<dyn Backend> = match config.backend {
+        let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => {
                 let broker = self
                     .memory_broker
                     .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()));
-                Box::new(broker.backend(config.start_from))
+                Arc::new(broker.backend(config.start_from))
             }
             #[cfg(feature = "kafka")]
             BackendKind::Kafka => {
-                Box::new(crate::backend::kafka::KafkaBackend::connect(&config).await?)
+                Arc::new(crate::backend::kafka::KafkaBackend::connect(&config).await?)
             }
             #[cfg(not(feature = "kafka"))]
             BackendKind::Kafka => return Err(not_compiled("kafka")),
             #[cfg(feature = "nats")]
             BackendKind::Nats => {
-                Box::new(crate::backend::nats::NatsBackend::connect(&config).await?)
+                Arc::new(crate::backend::nats::NatsBackend::connect(&config).await?)
             }
             #[cfg(not(feature = "nats"))]
             BackendKind::Nats => return Err(not_compiled("nats")),
@@ -134,7 +136,21 @@ impl EventBusBuilder {
             recovering.clone(),
             &config.backlog,
         ));
-        Ok(EventBus {
+        let broker = Arc::new(BrokerWatch::new(
+            metrics.clone(),
+            config.health.check_interval,
+        ));
+        crate::health::broker::spawn(
+            Arc::downgrade(&backend),
+            broker.clone(),
+            config.health.check_interval,
+        );
+        let probe = config
+            .health
+            .probe
+            .enabled
+            .then(|| Arc::new(Probe::new(config.health.probe.clone())));
+        let bus = EventBus {
             inner: Arc::new(Inner {
                 config,
                 backend,
@@ -147,8 +163,14 @@ impl EventBusBuilder {
                 publish_limiter,
                 metrics,
                 metrics_registry,
+                broker,
+                probe: probe.clone(),
             }),
-        })
+        };
+        if let Some(p) = probe {
+            crate::health::probe::spawn(bus.downgrade(), p);
+        }
+        Ok(bus)
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -19,6 +19,9 @@ use crate::dispatch::{
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+use crate::health::assess::{self, Inputs};
+use crate::health::broker::BrokerWatch;
+use crate::health::probe::Probe;
 use crate::health::{ComponentHealth, HealthState, HealthStatus};
 use crate::message::Message;
 use crate::metrics::BoundMetrics;
@@ -46,9 +49,19 @@ pub struct EventBus {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the bus alive, for its background tasks.
+#[derive(Clone)]
+pub(crate) struct WeakBus(Weak<Inner>);
+
+impl WeakBus {
+    pub(crate) fn upgrade(&self) -> Option<EventBus> {
+        self.0.upgrade().map(|inner| EventBus { inner })
+    }
+}
+
 struct Inner {
     config: BusConfig,
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     producer: Arc<dyn Producer>,
     /// Subscribed topics; the async lock serializes subscription changes.
     /// The dispatcher never takes it, so holding it across a rebalance cannot
@@ -65,6 +78,10 @@ struct Inner {
     /// The registry the bus owns; `None` when the application passed its
     /// own metrics.
     metrics_registry: Option<Arc<Registry>>,
+    /// Broker reachability, checked in the background.
+    broker: Arc<BrokerWatch>,
+    /// The heartbeat probe, when enabled.
+    probe: Option<Arc<Probe>>,
 }
 
 #[derive(Clone)]
@@ -100,6 +117,10 @@ impl EventBus {
     /// The configuration in force.
     pub fn config(&self) -> &BusConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
     }
 
     fn running(&self) -> Option<Running> {
@@ -573,55 +594,53 @@ impl EventBus {
         stats.await.ok()
     }
 
-    /// Checks the bus and reports per-component health.
+    /// Per-component health. Answers at once: it reads the latest
+    /// background broker check (every `health.check_interval`) and the
+    /// dispatcher's counters, and never waits on the broker or a rebalance.
+    /// The rules are listed in [`crate::health`].
     pub async fn health(&self) -> HealthStatus {
-        let mut components = Vec::new();
-        let backend = self.inner.backend.name();
         if self.is_closed() {
-            components.push(component("bus", HealthState::Unhealthy, "shut down"));
-            return HealthStatus::from_components(components);
+            return HealthStatus::from_components(vec![component(
+                "bus",
+                HealthState::Unhealthy,
+                "shut down",
+            )]);
         }
-        match self.inner.backend.check().await {
-            Ok(()) => components.push(component(
-                "backend",
-                HealthState::Healthy,
-                &format!("{backend} backend ready"),
-            )),
-            Err(e) => components.push(component("backend", HealthState::Unhealthy, &e.to_string())),
+        if self.inner.broker.get().reachable.is_none() {
+            // Right after build the background check may not have answered.
+            self.inner.broker.check(self.inner.backend.as_ref()).await;
         }
-        match self.dispatch_stats().await {
-            None => components.push(component("consumer", HealthState::Healthy, "no subscriptions")),
-            Some(s) => components.push(component(
-                "consumer",
-                HealthState::Healthy,
-                &format!(
-                    "{} topics, {} partitions assigned ({} paused by back-pressure), {} records buffered",
-                    s.subscriptions, s.assigned_partitions, s.paused_partitions, s.buffered
-                ),
-            )),
+        let config = &self.inner.config.health;
+        let dispatch = self.dispatch_stats().await;
+        if let Some(s) = &dispatch {
+            let stalled = assess::stalled(s, config.stall_after);
+            self.inner.metrics.stalled_partitions.set(stalled as i64);
         }
-        let publisher = self.inner.backlog.publisher.state();
-        if publisher.backlog {
-            components.push(component(
-                "publisher",
-                HealthState::Degraded,
-                &format!(
-                    "publisher backlog: {} publishes in flight, average latency {:?}",
-                    publisher.in_flight, publisher.latency
-                ),
-            ));
+        let inputs = Inputs {
+            backend: self.inner.backend.name(),
+            broker: self.inner.broker.get(),
+            dispatch,
+            publisher: self.inner.backlog.publisher.state(),
+            recovering: self.is_recovering(),
+            backlog: self.backlog_state(),
+            probe: self.inner.probe.as_ref().map(|p| p.report()),
+            config,
+            now: Instant::now(),
+        };
+        HealthStatus::from_components(assess::assess(&inputs))
+    }
+
+    /// Readiness, as served on `/readyz`: `Ok` when the bus is open, no
+    /// component is unhealthy, the broker answered its last check and, with
+    /// subscriptions, partitions are assigned.
+    ///
+    /// # Errors
+    /// Why it is not ready.
+    pub async fn readiness(&self) -> std::result::Result<(), String> {
+        if self.is_closed() {
+            return Err("shut down".into());
         }
-        if self.is_recovering() {
-            components.push(component(
-                "backlog",
-                HealthState::Degraded,
-                &format!(
-                    "catching up (recovery mode): lag {}",
-                    self.backlog_state().lag
-                ),
-            ));
-        }
-        HealthStatus::from_components(components)
+        self.health().await.readiness()
     }
 }
 

@@ -22,6 +22,7 @@ const ENV_SECTIONS: &[&str] = &[
     "dispatch",
     "retry",
     "dead_letter",
+    "health",
     "backlog",
     "publish_rate_limit",
     "memory",

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod health;
 mod kafka;
 mod load;
 mod nats;
 
+pub use health::{HealthConfig, ProbeConfig};
 pub use kafka::{
     Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
     KafkaSaslConfig, KafkaTlsConfig, Partitioner, SaslMechanism, Secret, TopicCompression,
@@ -23,8 +25,8 @@ pub use kafka::{
 };
 pub use load::ENV_PREFIX;
 pub use nats::{
-    NatsAuth, NatsConfig, NatsRetention, NatsStorage, NatsStreamSettings, NatsTls,
-    NatsTopicSettings,
+    NatsAuth, NatsConfig, NatsConsumerSettings, NatsRetention, NatsSharing, NatsStorage,
+    NatsStreamSettings, NatsTls, NatsTopicSettings,
 };
 
 /// Which broker the bus talks to.
@@ -86,6 +88,8 @@ pub struct BusConfig {
     pub dead_letter: DeadLetterConfig,
     /// Backlog detection and recovery mode.
     pub backlog: BacklogConfig,
+    /// Health rules and the heartbeat probe.
+    pub health: HealthConfig,
     /// Limits `publish` calls of this bus with a token bucket (publishes wait
     /// for a token). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +112,7 @@ impl Default for BusConfig {
             retry: RetryConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             backlog: BacklogConfig::default(),
+            health: HealthConfig::default(),
             publish_rate_limit: None,
             memory: MemoryConfig::default(),
             kafka: KafkaConfig::default(),
@@ -368,6 +373,7 @@ impl BusConfig {
             return Err(Error::config("backlog.max_lag", "must not be negative"));
         }
         at_least("backlog.clean_checks", b.clean_checks as usize, 1)?;
+        self.health.validate()?;
         let m = &self.memory;
         if !(1..=10_000).contains(&m.partitions) {
             return Err(Error::config(

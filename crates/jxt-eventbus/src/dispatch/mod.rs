@@ -115,6 +115,8 @@ pub struct DispatchStats {
     pub revoked_total: u64,
     /// Publish time of the oldest record handed out and not finished.
     pub oldest_unfinished: Option<std::time::SystemTime>,
+    /// Subscribed topics, sorted.
+    pub topics: Vec<String>,
     /// Every owned partition.
     pub partitions: Vec<PartitionStats>,
 }
@@ -404,6 +406,11 @@ impl Dispatcher {
                 .values()
                 .filter_map(|p| p.offsets.oldest_unfinished())
                 .min(),
+            topics: {
+                let mut t: Vec<String> = self.subs.keys().map(|t| t.to_string()).collect();
+                t.sort();
+                t
+            },
             partitions: self.partition_stats(),
         }
     }

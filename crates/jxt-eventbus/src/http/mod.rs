@@ -6,7 +6,7 @@
 //! |-------|---------|
 //! | `GET /metrics` | the bus's metrics as OpenMetrics text |
 //! | `GET /healthz` | liveness: 200 unless the bus was shut down |
-//! | `GET /readyz` | readiness: 200 when the bus is open, no health component is unhealthy and, if it has subscriptions, it owns partitions; 503 with the reason otherwise |
+//! | `GET /readyz` | readiness ([`EventBus::readiness`]): 200 when the bus is open, no health component is unhealthy, the broker answered its last check and, if it has subscriptions, it owns partitions; 503 with the reason otherwise |
 //! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, recent handler errors, health components |
 //!
 //! Nothing served contains configuration or credentials: `/status` reports
@@ -37,7 +37,6 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
-use crate::health::HealthState;
 use crate::EventBus;
 
 /// Where [`serve`] listens unless told otherwise: loopback only, port 9464
@@ -152,32 +151,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Why the bus is not ready, or `None` when it is.
-async fn not_ready(bus: &EventBus) -> Option<String> {
-    if bus.is_closed() {
-        return Some("shut down".into());
-    }
-    let health = bus.health().await;
-    if let Some(c) = health
-        .components
-        .iter()
-        .find(|c| c.state == HealthState::Unhealthy)
-    {
-        return Some(format!("{}: {}", c.name, c.reason));
-    }
-    if bus.subscriptions().await.is_empty() {
-        return None;
-    }
-    match bus.dispatch_stats().await {
-        Some(s) if s.assigned_partitions > 0 => None,
-        _ => Some("subscribed, but no partitions assigned".into()),
-    }
-}
-
 async fn readyz(State(state): State<AppState>) -> Response {
-    match not_ready(&state.bus).await {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(reason) => (
+    match state.bus.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         )
@@ -220,6 +197,15 @@ async fn status_json(bus: &EventBus) -> Value {
             "partitions_assigned_total": s.assigned_total,
             "partitions_revoked_total": s.revoked_total,
             "oldest_unfinished": s.oldest_unfinished.map(rfc3339),
+            "partitions": s.partitions.iter().map(|p| json!({
+                "topic": &*p.partition.topic,
+                "partition": p.partition.partition,
+                "buffered_records": p.buffered,
+                "running_records": p.running,
+                "paused": p.paused,
+                "position": p.position,
+                "position_still_for_ms": p.stuck_for.map(|d| d.as_millis() as u64),
+            })).collect::<Vec<_>>(),
         })
     });
     json!({

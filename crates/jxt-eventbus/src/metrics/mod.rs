@@ -42,6 +42,8 @@
 //! | `consumer_lag` | gauge | `topic`, `partition` | records not yet committed |
 //! | `backlog_detected` | gauge | | 1 when the last backlog check found one |
 //! | `recovery_mode` | gauge | | 1 while in recovery mode |
+//! | `broker_reachable` | gauge | | 1 when the last background broker check answered |
+//! | `stalled_partitions` | gauge | | partitions whose commit position stood still with unfinished records past `health.stall_after` (set when health is read) |
 //!
 //! Lag and backlog gauges are set by the backlog check (every
 //! `backlog.check_interval`; not at all when `backlog.enabled` is false).
@@ -174,6 +176,10 @@ pub struct BusMetrics {
     pub backlog_detected: Family<BackendLabels, Gauge>,
     /// `recovery_mode{backend}`.
     pub recovery_mode: Family<BackendLabels, Gauge>,
+    /// `broker_reachable{backend}`.
+    pub broker_reachable: Family<BackendLabels, Gauge>,
+    /// `stalled_partitions{backend}`.
+    pub stalled_partitions: Family<BackendLabels, Gauge>,
 }
 
 impl Default for BusMetrics {
@@ -204,6 +210,8 @@ impl BusMetrics {
             consumer_lag: Family::default(),
             backlog_detected: Family::default(),
             recovery_mode: Family::default(),
+            broker_reachable: Family::default(),
+            stalled_partitions: Family::default(),
         }
     }
 
@@ -304,6 +312,16 @@ impl BusMetrics {
             "1 while the bus is in recovery mode",
             self.recovery_mode.clone(),
         );
+        r.register(
+            "broker_reachable",
+            "1 when the last background broker check answered",
+            self.broker_reachable.clone(),
+        );
+        r.register(
+            "stalled_partitions",
+            "Partitions with unfinished records whose commit position stood still past health.stall_after",
+            self.stalled_partitions.clone(),
+        );
     }
 
     /// Handles bound to one backend, cached for the hot paths.
@@ -326,6 +344,8 @@ impl BusMetrics {
             }),
             backlog_detected: self.backlog_detected.get_or_create_owned(&b),
             recovery_mode: self.recovery_mode.get_or_create_owned(&b),
+            broker_reachable: self.broker_reachable.get_or_create_owned(&b),
+            stalled_partitions: self.stalled_partitions.get_or_create_owned(&b),
             publish: RwLock::default(),
             lag_partitions: Mutex::default(),
             recent_errors: Arc::default(),
@@ -355,6 +375,8 @@ pub(crate) struct BoundMetrics {
     pub(crate) revoked: Counter,
     backlog_detected: Gauge,
     recovery_mode: Gauge,
+    pub(crate) broker_reachable: Gauge,
+    pub(crate) stalled_partitions: Gauge,
     /// Per-topic publish handles: one map read per publish, no allocation
     /// once a topic was seen.
     publish: RwLock<HashMap<Box<str>, PublishHandles>>,

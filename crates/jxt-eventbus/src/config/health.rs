@@ -1,0 +1,125 @@
+//! Health rules: when the bus calls itself unhealthy, and the optional
+//! end-to-end heartbeat probe.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Health monitoring settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time between broker reachability checks, run in the background so a
+    /// health request never waits on a dead broker. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// How long the broker may be unreachable before the bus is unhealthy
+    /// (degraded and not ready before that). Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub broker_unreachable_after: Duration,
+    /// How long a partition's commit position may stand still while it has
+    /// unfinished records before the bus is unhealthy (a stalled handler).
+    /// Retries of one record count as standing still, so keep it above the
+    /// longest retry sequence. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// End-to-end heartbeat probe. Default off.
+    pub probe: ProbeConfig,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check_interval: Duration::from_secs(5),
+            broker_unreachable_after: Duration::from_secs(30),
+            stall_after: Duration::from_secs(300),
+            probe: ProbeConfig::default(),
+        }
+    }
+}
+
+/// The heartbeat probe: the bus publishes a heartbeat every `interval` to
+/// `topic` and consumes it through its own subscription, reporting the
+/// round trip and missing heartbeats in health.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Run the probe. Default false.
+    pub enabled: bool,
+    /// Topic of the heartbeats; the bus subscribes to it. Each bus keys its
+    /// heartbeats by its own instance id and checks only those it owns the
+    /// partition of (on NATS give each instance its own topic). Default
+    /// `"eventbus.health"`.
+    pub topic: String,
+    /// Time between heartbeats. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A heartbeat not back within this is missing. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive missing heartbeats that make the bus unhealthy (fewer
+    /// make it degraded). Default 3.
+    pub max_missed: u32,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: false,
+            topic: "eventbus.health".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            max_missed: 3,
+        }
+    }
+}
+
+impl HealthConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        at_least(
+            "health.check_interval",
+            self.check_interval,
+            Duration::from_millis(10),
+        )?;
+        at_least(
+            "health.stall_after",
+            self.stall_after,
+            Duration::from_millis(100),
+        )?;
+        let p = &self.probe;
+        if !p.enabled {
+            return Ok(());
+        }
+        if crate::validate::topic(&p.topic).is_err() {
+            return Err(Error::config(
+                "health.probe.topic",
+                format!("{:?} is not a valid topic name", p.topic),
+            ));
+        }
+        at_least(
+            "health.probe.interval",
+            p.interval,
+            Duration::from_millis(10),
+        )?;
+        at_least("health.probe.timeout", p.timeout, Duration::from_millis(10))?;
+        if p.max_missed == 0 {
+            return Err(Error::config(
+                "health.probe.max_missed",
+                "0 is not allowed: use at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn at_least(field: &str, value: Duration, min: Duration) -> Result<()> {
+    if value < min {
+        return Err(Error::config(
+            field,
+            format!("{value:?} is too short: use at least {min:?}"),
+        ));
+    }
+    Ok(())
+}
