@@ -77,6 +77,7 @@ mod handler;
 pub mod health;
 #[cfg(feature = "http")]
 pub mod http;
+mod log_limit;
 mod message;
 pub mod metrics;
 pub mod middleware;

@@ -170,10 +170,22 @@ async fn process(
         if exhausted && ctx.dead_letter.enabled {
             let outcome = dead_letter(ctx, job, &err, attempt, first, now).await;
             if let Outcome::DeadLettered = outcome {
+                crate::log_limit::warn_limited!(
+                    topic = %job.partition.topic, partition = job.partition.partition,
+                    offset = job.offset, attempts = attempt, kind = err.kind().as_str(),
+                    error = %err.message(), "record dead-lettered"
+                );
                 metrics.dead_lettered.inc();
                 metrics.consumed_dead_lettered.inc();
             }
             return outcome;
+        }
+        if exhausted {
+            crate::log_limit::warn_limited!(
+                topic = %job.partition.topic, partition = job.partition.partition,
+                offset = job.offset, attempt, error = %err.message(),
+                "retries exhausted and dead letters are disabled; the record holds its key and is tried again"
+            );
         }
         let delay = if exhausted {
             ctx.retry.max_backoff
@@ -226,7 +238,7 @@ async fn dead_letter(
         match ctx.producer.send(&topic, message.clone()).await {
             Ok(_) => return Outcome::DeadLettered,
             Err(e) => {
-                tracing::warn!(dlq = %topic, error = %e, "dead-letter write failed; record stays unacknowledged and the write is retried");
+                crate::log_limit::warn_limited!(dlq = %topic, error = %e, "dead-letter write failed; record stays unacknowledged and the write is retried");
             }
         }
         let delay = backoff.next().unwrap_or(ctx.retry.max_backoff);

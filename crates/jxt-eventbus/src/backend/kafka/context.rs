@@ -50,8 +50,12 @@ pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
         | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        | RDKafkaLogLevel::Error => {
+            crate::log_limit::error_limited!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            crate::log_limit::warn_limited!(target: "librdkafka", fac, "{message}")
+        }
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
             tracing::info!(target: "librdkafka", fac, "{message}")
         }
@@ -61,7 +65,8 @@ pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 
 pub(super) fn forward_error(last: &LastError, error: &KafkaError, reason: &str) {
     // Client errors are mostly transient (a broker connection dropped and is
-    // re-established); librdkafka retries them itself.
-    tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    // re-established); librdkafka retries them itself. A dead broker repeats
+    // them every reconnect: rate-limited.
+    crate::log_limit::warn_limited!(target: "librdkafka", error = %error, "{reason}");
     last.set(reason.to_string());
 }
