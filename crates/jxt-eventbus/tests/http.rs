@@ -1,9 +1,8 @@
 //! The operator HTTP endpoints on a real port, over the memory backend.
 //!
-//! Requests are written by hand on a `TcpStream` (HTTP/1.1 with
-//! `Connection: close`): the endpoints are four GETs, which does not justify
-//! an HTTP client dependency.
 #![cfg(feature = "http")]
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,43 +15,7 @@ use jxt_eventbus::{
     BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
 };
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status: status.parse().unwrap(),
-        headers,
-        body: body.to_string(),
-    }
-}
+use support::http_get::get;
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()

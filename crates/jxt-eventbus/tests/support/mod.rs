@@ -14,6 +14,9 @@
 //! Use it from a test file with `mod support;`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod http_get;
+pub mod private_kafka;
+
 use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
