@@ -1,6 +1,7 @@
-//! `/readyz` follows the broker: 503 while Kafka is stopped, 200 once it is
-//! back — on a private broker started by `scripts/services`, so the shared
-//! one is never stopped.
+//! Health on Kafka: `/readyz` follows the broker (503 while Kafka is
+//! stopped, 200 once it is back — on a private broker started by
+//! `scripts/services`, so the shared one is never stopped), and the heartbeat
+//! probe round-trips through the broker.
 #![cfg(all(feature = "kafka", feature = "http"))]
 
 mod kafka_support;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jxt_eventbus::config::ProbeConfig;
 use jxt_eventbus::{Delivery, EventBus, HealthState, Message, SubscribeOptions};
 use support::http_get::get;
 use support::private_kafka::PrivateKafka;
@@ -88,5 +90,33 @@ async fn readyz_is_503_while_kafka_is_down_and_200_when_it_returns() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_probe_round_trips_through_kafka() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let mut config = kafka_support::config(&brokers, &support::unique_name("g-probe"));
+    config.health.probe = ProbeConfig {
+        enabled: true,
+        topic: support::unique_name("health"),
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(5),
+        max_missed: 3,
+    };
+    let bus = EventBus::from_config(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let probe = loop {
+        let h = bus.health().await;
+        let probe = h.component("probe").expect("probe component").clone();
+        if probe.reason.contains("round trip") || Instant::now() > deadline {
+            break probe;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(probe.state, HealthState::Healthy, "{probe:?}");
+    assert!(probe.reason.contains("round trip"), "{probe:?}");
     bus.shutdown().await.unwrap();
 }
