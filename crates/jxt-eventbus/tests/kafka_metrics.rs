@@ -7,26 +7,11 @@
 mod kafka_support;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use jxt_eventbus::{Delivery, ErrorKind, HandlerError, Message, SubscribeOptions};
 use kafka_support::{bus, create_topic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Status and body of `GET path` (HTTP/1.1 on a raw stream: one GET does not
-/// justify an HTTP client dependency).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
+use support::http_get::get;
 
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -83,7 +68,8 @@ async fn scraped_counters_match_a_known_workload() {
     let consumed_dlq = series("messages_consumed_total", r#",result="dead_lettered""#);
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
-        let (status, body) = get(server.local_addr(), "/metrics").await;
+        let reply = get(server.local_addr(), "/metrics").await;
+        let (status, body) = (reply.status, reply.body);
         assert_eq!(status, 200);
         if value(&body, &consumed_ok) == Some(13.0) && value(&body, &consumed_dlq) == Some(2.0) {
             break body;
@@ -114,7 +100,7 @@ async fn scraped_counters_match_a_known_workload() {
         get_value(r#"eventbus_assigned_partitions{backend="kafka"}"#),
         3.0
     );
-    let (status, _) = get(server.local_addr(), "/readyz").await;
+    let status = get(server.local_addr(), "/readyz").await.status;
     assert_eq!(status, 200);
     bus.shutdown().await.unwrap();
 }

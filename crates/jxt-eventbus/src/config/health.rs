@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::at_least;
 use crate::error::{Error, Result};
 
 /// Health monitoring settings.
@@ -104,22 +105,7 @@ impl HealthConfig {
             Duration::from_millis(10),
         )?;
         at_least("health.probe.timeout", p.timeout, Duration::from_millis(10))?;
-        if p.max_missed == 0 {
-            return Err(Error::config(
-                "health.probe.max_missed",
-                "0 is not allowed: use at least 1",
-            ));
-        }
+        at_least("health.probe.max_missed", p.max_missed, 1)?;
         Ok(())
     }
-}
-
-fn at_least(field: &str, value: Duration, min: Duration) -> Result<()> {
-    if value < min {
-        return Err(Error::config(
-            field,
-            format!("{value:?} is too short: use at least {min:?}"),
-        ));
-    }
-    Ok(())
 }

@@ -392,11 +392,12 @@ impl BusConfig {
     }
 }
 
-fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
+/// Fails naming `field` when `value` is below `min` (counts, durations).
+fn at_least<T: PartialOrd + std::fmt::Debug>(field: &str, value: T, min: T) -> Result<()> {
     if value < min {
         return Err(Error::config(
             field,
-            format!("{value} is not allowed: use at least {min}"),
+            format!("{value:?} is not allowed: use at least {min:?}"),
         ));
     }
     Ok(())
