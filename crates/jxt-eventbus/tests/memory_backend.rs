@@ -1,6 +1,8 @@
 //! Memory-backend behaviour beyond the conformance suite: bounded memory,
 //! bounded retention, lag, incremental subscription, start position.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use jxt_eventbus::config::{MemoryConfig, StartFrom};
 use jxt_eventbus::{
     BusConfig, Delivery, Error, EventBus, HealthState, MemoryBroker, Message, SubscribeOptions,
 };
+use support::eventually;
 use tokio::sync::Semaphore;
 
 async fn bus(broker: &MemoryBroker, group: &str, tweak: impl FnOnce(&mut BusConfig)) -> EventBus {
@@ -42,16 +45,6 @@ fn gated(
             Ok(())
         })
     }
-}
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,8 +89,11 @@ async fn a_large_backlog_is_held_in_the_broker_not_in_the_bus() {
         "nothing committed while the handler is blocked"
     );
     gate.add_permits(1_000_000);
-    eventually("backlog drained", || done.load(Ordering::SeqCst) == 20_000).await;
-    eventually("lag zero", || {
+    eventually("backlog drained", 30, || {
+        done.load(Ordering::SeqCst) == 20_000
+    })
+    .await;
+    eventually("lag zero", 30, || {
         futures::executor::block_on(b.lag())
             .unwrap()
             .iter()
@@ -151,7 +147,7 @@ async fn publish_waits_for_slow_groups_and_fails_clearly_after_its_timeout() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     gate.add_permits(100);
     waiting.await.unwrap().unwrap();
-    eventually("all accepted records handled", || {
+    eventually("all accepted records handled", 30, || {
         done.load(Ordering::SeqCst) == 11
     })
     .await;
@@ -189,7 +185,7 @@ async fn adding_topics_at_runtime_revokes_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     publisher.await.unwrap();
-    eventually("every record of every topic", || {
+    eventually("every record of every topic", 30, || {
         done.load(Ordering::SeqCst) == 2_000
     })
     .await;
@@ -219,7 +215,7 @@ async fn start_from_latest_skips_what_came_before() {
         .await
         .unwrap();
     b.publish("news", Message::new("new")).await.unwrap();
-    eventually("the new record", || done.load(Ordering::SeqCst) == 1).await;
+    eventually("the new record", 30, || done.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(done.load(Ordering::SeqCst), 1);
     b.shutdown().await.unwrap();
@@ -254,7 +250,10 @@ async fn lane_cap_pauses_intake_without_evicting_lanes() {
         "{stats:?}"
     );
     gate.add_permits(1_000_000);
-    eventually("all keys handled", || done.load(Ordering::SeqCst) == 2_000).await;
+    eventually("all keys handled", 30, || {
+        done.load(Ordering::SeqCst) == 2_000
+    })
+    .await;
     b.shutdown().await.unwrap();
 }
 
@@ -306,7 +305,7 @@ async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
     }
     gate.add_permits(1_000);
     joining.await.unwrap().unwrap();
-    eventually("all handled", || done.load(Ordering::SeqCst) >= 10).await;
+    eventually("all handled", 30, || done.load(Ordering::SeqCst) >= 10).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -1,9 +1,11 @@
 //! Prometheus metrics after a known workload on the memory backend, and two
 //! buses in one process without collisions.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::metrics::BusMetrics;
@@ -12,6 +14,7 @@ use jxt_eventbus::{
 };
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
+use support::eventually;
 
 fn config(group: &str) -> BusConfig {
     let mut c = BusConfig {
@@ -38,14 +41,6 @@ fn value(text: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.strip_prefix(' '))
             .map(|v| v.trim().parse().unwrap())
     })
-}
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,12 +97,12 @@ async fn counters_match_a_known_workload_exactly() {
     let consumed_ok =
         r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="ok"}"#;
     let consumed_dlq = r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="dead_lettered"}"#;
-    eventually("every record finished", || {
+    eventually("every record finished", 10, || {
         let t = text(&registry);
         value(&t, consumed_ok) == Some(12.0) && value(&t, consumed_dlq) == Some(3.0)
     })
     .await;
-    eventually("in-flight back to zero", || {
+    eventually("in-flight back to zero", 10, || {
         value(
             &text(&registry),
             r#"eventbus_in_flight_records{backend="memory"}"#,

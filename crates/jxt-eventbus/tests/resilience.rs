@@ -1,6 +1,8 @@
 //! Retries, error classification, timeouts and dead letters on the memory
 //! backend (the conformance suite covers the basics on every backend).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::{
     BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
 };
+use support::eventually;
 
 fn config(group: &str) -> BusConfig {
     let mut c = BusConfig {
@@ -29,14 +32,6 @@ async fn bus(broker: &MemoryBroker, config: BusConfig) -> EventBus {
         .build()
         .await
         .unwrap()
-}
-
-async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// (key, sequence, attempt, when).

@@ -22,6 +22,19 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Polls `cond` every 10ms until it holds; panics naming `what` after
+/// `secs` seconds.
+pub async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Kafka bootstrap servers used when `EVENTBUS_KAFKA_BROKERS` is unset.
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
 /// NATS URL used when `EVENTBUS_NATS_URL` is unset.
