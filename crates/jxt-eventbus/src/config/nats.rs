@@ -72,6 +72,9 @@ pub struct NatsConfig {
     /// deleted) and pull again. At most half of `pull_expires`. Default 5s.
     #[serde(with = "humantime_serde")]
     pub idle_heartbeat: Duration,
+    /// How the buses of one group share a topic's records. Default: one bus
+    /// at a time (`sharing: pinned`).
+    pub consumer: NatsConsumerSettings,
     /// What the bus does about a topic's stream the first time it publishes
     /// or subscribes to the topic. Default `create_only`.
     pub topic_strategy: TopicStrategy,
@@ -99,11 +102,51 @@ impl Default for NatsConfig {
             pull_batch: 256,
             pull_expires: Duration::from_secs(30),
             idle_heartbeat: Duration::from_secs(5),
+            consumer: NatsConsumerSettings::default(),
             topic_strategy: TopicStrategy::CreateOnly,
             stream: NatsStreamSettings::default(),
             topics: BTreeMap::new(),
         }
     }
+}
+
+/// How the buses of one group share each topic's durable consumer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConsumerSettings {
+    /// Which buses of the group receive a topic's records. Default `pinned`.
+    /// Every bus of a group must use the same value: a bus refuses to
+    /// subscribe while other buses of its group pull the topic with the
+    /// other one, and switches the group's consumer when none does.
+    pub sharing: NatsSharing,
+    /// With `sharing: pinned`, how long the pinned bus keeps a topic after
+    /// it stopped pulling (it crashed or lost its connection) before a
+    /// standby bus takes over. A bus that shuts down, is dropped or
+    /// unsubscribes hands over at once; a live bus renews its pin even while
+    /// paused. Default: unset, twice `ack_wait`, so that the records a
+    /// crashed bus held are redelivered before the standby is pinned and
+    /// per-key order holds across the crash. Shorter values take over sooner
+    /// after a crash, but the crashed bus's records may then come after
+    /// later records of their keys. At least 1s.
+    #[serde(with = "humantime_serde")]
+    pub pinned_ttl: Option<Duration>,
+}
+
+/// How the buses of one group share a topic (`nats.consumer.sharing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatsSharing {
+    /// One bus of the group receives all of a topic's records (JetStream
+    /// priority group, pinned client); the others stand by and take over
+    /// when it stops. Per-key order holds across the whole group, as on
+    /// Kafka; a topic is handled by one bus at a time. The default.
+    #[default]
+    Pinned,
+    /// Every bus of the group pulls the topic and JetStream spreads the
+    /// records among them one by one. Spreads load, but per-key order holds
+    /// only within one bus: two records of a key may be handled at once by
+    /// two buses, or out of order.
+    Shared,
 }
 
 /// Credentials for the NATS connection. Set at most one of: `token`;
@@ -236,6 +279,15 @@ pub struct NatsTopicSettings {
 }
 
 impl NatsConfig {
+    /// The pin lifetime of the group's consumers: `None` when the group
+    /// shares records record by record.
+    pub(crate) fn pinned_ttl(&self) -> Option<Duration> {
+        match self.consumer.sharing {
+            NatsSharing::Shared => None,
+            NatsSharing::Pinned => Some(self.consumer.pinned_ttl.unwrap_or(self.ack_wait * 2)),
+        }
+    }
+
     /// The stream name override and the stream settings of `topic`. A
     /// dead-letter topic without its own entry inherits its topic's settings
     /// but not its stream name.
@@ -365,6 +417,20 @@ impl NatsConfig {
                 "nats.pull_batch",
                 format!("{} is not allowed: use 1 to 10000", self.pull_batch),
             ));
+        }
+        if let Some(ttl) = self.consumer.pinned_ttl {
+            if self.consumer.sharing == NatsSharing::Shared {
+                return Err(Error::config(
+                    "nats.consumer.pinned_ttl",
+                    "only applies to nats.consumer.sharing: pinned; remove it or use pinned",
+                ));
+            }
+            if ttl < Duration::from_secs(1) {
+                return Err(Error::config(
+                    "nats.consumer.pinned_ttl",
+                    format!("{ttl:?} is too short: use at least 1s"),
+                ));
+            }
         }
         if self.max_ack_pending == Some(0) {
             return Err(Error::config(
@@ -535,11 +601,34 @@ mod tests {
                 "nats.stream.retention",
             ),
             ("nats:\n  pull_bach: 5\n", "pull_bach"),
+            (
+                "nats:\n  consumer:\n    sharing: round_robin\n",
+                "nats.consumer.sharing",
+            ),
+            (
+                "nats:\n  consumer:\n    sharing: shared\n    pinned_ttl: 1m\n",
+                "nats.consumer.pinned_ttl",
+            ),
+            (
+                "nats:\n  consumer:\n    pinned_ttl: 10ms\n",
+                "nats.consumer.pinned_ttl",
+            ),
         ];
         for (text, field) in cases {
             let e = yaml(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn groups_are_pinned_by_default_for_twice_ack_wait() {
+        let c = NatsConfig::default();
+        assert_eq!(c.consumer.sharing, NatsSharing::Pinned);
+        assert_eq!(c.pinned_ttl(), Some(Duration::from_secs(60)));
+        let c = yaml("nats:\n  consumer:\n    pinned_ttl: 5s\n").unwrap();
+        assert_eq!(c.nats.pinned_ttl(), Some(Duration::from_secs(5)));
+        let c = yaml("nats:\n  consumer:\n    sharing: shared\n").unwrap();
+        assert_eq!(c.nats.pinned_ttl(), None);
     }
 
     #[test]

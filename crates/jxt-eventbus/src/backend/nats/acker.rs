@@ -218,6 +218,12 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                             nak_now = true;
                         }
                         Command::Flush(done) => {
+                            // NAKs asked for before the flush go out before
+                            // it: a pin is released only once they are in.
+                            if nak_now {
+                                nak(&client, &mut released).await;
+                                nak_now = false;
+                            }
                             // Earlier commands are already queued on the
                             // connection; a flush round trip follows them.
                             let client = client.clone();
@@ -230,15 +236,8 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                         }
                     }
                 }
-                if nak_now && !released.is_empty() {
-                    released.sort_by_key(|e| e.seq);
-                    tracing::debug!(records = released.len(), "releasing unfinished records for redelivery");
-                    for e in released.drain(..) {
-                        send(&client, e.reply, NAK).await;
-                    }
-                    // The bus may be going away: the NAKs must reach the
-                    // server before the connection closes.
-                    flush(&client).await;
+                if nak_now {
+                    nak(&client, &mut released).await;
                 }
             }
             _ = tick.tick() => {
@@ -252,6 +251,24 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
             }
         }
     }
+}
+
+/// `NAK`s the records let go, in stream order.
+async fn nak(client: &Client, released: &mut Vec<Entry>) {
+    if released.is_empty() {
+        return;
+    }
+    released.sort_by_key(|e| e.seq);
+    tracing::debug!(
+        records = released.len(),
+        "releasing unfinished records for redelivery"
+    );
+    for e in released.drain(..) {
+        send(client, e.reply, NAK).await;
+    }
+    // The bus may be going away: the NAKs must reach the server before the
+    // connection closes.
+    flush(client).await;
 }
 
 /// How long the acknowledging task waits for the server to confirm a flush.

@@ -3,9 +3,10 @@
 //!
 //! A topic is one "partition" (`<topic>[0]`) whose offsets are stream
 //! sequences. It is assigned to this bus when its pull loop starts and
-//! revoked when the topic is unsubscribed; every bus of a group holds it at
-//! once and JetStream shares the records among them. Records are
-//! acknowledged one by one, so [`Consumer::store`] has nothing to do and
+//! revoked when the topic is unsubscribed. Every bus of a group holds it at
+//! once; which of them receive records is the server's choice (the pinned
+//! one, or all with `sharing: shared`, see `pin`). Records are acknowledged
+//! one by one, so [`Consumer::store`] has nothing to do and
 //! [`Consumer::commit`] only makes sure sent acknowledgements reached the
 //! server.
 
@@ -20,7 +21,9 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::acker::Acker;
 use super::durable::{self, DurableSpec};
+use super::pin::{self, Pin};
 use super::puller::{PullContext, Puller};
 use super::{backend_error, naming};
 use crate::backend::{Consumer, ConsumerEvent, PartitionLag, TopicPartition};
@@ -36,6 +39,8 @@ pub(crate) struct DurableDefaults {
     pub(crate) max_ack_pending: i64,
     pub(crate) start: DeliverPolicy,
     pub(crate) request_timeout: Duration,
+    /// `sharing: pinned`: the pin lifetime; `None` shares record by record.
+    pub(crate) pinned_ttl: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -56,9 +61,19 @@ struct TopicHandle {
     stream: String,
     durable: String,
     ack_floor: Arc<AtomicU64>,
+    pin: Arc<Pin>,
     paused: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+/// A topic whose pull loop stopped: what is needed to make the server
+/// forget its requests and to release its pin.
+#[derive(Debug)]
+struct Stopped {
+    durable: String,
+    stream: String,
+    pin: Arc<Pin>,
 }
 
 impl NatsConsumer {
@@ -107,6 +122,7 @@ impl NatsConsumer {
             ack_wait: self.defaults.ack_wait,
             max_ack_pending: self.defaults.max_ack_pending,
             start: self.defaults.start,
+            pinned_ttl: self.defaults.pinned_ttl,
         };
         let consumer = durable::ensure(&self.ctx.js, &spec, 0)
             .await
@@ -122,6 +138,7 @@ impl NatsConsumer {
         let (paused, paused_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         let (stream, durable) = (spec.stream.clone(), spec.name.clone());
+        let pin = Arc::new(Pin::default());
         let puller = Puller {
             partition: partition.clone(),
             spec,
@@ -129,6 +146,7 @@ impl NatsConsumer {
             paused: paused_rx,
             stop: stop_rx,
             held: Arc::default(),
+            pin: pin.clone(),
         };
         let task = tokio::spawn(puller.run(self.ctx.clone(), consumer));
         TopicHandle {
@@ -136,6 +154,7 @@ impl NatsConsumer {
             stream,
             durable,
             ack_floor,
+            pin,
             paused,
             stop,
             task,
@@ -145,14 +164,56 @@ impl NatsConsumer {
 
 /// Stops a pull loop and waits (bounded) until it sent its last records and
 /// dropped its inbox.
-async fn stop(h: TopicHandle) -> (String, String) {
+async fn stop(h: TopicHandle) -> Stopped {
     h.stop.send_replace(true);
     let abort = h.task.abort_handle();
     if tokio::time::timeout(STOP_WAIT, h.task).await.is_err() {
         tracing::warn!(topic = %h.partition.topic, "pull loop did not stop in time; aborted");
         abort.abort();
     }
-    (h.durable, h.stream)
+    Stopped {
+        durable: h.durable,
+        stream: h.stream,
+        pin: h.pin,
+    }
+}
+
+/// Lets the unfinished records of stopped topics go (`let_go` tells the
+/// acknowledging task to `NAK` them) and hands the topics this bus was
+/// pinned to over to the group's standby buses: delivery paused, `NAK`s
+/// sent and confirmed, pins released, delivery resumed (see `pin`).
+async fn hand_over(
+    js: &Context,
+    acker: &Acker,
+    stopped: &[Stopped],
+    timeout: Duration,
+    let_go: fn(&Acker),
+) {
+    let pinned: Vec<&Stopped> = stopped.iter().filter(|s| s.pin.id().is_some()).collect();
+    if pinned.is_empty() {
+        let_go(acker);
+        return;
+    }
+    let paused = futures::future::join_all(
+        pinned
+            .iter()
+            .map(|s| pin::pause(js, &s.stream, &s.durable, timeout)),
+    )
+    .await;
+    let_go(acker);
+    let _ = tokio::time::timeout(timeout, acker.flush()).await;
+    futures::future::join_all(
+        pinned
+            .iter()
+            .map(|s| pin::release(js, &s.stream, &s.durable, &s.pin, timeout)),
+    )
+    .await;
+    let resumes = pinned
+        .iter()
+        .zip(paused)
+        .filter(|(_, paused)| *paused)
+        .map(|(s, _)| pin::resume(js, &s.stream, &s.durable, timeout));
+    futures::future::join_all(resumes).await;
 }
 
 /// Makes the server forget the pull requests of stopped pull loops before
@@ -162,8 +223,8 @@ async fn stop(h: TopicHandle) -> (String, String) {
 /// then, a `NAK`ed record it tries to deliver while no live request waits
 /// goes to the back of the redelivery queue, behind later records of its
 /// key. Asking for the consumer's info makes the server drop dead requests.
-async fn forget_pull_requests(js: &Context, consumers: &[(String, String)], timeout: Duration) {
-    let asks = consumers.iter().map(|(durable, stream)| async move {
+async fn forget_pull_requests(js: &Context, consumers: &[Stopped], timeout: Duration) {
+    let asks = consumers.iter().map(|Stopped { durable, stream, .. }| async move {
         let ask = js.get_consumer_from_stream::<pull::Config, _, _>(durable, stream);
         if let Ok(Err(e)) = tokio::time::timeout(timeout, ask).await {
             tracing::debug!(consumer = %durable, stream = %stream, error = %e, "consumer info failed");
@@ -206,8 +267,8 @@ impl Consumer for NatsConsumer {
             };
             let partition = h.partition.clone();
             // No record of the topic is sent after its revoke.
-            let stopped = stop(h).await;
-            forget_pull_requests(&self.ctx.js, &[stopped], self.defaults.request_timeout).await;
+            let stopped = [stop(h).await];
+            forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;
             let (done, answered) = oneshot::channel();
             let revoke = ConsumerEvent::Revoked {
                 partitions: vec![partition],
@@ -219,7 +280,14 @@ impl Consumer for NatsConsumer {
             }
             // Its queued records were let go; the pull loop is gone, so the
             // group (or this bus, on a later subscribe) gets them again.
-            self.ctx.acker.nak_released();
+            hand_over(
+                &self.ctx.js,
+                &self.ctx.acker,
+                &stopped,
+                self.defaults.request_timeout,
+                Acker::nak_released,
+            )
+            .await;
             tracing::debug!(topic = %topic, "topic revoked");
         }
         for (spec, consumer) in prepared {
@@ -315,8 +383,15 @@ impl Consumer for NatsConsumer {
         let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
         forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;
         // Whatever is still held goes back to the group now rather than
-        // after ack_wait.
-        self.ctx.acker.release_all();
+        // after ack_wait, and then the topics to a standby bus.
+        hand_over(
+            &self.ctx.js,
+            &self.ctx.acker,
+            &stopped,
+            self.defaults.request_timeout,
+            Acker::release_all,
+        )
+        .await;
         self.commit().await
     }
 }
@@ -338,7 +413,7 @@ impl Drop for NatsConsumer {
                 rt.spawn(async move {
                     let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
                     forget_pull_requests(&js, &stopped, timeout).await;
-                    acker.release_all();
+                    hand_over(&js, &acker, &stopped, timeout, Acker::release_all).await;
                 });
             }
             Err(_) => {

@@ -2,8 +2,9 @@
 //!
 //! NATS has no record key or timestamp, so they travel as headers, next to
 //! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). These
-//! three headers are reserved: a user header of the same name is replaced on
-//! publish, and they are removed from the headers a handler sees. NATS
+//! three headers, and `Nats-Pin-Id` (the server's, on records of a pinned
+//! consumer), are reserved: a user header of the same name is replaced or
+//! dropped on publish, and they are removed from the headers a handler sees. NATS
 //! headers are text: a header value that is not UTF-8, or holds a line break,
 //! is refused at publish. Header order is kept per name, not across names.
 
@@ -24,7 +25,11 @@ pub(crate) const KEY: &str = "X-Message-Key";
 /// Carries [`Message::timestamp`] as milliseconds since the Unix epoch.
 pub(crate) const TIMESTAMP: &str = "X-Message-Timestamp";
 
-const RESERVED: [&str; 3] = [MSG_ID, KEY, TIMESTAMP];
+/// Set by the server on records of a pinned consumer: the pin id of the bus
+/// they are delivered to (see `pin`). Not a user header.
+pub(crate) const PIN_ID: &str = "Nats-Pin-Id";
+
+const RESERVED: [&str; 4] = [MSG_ID, KEY, TIMESTAMP, PIN_ID];
 
 /// The headers to publish `message` with.
 ///
@@ -135,6 +140,7 @@ pub(crate) fn message(
                 MSG_ID => id = last.map(str::to_string),
                 KEY => key = last.map(str::to_string),
                 TIMESTAMP => timestamp = last.and_then(|v| v.parse::<u64>().ok()),
+                PIN_ID => {}
                 _ => user.push((name, values)),
             }
         }

@@ -2,20 +2,34 @@
 //! to the configured settings, or created.
 //!
 //! Its name comes from the group and the topic, so every bus of the group
-//! binds to the same consumer and JetStream spreads the topic's records among
-//! them; each group has its own consumer and so gets every record. It is never deleted
-//! by the bus: it holds the group's position while no bus runs.
+//! binds to the same consumer; each group has its own consumer and so gets
+//! every record. It is never deleted by the bus: it holds the group's
+//! position while no bus runs.
+//!
+//! With `sharing: pinned` the consumer has one priority group
+//! ([`PRIORITY_GROUP`]) with the pinned-client policy: the server delivers
+//! only to the bus holding the pin. With `sharing: shared` it has none and
+//! the server spreads records among every bus that pulls. The mode is the
+//! group's, not the bus's: a bus switches an existing consumer to its own
+//! mode only while no other bus pulls from it (a consumer made by an older
+//! version, or by the group configured the other way), and refuses
+//! otherwise, since the other buses' pull requests would be rejected.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy};
+use async_nats::jetstream::consumer::{
+    AckPolicy, DeliverPolicy, PriorityPolicy, PullConsumer, ReplayPolicy,
+};
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::ErrorCode;
 
-use super::backend_error;
+use super::{backend_error, backend_refusal};
 use crate::error::Result;
+
+/// The one priority group of a pinned consumer; pull requests name it.
+pub(crate) const PRIORITY_GROUP: &str = "bus";
 
 /// What the group's consumer on one topic must look like.
 #[derive(Clone, Debug)]
@@ -32,6 +46,8 @@ pub(crate) struct DurableSpec {
     pub(crate) max_ack_pending: i64,
     /// Where a new consumer starts (`start_from`).
     pub(crate) start: DeliverPolicy,
+    /// Pin lifetime with `sharing: pinned`; `None` shares record by record.
+    pub(crate) pinned_ttl: Option<Duration>,
 }
 
 impl DurableSpec {
@@ -50,8 +66,26 @@ impl DurableSpec {
             filter_subject: self.topic.clone(),
             replay_policy: ReplayPolicy::Instant,
             max_ack_pending: self.max_ack_pending,
+            priority_policy: match self.pinned_ttl {
+                Some(_) => PriorityPolicy::PinnedClient,
+                None => PriorityPolicy::None,
+            },
+            priority_groups: match self.pinned_ttl {
+                Some(_) => vec![PRIORITY_GROUP.to_string()],
+                None => Vec::new(),
+            },
+            priority_timeout: self.pinned_ttl.unwrap_or_default(),
             ..Default::default()
         }
+    }
+}
+
+/// How a consumer shares its records, for messages.
+fn sharing(policy: &PriorityPolicy, groups: &[String]) -> &'static str {
+    match policy {
+        PriorityPolicy::PinnedClient => "pinned",
+        PriorityPolicy::None if groups.is_empty() => "shared",
+        _ => "by another priority policy",
     }
 }
 
@@ -75,8 +109,38 @@ pub(crate) async fn ensure(
         .await
     {
         Ok(existing) => {
-            let have = &existing.cached_info().config;
+            let info = existing.cached_info();
+            let have = &info.config;
             let want = spec.config(have.deliver_policy);
+            if have.priority_policy != want.priority_policy
+                || have.priority_groups != want.priority_groups
+            {
+                let pinned = info
+                    .priority_groups
+                    .iter()
+                    .any(|g| g.pinned_client_id.is_some());
+                if info.num_waiting > 0 || pinned {
+                    return Err(backend_refusal(format!(
+                        "consumer `{}` on stream `{}` shares topic `{}` {} among the buses of \
+                         group `{}`, and some of them are pulling; this bus is configured with \
+                         nats.consumer.sharing: {}. Every bus of a group must use the same \
+                         sharing: set it on this bus to match, or stop the group's other buses \
+                         first and this bus switches the group over",
+                        spec.name,
+                        spec.stream,
+                        spec.topic,
+                        sharing(&have.priority_policy, &have.priority_groups),
+                        spec.group,
+                        sharing(&want.priority_policy, &want.priority_groups),
+                    )));
+                }
+                tracing::info!(
+                    stream = %spec.stream, consumer = %spec.name,
+                    from = sharing(&have.priority_policy, &have.priority_groups), to = sharing(&want.priority_policy, &want.priority_groups),
+                    "no bus of the group is pulling: switching how the group shares the topic"
+                );
+                return create(js, spec, want).await;
+            }
             let stale = have.ack_policy != want.ack_policy
                 || have.ack_wait != want.ack_wait
                 || have.max_ack_pending != want.max_ack_pending
@@ -85,13 +149,15 @@ pub(crate) async fn ensure(
                 || !have.filter_subjects.is_empty()
                 || have.max_batch != 0
                 || have.max_expires != Duration::ZERO
-                || have.max_bytes != 0;
+                || have.max_bytes != 0
+                || (want.priority_timeout > Duration::ZERO
+                    && have.priority_timeout != want.priority_timeout);
             if !stale {
                 return Ok(existing);
             }
             tracing::info!(
                 stream = %spec.stream, consumer = %spec.name,
-                "updating the durable consumer to the configured ack_wait, max_ack_pending and limits"
+                "updating the durable consumer to the configured ack_wait, max_ack_pending, pinned_ttl and limits"
             );
             create(js, spec, want).await
         }

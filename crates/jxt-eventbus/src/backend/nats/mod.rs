@@ -8,7 +8,8 @@
 //! | the topic's log | a stream capturing the subject: the one named in `nats.topics.<topic>.stream`, else the one that already captures it, else (strategy permitting) a new stream named after the topic (`.` becomes `_`, plus a hash when escaped) with that one subject |
 //! | partition | one per topic: `<topic>[0]` |
 //! | offset | the stream sequence |
-//! | consumer group | a durable pull consumer per topic, named after the group and the topic, with explicit acks; every bus of the group binds to it and JetStream spreads the records among them |
+//! | consumer group | a durable pull consumer per topic, named after the group and the topic, with explicit acks; every bus of the group binds to it |
+//! | group member owning a topic | with `sharing: pinned` (default), the bus the consumer's priority group is pinned to; with `sharing: shared`, every bus, record by record |
 //! | commit | a `+ACK` per record, sent after its handler succeeded or it was written to the dead-letter topic |
 //! | lag | the consumer's `num_pending + num_ack_pending` |
 //!
@@ -45,12 +46,27 @@
 //!
 //! # Ordering within a group
 //!
-//! JetStream has no partitions: the buses of one group share a topic's
-//! records record by record, not key by key. With one bus per group, per-key
-//! order holds as on the other backends. With several buses in a group,
-//! records of one key may be handled by different buses at the same time.
-//! Redeliveries (after a crash or `ack_wait`) may also come after later
-//! records of their key.
+//! JetStream has no partitions to hand out by key. By default
+//! (`nats.consumer.sharing: pinned`) each topic's consumer has a priority
+//! group with the pinned-client policy: the server delivers a topic's
+//! records to one bus of the group at a time, and the others stand by. Per-key
+//! order then holds across the group, as on Kafka, at the price of one
+//! active bus per topic (different topics may be pinned to different buses).
+//!
+//! * The pinned bus keeps its pin with its pull requests, and with
+//!   record-less ones while it is paused, full or idle.
+//! * A bus that unsubscribes, shuts down or is dropped `NAK`s what it held
+//!   and then releases the pin: a standby takes over at once and gets those
+//!   records first (the server redelivers before anything new).
+//! * A bus that crashes or loses its connection keeps the pin until
+//!   `nats.consumer.pinned_ttl` (default twice `ack_wait`) passed without a
+//!   pull request; by then its unfinished records are due for redelivery,
+//!   so the standby again gets them before later records of their keys.
+//!
+//! With `sharing: shared` every bus pulls and JetStream spreads records one
+//! by one: more throughput for a group of several buses, but per-key order
+//! only within one bus (two records of a key may be handled at once by two
+//! buses), and redeliveries may come after later records of their key.
 
 use std::sync::Arc;
 
@@ -71,7 +87,9 @@ mod consumer;
 mod convert;
 mod durable;
 mod naming;
+mod pin;
 mod producer;
+mod pull_request;
 mod puller;
 mod streams;
 
@@ -149,6 +167,7 @@ impl NatsBackend {
                     StartFrom::Latest => DeliverPolicy::New,
                 },
                 request_timeout: nats.request_timeout,
+                pinned_ttl: nats.pinned_ttl(),
             },
             pull_batch,
             held_limit: config.dispatch.max_buffered_per_partition + pull_batch,
@@ -203,6 +222,8 @@ impl Backend for NatsBackend {
             limit: self.held_limit,
             expires: self.config.pull_expires,
             heartbeat: self.config.idle_heartbeat,
+            api_prefix: api_prefix(self.config.domain.as_deref()),
+            pinned_ttl: self.defaults.pinned_ttl,
         };
         Ok(Arc::new(NatsConsumer::new(
             ctx,
@@ -219,6 +240,14 @@ fn context(client: &Client, domain: Option<&str>, timeout: std::time::Duration) 
     match domain {
         Some(domain) => builder.domain(domain).build(client.clone()),
         None => builder.build(client.clone()),
+    }
+}
+
+/// The JetStream API subject prefix, as the client's context uses it.
+fn api_prefix(domain: Option<&str>) -> String {
+    match domain {
+        Some(domain) => format!("$JS.{domain}.API"),
+        None => "$JS.API".to_string(),
     }
 }
 

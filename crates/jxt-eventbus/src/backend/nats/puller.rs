@@ -15,12 +15,26 @@
 //! forgets pull requests of a lost connection), when two idle heartbeats are
 //! missed, and when the server reports the consumer deleted or unreachable.
 //! Nothing here holds a lock: the pull loop owns its state.
+//!
+//! With `sharing: pinned` every request names the consumer's priority group
+//! and, once records arrived with a pin id, carries it. While pinned, a
+//! request goes out at least every `pinned_ttl / 4` — a pin-keeping request
+//! that takes no record when the topic is paused, full or idle — so a live
+//! bus never loses its topic to a standby. A `423` says the pin moved to
+//! another bus.
+//!
+//! A bus without the pin stands by without a pull request waiting on the
+//! server: it reads the consumer's pin every [`STANDBY_POLL`] and, once no
+//! bus holds it, sends one short request that takes the pin with the next
+//! record. Waiting requests would reorder redeliveries: while requests wait
+//! and none may be served (they lack the pin), the server moves each
+//! redelivery it tries to the back of its queue, so the records a bus hands
+//! over would reach the next one out of order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use async_nats::jetstream::consumer::pull::BatchConfig;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::Context;
 use async_nats::{Client, StatusCode};
@@ -31,6 +45,8 @@ use tokio::time::Instant;
 use super::acker::{Acker, Held};
 use super::convert;
 use super::durable::{self, DurableSpec};
+use super::pin::Pin;
+use super::pull_request::PullRequest;
 use super::streams::StreamRegistry;
 use crate::backend::{ConsumerEvent, Record, TopicPartition};
 
@@ -50,6 +66,10 @@ pub(crate) struct PullContext {
     pub(crate) limit: usize,
     pub(crate) expires: Duration,
     pub(crate) heartbeat: Duration,
+    /// JetStream API prefix (`$JS.API`, or with the domain).
+    pub(crate) api_prefix: String,
+    /// `sharing: pinned`: the pin lifetime. `None` shares record by record.
+    pub(crate) pinned_ttl: Option<Duration>,
 }
 
 /// The pull loop of one topic.
@@ -63,14 +83,23 @@ pub(crate) struct Puller {
     pub(crate) stop: watch::Receiver<bool>,
     /// Records of the topic the bus holds.
     pub(crate) held: Arc<Held>,
+    /// The pin this bus holds on the topic (`sharing: pinned`).
+    pub(crate) pin: Arc<Pin>,
 }
 
 enum End {
     Stop,
     Restart(String),
+    /// Not pinned (the pin moved to another bus, or a request for it went
+    /// unanswered): stand by again.
+    Standby,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a standby bus reads whether the topic's pin is free.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Lifetime of a standby's request for the pin.
+const PROBE_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a stopping pull loop waits for its open pull requests to end.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// A stopping pull loop that receives nothing for this long stops waiting.
@@ -84,8 +113,13 @@ impl Puller {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            let why = match self.session(&ctx, &consumer).await {
+            let end = match self.stand_by(&ctx, &consumer).await {
+                Some(end) => end,
+                None => self.session(&ctx, &consumer).await,
+            };
+            let why = match end {
                 End::Stop => return,
+                End::Standby => continue,
                 End::Restart(why) => why,
             };
             if started.elapsed() > Duration::from_secs(10) {
@@ -119,6 +153,31 @@ impl Puller {
         }
     }
 
+    /// With `sharing: pinned` and no pin: waits until no bus of the group
+    /// holds the topic's pin. `None` when the session may start.
+    async fn stand_by(&mut self, ctx: &PullContext, consumer: &PullConsumer) -> Option<End> {
+        if ctx.pinned_ttl.is_none() || self.pin.id().is_some() {
+            return None;
+        }
+        loop {
+            match consumer.get_info().await {
+                Ok(info) => {
+                    if info
+                        .priority_groups
+                        .iter()
+                        .all(|g| g.pinned_client_id.is_none())
+                    {
+                        return None;
+                    }
+                }
+                Err(e) => return Some(End::Restart(format!("cannot read the consumer: {e}"))),
+            }
+            if self.pause_for(STANDBY_POLL).await {
+                return Some(End::Stop);
+            }
+        }
+    }
+
     /// Finds the stream and the durable consumer again, creating what the
     /// topic strategy allows.
     async fn recover(&mut self, ctx: &PullContext) -> crate::Result<PullConsumer> {
@@ -149,25 +208,70 @@ impl Puller {
         let mut connects = ctx.connects.clone();
         connects.borrow_and_update();
         let silence = ctx.heartbeat * 2 + Duration::from_millis(500);
+        let subject = PullRequest::subject(
+            &ctx.api_prefix,
+            &consumer.cached_info().stream_name,
+            &consumer.cached_info().name,
+        );
+        let keep_every = ctx.pinned_ttl.map(|ttl| ttl / 4);
+        let keep_expires =
+            keep_every.map(|every| (every * 2).clamp(ctx.heartbeat * 2, ctx.expires));
         let mut owed: usize = 0;
         let mut deadline = Instant::now() + silence;
+        let mut last_request = Instant::now();
+        let mut probed = false;
         loop {
             let room = ctx.limit.saturating_sub(self.held.count() + owed);
-            if !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch {
-                let request = BatchConfig {
-                    batch: ctx.batch,
-                    expires: Some(ctx.expires),
-                    idle_heartbeat: ctx.heartbeat,
-                    ..Default::default()
-                };
-                if let Err(e) = consumer.request_batch(request, inbox.clone().into()).await {
+            let pin = self.pin.id();
+            let may_ask = !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch;
+            let standby = ctx.pinned_ttl.is_some() && pin.is_none();
+            if standby && probed && owed == 0 {
+                // The request for the pin ended without a record.
+                return End::Standby;
+            }
+            let request = if standby {
+                // One request for the pin; it must not wait long if
+                // another bus takes the pin meanwhile (see the module docs).
+                (may_ask && !probed).then(|| {
+                    probed = true;
+                    let r =
+                        PullRequest::records(ctx.batch, PROBE_EXPIRES, Duration::ZERO, true, None);
+                    (r, ctx.batch)
+                })
+            } else if may_ask {
+                Some((
+                    PullRequest::records(
+                        ctx.batch,
+                        ctx.expires,
+                        ctx.heartbeat,
+                        ctx.pinned_ttl.is_some(),
+                        pin.as_deref(),
+                    ),
+                    ctx.batch,
+                ))
+            } else {
+                match (pin.as_deref(), keep_every, keep_expires) {
+                    (Some(pin), Some(every), Some(expires)) if last_request.elapsed() >= every => {
+                        Some((PullRequest::keep_pin(expires, ctx.heartbeat, pin), 1))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((request, asked)) = request {
+                if let Err(e) = send(ctx, &subject, &inbox, &request).await {
                     return End::Restart(format!("pull request not sent: {e}"));
                 }
                 if owed == 0 {
                     deadline = Instant::now() + silence;
                 }
-                owed += ctx.batch;
+                owed += asked;
+                last_request = Instant::now();
             }
+            // While pinned, wake up to renew the pin in time.
+            let renew_at = match (&pin, keep_every) {
+                (Some(_), Some(every)) => Some(last_request + every),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 _ = self.stop.changed() => return self.drain(ctx, &mut inbound, owed).await,
@@ -203,45 +307,69 @@ impl Puller {
                             }
                         }
                     }
-                    if let Some(why) = end {
-                        return End::Restart(why);
+                    if let Some(end) = end {
+                        return end;
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if owed > 0 => {
                     return End::Restart("missed idle heartbeats".into());
                 }
+                _ = sleep_until_some(renew_at), if renew_at.is_some() => {}
             }
         }
     }
 
     /// Takes the messages of one read from the pull inbox: records into
     /// `records`, status messages into the count of records still `owed`.
-    /// Returns why the session must restart, if it must.
+    /// Returns how the session must end, if it must.
     fn take(
         &self,
         ctx: &PullContext,
         chunk: Vec<async_nats::Message>,
         owed: &mut usize,
         records: &mut Vec<Record>,
-    ) -> Option<String> {
+    ) -> Option<End> {
         let mut end = None;
         for m in chunk {
             match m.status {
                 None | Some(StatusCode::OK) => {
                     *owed = owed.saturating_sub(1);
+                    self.note_pin(&m);
                     if let Some(r) = self.record(ctx, m) {
                         records.push(r);
                     }
                 }
                 Some(StatusCode::IDLE_HEARTBEAT) => {}
+                Some(StatusCode::PIN_ID_MISMATCH) => {
+                    // Requests that carry the old id are all refused; a new
+                    // session (new inbox, no credit owed) stands by.
+                    if self.pin.id().is_some() {
+                        tracing::info!(
+                            topic = %self.partition.topic,
+                            "another bus of the group holds the topic now; standing by"
+                        );
+                    }
+                    self.pin.lost();
+                    end = Some(End::Standby);
+                }
                 Some(status) => {
                     if let Some(why) = request_ended(status, &m, owed, ctx.batch) {
-                        end = Some(why);
+                        end = Some(End::Restart(why));
                     }
                 }
             }
         }
         end
+    }
+
+    /// Records carry the pin id of the bus they are delivered to.
+    fn note_pin(&self, m: &async_nats::Message) {
+        let Some(id) = m.headers.as_ref().and_then(|h| h.get_last(convert::PIN_ID)) else {
+            return;
+        };
+        if self.pin.pinned(id.as_str()) {
+            tracing::info!(topic = %self.partition.topic, "pinned: this bus receives the topic for its group");
+        }
     }
 
     /// Stopping: no new pull requests; what the open requests still deliver
@@ -302,6 +430,27 @@ impl Puller {
     }
 }
 
+/// Sends one pull request on the session's inbox.
+async fn send(
+    ctx: &PullContext,
+    subject: &str,
+    inbox: &str,
+    request: &PullRequest<'_>,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    ctx.client
+        .publish_with_reply(subject.to_string(), inbox.to_string(), body.into())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Accounts for a status message on the pull inbox: lowers the records still
 /// owed when a request ended, and says why the session must restart.
 fn request_ended(
@@ -317,6 +466,12 @@ fn request_ended(
         .and_then(|h| h.get("Nats-Pending-Messages"))
         .and_then(|v| v.as_str().parse::<usize>().ok());
     match (status, unfilled) {
+        (status, _) if status.as_u16() == 400 => {
+            // The consumer no longer matches the requests (another bus of
+            // the group changed how it is shared): check it again rather
+            // than ask again at once.
+            Some(format!("pull request refused: {description}"))
+        }
         (StatusCode::NO_RESPONDERS, _) => {
             Some("no responders: the consumer or JetStream is unavailable".into())
         }
@@ -406,6 +561,12 @@ mod tests {
         assert!(ended(409, "Consumer Deleted", None, 100).0.is_some());
         assert!(ended(503, "", None, 100).0.is_some());
         assert!(ended(409, "Consumer is push based", None, 100).0.is_some());
+        assert!(
+            ended(400, "Bad Request - Priority Group missing", None, 100)
+                .0
+                .unwrap()
+                .contains("Priority Group missing")
+        );
         let (why, owed) = ended(409, "Exceeded MaxWaiting", None, 384);
         assert!(why.unwrap().contains("MaxWaiting"));
         assert_eq!(owed, 128);

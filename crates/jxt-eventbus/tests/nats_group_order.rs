@@ -1,0 +1,400 @@
+//! Several buses of one group on one topic over NATS JetStream: with
+//! `nats.consumer.sharing: pinned` (the default) one bus handles the topic
+//! and per-key order holds across the group; when that bus shuts down or is
+//! dropped mid-stream, another takes over at once and no record is lost or
+//! handled before an earlier record of its key. `sharing: shared` spreads
+//! records over the group, and a group switches between the two only while
+//! none of its buses pulls.
+#![cfg(feature = "nats")]
+
+mod nats_support;
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, PriorityPolicy};
+use async_nats::jetstream::stream::StorageType;
+use jxt_eventbus::config::NatsSharing;
+use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
+use nats_support::StreamCleanup;
+
+const WAIT: Duration = Duration::from_secs(20);
+const KEYS: u64 = 40;
+
+/// What the handlers of every bus of the group did, in the order they
+/// started, plus the contract violations seen on the way.
+#[derive(Default)]
+struct Tracker {
+    state: Mutex<TrackerState>,
+}
+
+#[derive(Default)]
+struct TrackerState {
+    /// (bus, key, seq) at handler start.
+    handled: Vec<(&'static str, u64, u64)>,
+    /// When each bus started its first handler.
+    first: HashMap<&'static str, Instant>,
+    /// Key -> bus running a record of it now.
+    running: HashMap<u64, &'static str>,
+    /// Key -> highest seq whose handler finished.
+    finished: HashMap<u64, u64>,
+    violations: Vec<String>,
+}
+
+impl Tracker {
+    fn start(&self, bus: &'static str, key: u64, seq: u64, concurrency_checked: bool) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(other) = s.running.get(&key) {
+            if concurrency_checked {
+                let v = format!("key {key}: seq {seq} started on {bus} while {other} runs one");
+                s.violations.push(v);
+            }
+        }
+        if let Some(&done) = s.finished.get(&key) {
+            if seq < done {
+                let v = format!("key {key}: seq {seq} on {bus} after seq {done} finished");
+                s.violations.push(v);
+            }
+        }
+        s.running.insert(key, bus);
+        s.first.entry(bus).or_insert_with(Instant::now);
+        s.handled.push((bus, key, seq));
+    }
+
+    fn finish(&self, key: u64, seq: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.running.remove(&key);
+        let done = s.finished.entry(key).or_default();
+        *done = (*done).max(seq);
+    }
+
+    fn distinct(&self) -> HashSet<(u64, u64)> {
+        let s = self.state.lock().unwrap();
+        s.handled.iter().map(|&(_, k, q)| (k, q)).collect()
+    }
+
+    fn handled_by(&self, bus: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.handled.iter().filter(|h| h.0 == bus).count()
+    }
+
+    fn first(&self, bus: &str) -> Option<Instant> {
+        self.state.lock().unwrap().first.get(bus).copied()
+    }
+
+    fn assert_clean(&self) {
+        let s = self.state.lock().unwrap();
+        assert!(
+            s.violations.is_empty(),
+            "{} per-key violations, first: {:?}",
+            s.violations.len(),
+            &s.violations[..s.violations.len().min(5)]
+        );
+        // Across the whole group, a key's records start in publish order; a
+        // record handed over unfinished may start again, never an earlier one.
+        let mut by_key: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for &(_, k, q) in &s.handled {
+            by_key.entry(k).or_default().push(q);
+        }
+        for (k, seqs) in by_key {
+            let backwards = seqs.windows(2).find(|w| w[1] < w[0]);
+            assert!(backwards.is_none(), "key {k} went backwards: {seqs:?}");
+        }
+    }
+}
+
+fn subscribe_options() -> SubscribeOptions {
+    SubscribeOptions::new()
+}
+
+async fn subscribe(
+    bus: &EventBus,
+    topic: &str,
+    name: &'static str,
+    tracker: &Arc<Tracker>,
+    concurrency_checked: bool,
+) -> jxt_eventbus::Result<()> {
+    let tracker = tracker.clone();
+    bus.subscribe(
+        topic,
+        move |d: Delivery| {
+            let tracker = tracker.clone();
+            async move {
+                let text = std::str::from_utf8(d.payload()).unwrap();
+                let (key, seq) = text.split_once(':').unwrap();
+                let (key, seq): (u64, u64) = (key.parse().unwrap(), seq.parse().unwrap());
+                tracker.start(name, key, seq, concurrency_checked);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tracker.finish(key, seq);
+                Ok(())
+            }
+        },
+        subscribe_options(),
+    )
+    .await
+}
+
+/// Publishes records `from..to` (record `n` is key `n % KEYS`, its
+/// `n / KEYS`-th record), each acknowledged by the stream.
+async fn publish(publisher: &EventBus, topic: &str, from: u64, to: u64) -> HashSet<(u64, u64)> {
+    let mut sent = HashSet::new();
+    for n in from..to {
+        let (key, seq) = (n % KEYS, n / KEYS);
+        let m = Message::new(format!("{key}:{seq}")).with_key(format!("k{key}"));
+        publisher.publish(topic, m).await.expect("publish");
+        sent.insert((key, seq));
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    sent
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Setup {
+    url: String,
+    topic: String,
+    group: String,
+    publisher: EventBus,
+    _cleanup: StreamCleanup,
+}
+
+async fn setup(prefix: &str) -> Option<Setup> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+    let url = support::nats_url()?;
+    let cleanup = StreamCleanup::new(&url);
+    let topic = support::unique_name(prefix);
+    cleanup.add(&topic);
+    nats_support::create_stream(&url, &topic, StorageType::File).await;
+    let publisher = EventBus::from_config(nats_support::config(&url, &support::unique_name("pub")))
+        .await
+        .unwrap();
+    Some(Setup {
+        group: support::unique_name("g"),
+        url,
+        topic,
+        publisher,
+        _cleanup: cleanup,
+    })
+}
+
+impl Setup {
+    fn config(&self) -> BusConfig {
+        let mut c = nats_support::config(&self.url, &self.group);
+        c.dispatch.shutdown_timeout = Duration::from_secs(10);
+        c
+    }
+
+    async fn bus(&self) -> EventBus {
+        EventBus::from_config(self.config()).await.unwrap()
+    }
+
+    async fn consumer_config(&self) -> async_nats::jetstream::consumer::Config {
+        let client = async_nats::connect(&self.url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.stream_by_subject(self.topic.as_str()).await.unwrap();
+        let consumers: Vec<String> = {
+            use futures::TryStreamExt;
+            js.get_stream(&stream)
+                .await
+                .unwrap()
+                .consumer_names()
+                .try_collect()
+                .await
+                .unwrap()
+        };
+        let name = consumers
+            .iter()
+            .find(|n| n.contains(&self.group))
+            .expect("the group's consumer");
+        js.get_consumer_from_stream::<pull::Config, _, _>(name, &stream)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bus_of_the_group_handles_a_topic_in_key_order() {
+    let Some(s) = setup("pinned").await else {
+        return;
+    };
+    let tracker = Arc::new(Tracker::default());
+    let (a, b) = (s.bus().await, s.bus().await);
+    subscribe(&a, &s.topic, "a", &tracker, true).await.unwrap();
+    subscribe(&b, &s.topic, "b", &tracker, true).await.unwrap();
+
+    let sent = publish(&s.publisher, &s.topic, 0, 1000).await;
+    wait_until("every record", || tracker.distinct() == sent).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracker.assert_clean();
+    let (by_a, by_b) = (tracker.handled_by("a"), tracker.handled_by("b"));
+    assert_eq!(by_a + by_b, sent.len(), "each record handled once");
+    assert!(
+        by_a == 0 || by_b == 0,
+        "one bus handles the topic: a {by_a}, b {by_b}"
+    );
+    let c = s.consumer_config().await;
+    assert_eq!(c.priority_policy, PriorityPolicy::PinnedClient);
+    assert_eq!(c.priority_timeout, Duration::from_secs(60), "2 x ack_wait");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.publisher.shutdown().await.unwrap();
+}
+
+/// Publishes while the pinned bus lets go mid-stream (`let_go` shuts it
+/// down or drops it); the standby takes over within a few seconds (far
+/// below `pinned_ttl`: the pin was released) and every record is handled,
+/// never before an earlier record of its key.
+async fn hand_over(prefix: &str, shutdown: bool) {
+    let Some(s) = setup(prefix).await else {
+        return;
+    };
+    let tracker = Arc::new(Tracker::default());
+    let (a, b) = (s.bus().await, s.bus().await);
+    // A dropped bus's handlers may still be running when the standby gets
+    // their records again: only a shutdown drains them first.
+    subscribe(&a, &s.topic, "a", &tracker, shutdown)
+        .await
+        .unwrap();
+    subscribe(&b, &s.topic, "b", &tracker, shutdown)
+        .await
+        .unwrap();
+    let mut sent = publish(&s.publisher, &s.topic, 0, 400).await;
+    let producing = {
+        let (publisher, topic) = (s.publisher.clone(), s.topic.clone());
+        tokio::spawn(async move { publish(&publisher, &topic, 400, 1600).await })
+    };
+    wait_until("the first records", || tracker.distinct().len() >= 200).await;
+    let (pinned, standby, name) = if tracker.handled_by("a") > 0 {
+        (a, b, "b")
+    } else {
+        (b, a, "a")
+    };
+    assert_eq!(tracker.handled_by(name), 0, "the standby waits");
+    let let_go = Instant::now();
+    if shutdown {
+        pinned.shutdown().await.unwrap();
+    } else {
+        drop(pinned);
+    }
+    sent.extend(producing.await.unwrap());
+    wait_until("every record", || tracker.distinct() == sent).await;
+    let took_over = tracker.first(name).expect("the standby handled records");
+    assert!(
+        took_over.duration_since(let_go) < Duration::from_secs(10),
+        "the standby took over after {:?}",
+        took_over.duration_since(let_go)
+    );
+    tracker.assert_clean();
+    standby.shutdown().await.unwrap();
+    s.publisher.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_hands_the_topic_over_in_key_order() {
+    hand_over("handover-shutdown", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drop_hands_the_topic_over_in_key_order() {
+    hand_over("handover-drop", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_sharing_spreads_records_over_the_group() {
+    let Some(s) = setup("shared").await else {
+        return;
+    };
+    let mut config = s.config();
+    config.nats.consumer.sharing = NatsSharing::Shared;
+    let tracker = Arc::new(Tracker::default());
+    let a = EventBus::from_config(config.clone()).await.unwrap();
+    let b = EventBus::from_config(config).await.unwrap();
+    subscribe(&a, &s.topic, "a", &tracker, false).await.unwrap();
+    subscribe(&b, &s.topic, "b", &tracker, false).await.unwrap();
+    let sent = publish(&s.publisher, &s.topic, 0, 1000).await;
+    wait_until("every record", || tracker.distinct() == sent).await;
+    let (by_a, by_b) = (tracker.handled_by("a"), tracker.handled_by("b"));
+    assert!(by_a > 0 && by_b > 0, "both buses pull: a {by_a}, b {by_b}");
+    assert_eq!(
+        s.consumer_config().await.priority_policy,
+        PriorityPolicy::None
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.publisher.shutdown().await.unwrap();
+}
+
+/// A group whose consumer shares records one by one (made by an older
+/// version, or configured `shared`): a pinned bus refuses to join while
+/// the others pull, naming the setting, and switches the group once they
+/// stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_switches_sharing_only_while_no_bus_pulls() {
+    let Some(s) = setup("switch").await else {
+        return;
+    };
+    let mut shared_config = s.config();
+    shared_config.nats.consumer.sharing = NatsSharing::Shared;
+    let tracker = Arc::new(Tracker::default());
+    let shared = EventBus::from_config(shared_config).await.unwrap();
+    subscribe(&shared, &s.topic, "shared", &tracker, true)
+        .await
+        .unwrap();
+    let mut sent = publish(&s.publisher, &s.topic, 0, 200).await;
+    wait_until("the shared bus pulls", || tracker.distinct() == sent).await;
+
+    let pinned = s.bus().await;
+    let err = subscribe(&pinned, &s.topic, "pinned", &tracker, true)
+        .await
+        .expect_err("a pinned bus cannot join a shared group that is pulling");
+    assert!(matches!(err, Error::Subscribe { .. }), "{err}");
+    assert!(
+        err.to_string().contains("nats.consumer.sharing"),
+        "the error names the setting: {err}"
+    );
+    assert_eq!(
+        s.consumer_config().await.priority_policy,
+        PriorityPolicy::None
+    );
+
+    shared.shutdown().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = subscribe(&pinned, &s.topic, "pinned", &tracker, true).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never switched: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.consumer_config().await.priority_policy,
+        PriorityPolicy::PinnedClient
+    );
+    sent.extend(publish(&s.publisher, &s.topic, 200, 400).await);
+    wait_until("every record", || tracker.distinct() == sent).await;
+    assert!(tracker.handled_by("pinned") >= 200);
+    tracker.assert_clean();
+    pinned.shutdown().await.unwrap();
+    s.publisher.shutdown().await.unwrap();
+}
