@@ -398,3 +398,60 @@ async fn a_group_switches_sharing_only_while_no_bus_pulls() {
     pinned.shutdown().await.unwrap();
     s.publisher.shutdown().await.unwrap();
 }
+
+/// A pinned bus that holds all it may (a stuck handler, buffer full) sends
+/// no pull request for records for longer than `pinned_ttl`: it keeps its
+/// pin with record-less requests, and the standby gets nothing while it
+/// lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_pinned_bus_keeps_its_topic() {
+    let Some(s) = setup("busy").await else {
+        return;
+    };
+    let mut config = s.config();
+    config.nats.consumer.pinned_ttl = Some(Duration::from_secs(1));
+    config.dispatch.max_buffered_per_partition = 8;
+    let handled: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let mut buses = Vec::new();
+    for name in ["a", "b"] {
+        let bus = EventBus::from_config(config.clone()).await.unwrap();
+        let handled = handled.clone();
+        bus.subscribe(
+            &s.topic,
+            move |_d: Delivery| {
+                let handled = handled.clone();
+                async move {
+                    let first = {
+                        let mut handled = handled.lock().unwrap();
+                        handled.push(name);
+                        handled.len() == 1
+                    };
+                    // One key: while the first record runs, the buffer
+                    // fills and the bus asks for nothing more.
+                    let stuck = if first { 3000 } else { 10 };
+                    tokio::time::sleep(Duration::from_millis(stuck)).await;
+                    Ok(())
+                }
+            },
+            subscribe_options(),
+        )
+        .await
+        .unwrap();
+        buses.push(bus);
+    }
+    for n in 0..30 {
+        let m = Message::new(n.to_string()).with_key("one");
+        s.publisher.publish(&s.topic, m).await.unwrap();
+    }
+    wait_until("every record", || handled.lock().unwrap().len() >= 30).await;
+    let handled = handled.lock().unwrap().clone();
+    let first = handled[0];
+    assert!(
+        handled.iter().all(|b| *b == first),
+        "the standby took records from a live, busy bus: {handled:?}"
+    );
+    for bus in buses {
+        bus.shutdown().await.unwrap();
+    }
+    s.publisher.shutdown().await.unwrap();
+}
