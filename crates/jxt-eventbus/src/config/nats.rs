@@ -357,6 +357,20 @@ impl NatsConfig {
                 "cert_file and key_file go together: set both or neither",
             ));
         }
+        for (field, path) in [
+            ("nats.tls.ca_file", &tls.ca_file),
+            ("nats.tls.cert_file", &tls.cert_file),
+            ("nats.tls.key_file", &tls.key_file),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(Error::config(
+                        field,
+                        format!("{} does not exist or is not a file", path.display()),
+                    ));
+                }
+            }
+        }
         if let Some(domain) = &self.domain {
             if !is_valid_name(domain) {
                 return Err(Error::config(
@@ -583,6 +597,10 @@ mod tests {
             (
                 "nats:\n  tls:\n    cert_file: c.pem\n",
                 "nats.tls.cert_file",
+            ),
+            (
+                "nats:\n  tls:\n    ca_file: /no/such/ca.pem\n",
+                "nats.tls.ca_file",
             ),
             (
                 "nats:\n  stream:\n    replicas: 7\n",

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod server;
+pub mod tls;
 
 use std::sync::Mutex;
 use std::time::Duration;

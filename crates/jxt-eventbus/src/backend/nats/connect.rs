@@ -1,7 +1,7 @@
 //! The bus's one NATS connection: options, credentials, TLS, and a signal
 //! that fires on every reconnect.
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use tokio::sync::watch;
 
 use super::backend_error;
@@ -61,18 +61,48 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
             })
         })
         .collect::<Result<_>>()?;
-    let client = options.connect(servers).await.map_err(|e| {
-        backend_error(
-            format!(
-                "cannot connect to NATS at {} within {:?}: {e}",
-                nats.servers.join(","),
-                nats.connect_timeout
-            ),
-            true,
-            e,
-        )
-    })?;
+    let client = options
+        .connect(servers)
+        .await
+        .map_err(|e| connect_error(nats, e))?;
     Ok(Connection { client, connects })
+}
+
+/// A failed first connection as a backend error, with what to check when
+/// TLS refused it. The TLS library's errors come as text only (rustls'
+/// "invalid peer certificate" on this side, a fatal alert from the server).
+fn connect_error(nats: &NatsConfig, e: async_nats::ConnectError) -> Error {
+    let text = e.to_string().to_ascii_lowercase();
+    let (hint, retryable) = if text.contains("invalid peer certificate") {
+        (
+            "; this bus refused the server's TLS certificate: nats.tls.ca_file must hold the CA \
+             that signed it (the system's CAs are trusted too), and the certificate must name \
+             the host or IP of the server URL",
+            false,
+        )
+    } else if text.contains("fatal alert") && text.contains("certificate") {
+        (
+            "; the server refused this bus's TLS client certificate: set nats.tls.cert_file and \
+             nats.tls.key_file to a certificate signed by a CA the server trusts",
+            false,
+        )
+    } else if e.kind() == ConnectErrorKind::Tls {
+        (
+            "; check the nats.tls settings (PEM files; cert_file and key_file must match)",
+            false,
+        )
+    } else {
+        ("", true)
+    };
+    backend_error(
+        format!(
+            "cannot connect to NATS at {} within {:?}: {e}{hint}",
+            nats.servers.join(","),
+            nats.connect_timeout
+        ),
+        retryable,
+        e,
+    )
 }
 
 async fn options(nats: &NatsConfig) -> Result<ConnectOptions> {
