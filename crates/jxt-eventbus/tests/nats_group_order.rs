@@ -145,7 +145,7 @@ async fn publish(publisher: &EventBus, topic: &str, from: u64, to: u64) -> HashS
         let m = Message::new(format!("{key}:{seq}")).with_key(format!("k{key}"));
         publisher.publish(topic, m).await.expect("publish");
         sent.insert((key, seq));
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -79,7 +79,7 @@ async fn server_restart_loses_nothing_acknowledged() {
                     }
                 }
                 acknowledged.lock().unwrap().insert(n);
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }

@@ -81,7 +81,7 @@ async fn topics_subscribed_at_runtime_lose_nothing() {
                     publisher.publish(t, m).await.expect("publish");
                     sent.lock().unwrap().insert((t.clone(), key, seq));
                 }
-                if seq % 10 == 0 {
+                if seq.is_multiple_of(10) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
