@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 /// deadline at the latest; this only covers a dispatcher that vanished).
 pub(super) const REVOKE_GRACE: Duration = Duration::from_secs(5);
 
+/// Delay before refetching a partition whose prefetch was full; overridable
+/// through `kafka.consumer.properties`.
+const FETCH_QUEUE_BACKOFF: &str = "fetch.queue.backoff.ms";
+
 fn ms(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 && !d.is_zero() {
@@ -112,6 +116,12 @@ pub(super) fn consumer(config: &BusConfig, group: &str) -> ClientConfig {
     let cc = &k.consumer;
     let mut c = base(k);
     extend(&mut c, &cc.properties);
+    if c.get(FETCH_QUEUE_BACKOFF).is_none() {
+        // librdkafka waits this long before fetching again once its prefetch
+        // queue was full (default 1s): a consumer that drains the queue
+        // faster than that would sit idle for the rest of the second.
+        c.set(FETCH_QUEUE_BACKOFF, "10");
+    }
     c.set("group.id", group);
     if let Some(id) = &k.group_instance_id {
         c.set("group.instance.id", id);

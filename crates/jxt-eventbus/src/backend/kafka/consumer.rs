@@ -2,9 +2,9 @@
 //! by its own thread ([`super::poll_loop`]).
 //!
 //! The dispatcher's calls are cheap and safe at any time, rebalances
-//! included: `pause`/`resume` go straight to librdkafka (thread-safe, they
-//! only enqueue an operation), `store` notes the position in memory for the
-//! poll thread to store. Subscription changes and close go to the thread as
+//! included: `pause`/`resume` note the change for the poll thread
+//! ([`super::flow`]), `store` notes the position in memory for the poll
+//! thread to store. Subscription changes and close go to the thread as
 //! commands, since they interact with rebalance callbacks that only that
 //! thread serves.
 
@@ -16,7 +16,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::TopicPartitionList;
 use tokio::sync::oneshot;
 
 use super::admin::TopicAdmin;
@@ -98,14 +97,6 @@ impl KafkaConsumer {
         })
     }
 
-    fn tpl(partitions: &[TopicPartition]) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-        for tp in partitions {
-            tpl.add_partition(&tp.topic, tp.partition);
-        }
-        tpl
-    }
-
     /// Runs a blocking librdkafka call off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -146,27 +137,11 @@ impl Consumer for KafkaConsumer {
     }
 
     fn pause(&self, partitions: &[TopicPartition]) {
-        if partitions.is_empty() {
-            return;
-        }
-        let Some(consumer) = self.consumer.upgrade() else {
-            return;
-        };
-        if let Err(e) = consumer.pause(&Self::tpl(partitions)) {
-            tracing::debug!(error = %e, "pause failed (partitions not assigned)");
-        }
+        self.ctx.flow.pause(partitions);
     }
 
     fn resume(&self, partitions: &[TopicPartition]) {
-        if partitions.is_empty() {
-            return;
-        }
-        let Some(consumer) = self.consumer.upgrade() else {
-            return;
-        };
-        if let Err(e) = consumer.resume(&Self::tpl(partitions)) {
-            tracing::debug!(error = %e, "resume failed (partitions not assigned)");
-        }
+        self.ctx.flow.resume(partitions);
     }
 
     fn store(&self, partition: &TopicPartition, next_offset: i64) {

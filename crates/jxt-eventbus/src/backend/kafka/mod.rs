@@ -20,6 +20,7 @@
 //! | `consumer` | the consumer handle the dispatcher talks to |
 //! | `poll_loop` | the consumer's own thread: poll, subscribe, close |
 //! | `rebalance` | rebalance callbacks: hand-over to the dispatcher, commits |
+//! | `flow` | the dispatcher's pause and resume, applied by the poll thread |
 //! | `admin` | the topic strategy |
 //! | `lag` | log end minus committed, per assigned partition |
 //! | `mapping` | `Message` ⇄ Kafka record |
@@ -42,6 +43,7 @@ mod client_config;
 mod consumer;
 mod context;
 mod errors;
+mod flow;
 mod lag;
 mod mapping;
 mod poll_loop;
@@ -55,6 +57,19 @@ use consumer::{ConsumerSettings, KafkaConsumer};
 use context::{BusClientContext, LastError};
 use producer::KafkaProducer;
 use rebalance::RebalanceContext;
+
+/// The librdkafka properties the bus's consumer in `group` is created with,
+/// sorted by name (secrets included: do not log them). For comparisons
+/// with a hand-written consumer that should fetch exactly as the bus does.
+pub fn consumer_properties(config: &BusConfig, group: &str) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = client_config::consumer(config, group)
+        .config_map()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    props.sort();
+    props
+}
 
 /// The Kafka backend of one bus.
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //! finally closes and destroys the consumer.
 //!
 //! It keeps polling while partitions are paused, so the group never evicts
-//! the bus for being busy. Records go to the dispatcher in batches through a
+//! the bus for being busy (a pause first stops polling for at most
+//! [`super::flow::HOLD_WAIT`], see [`super::flow`]). Records go to the dispatcher in batches through a
 //! bounded channel; the dispatcher pauses partitions at its caps, so the
 //! channel drains and the thread does not stay blocked on it.
 
@@ -111,8 +112,12 @@ fn serve(
             }
         }
         ctx.apply_stores(consumer);
+        ctx.flow.release(consumer, |r| {
+            ctx.push(r);
+        });
         poll_batch(consumer, &ctx, &mut names, &mut last_poll_error);
         ctx.flush();
+        ctx.flow.wait(consumer);
         if let Some(p) = pending.take() {
             pending = settle(consumer, &ctx, p);
         }
@@ -131,11 +136,15 @@ fn poll_batch(
     loop {
         match consumer.poll(wait) {
             None => return,
-            Some(Ok(m)) => {
-                if ctx.push(mapping::record(&m, names)) >= MAX_BATCH {
-                    return;
+            Some(Ok(m)) => match ctx.flow.admit(mapping::record(&m, names)) {
+                Some(record) => {
+                    if ctx.push(record) >= MAX_BATCH {
+                        return;
+                    }
                 }
-            }
+                // Its partition is paused: stop and wait for the resume.
+                None => return,
+            },
             Some(Err(e)) => {
                 log_poll_error(&e, last_error);
                 return;

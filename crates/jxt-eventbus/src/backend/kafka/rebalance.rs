@@ -24,6 +24,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::context::{forward_error, forward_log, LastError};
+use super::flow::Flow;
 use crate::backend::{ConsumerEvent, Record, TopicPartition};
 
 /// The consumer's context.
@@ -46,6 +47,8 @@ pub(super) struct RebalanceContext {
     closing: AtomicBool,
     /// Wakes a send blocked on a full channel when closing starts.
     closing_wake: Notify,
+    /// The dispatcher's pause and resume.
+    pub(super) flow: Flow,
     pub(super) last_error: LastError,
 }
 
@@ -71,6 +74,7 @@ impl RebalanceContext {
             assign_rounds: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             closing_wake: Notify::new(),
+            flow: Flow::default(),
             last_error: LastError::default(),
         }
     }
@@ -170,6 +174,7 @@ impl RebalanceContext {
         self.flush();
         let lost = consumer.assignment_lost();
         let partitions = partitions(tpl);
+        self.flow.forget(&partitions);
         if !partitions.is_empty() {
             tracing::info!(partitions = partitions.len(), lost, "partitions revoked");
             let (done, answered) = oneshot::channel();
@@ -218,6 +223,7 @@ impl RebalanceContext {
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let partitions = partitions(tpl);
+        self.flow.forget(&partitions);
         if !partitions.is_empty() {
             // A partition paused in an earlier ownership starts fresh.
             if let Err(e) = consumer.resume(tpl) {
@@ -301,6 +307,7 @@ impl ConsumerContext for RebalanceContext {
                     Ok(all) => {
                         self.flush();
                         let partitions = partitions(&all);
+                        self.flow.forget(&partitions);
                         if !partitions.is_empty() {
                             let (done, answered) = oneshot::channel();
                             if self.send(ConsumerEvent::Revoked {
