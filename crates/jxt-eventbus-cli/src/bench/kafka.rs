@@ -1,36 +1,64 @@
-//! Kafka benchmark: the bus end to end (publish → broker → keyed dispatch →
-//! handler, offsets stored only for finished records, periodic commits) vs
-//! rdkafka doing the same hand-off by hand — a `FutureProducer` and one
-//! `BaseConsumer` poll loop handling every record in the polling thread,
-//! with auto-commit.
+//! Kafka benchmark: the bus's consumer path against a hand-written rdkafka
+//! consumer doing the same work, on the same records.
 //!
-//! Both sides use the same broker (`EVENTBUS_KAFKA_BROKERS`, default
-//! `127.0.0.1:9092`), their own topic with `--partitions` partitions, the
-//! same producer settings (acks=all, idempotent, linger 5ms, murmur2_random)
-//! and publish in windows of `--window` records whose delivery reports are
-//! awaited together (the bus through `publish_batch`). The sides run one
-//! after the other; both topics are deleted afterwards.
+//! One topic with `--partitions` partitions is filled once, by the bus
+//! (`publish_batch` in windows of `--window`; its rate is reported apart as
+//! `publish_msgs_per_sec`). Then `--rounds` rounds each read the whole topic
+//! twice from the beginning, once per side, with a new consumer group per
+//! read; the side that goes first alternates from round to round. A side's
+//! interval runs from its first handled record to its last, so group joins
+//! and shutdown are not in it. The report gives the median rates and the
+//! median of the per-round ratios.
+//!
+//! - **bus**: the bus's one consumer (its poll thread) → keyed dispatch
+//!   (`--concurrency` lanes at once) → handler; offsets stored as records
+//!   finish (never past an unfinished one), committed every
+//!   `kafka.consumer.commit_interval`.
+//! - **baseline**: what a service would write by hand with rdkafka for the
+//!   same guarantees: a `BaseConsumer` created with exactly the bus's
+//!   consumer properties ([`consumer_properties`]: fetch sizes, prefetch,
+//!   commit interval, manual offset store), polled on its own thread, which
+//!   copies each record's key and payload out of librdkafka and hands it by
+//!   key hash to one of `--concurrency` tokio tasks (bounded channels, per-key
+//!   order kept); each task handles its records one after another and reports
+//!   their offsets back; the poll thread stores, per partition, the lowest
+//!   unfinished offset ([`PartitionOffsets`], as the bus does), committed by
+//!   the same auto-commit. No retries, dead letters, metrics or headers.
+//!
+//! Both handlers do the same work (per-key order check, count; the latency
+//! since publish is not reported, the records were published before).
+//! `cpu_us_per_msg` is the whole process's CPU time over the side's run
+//! (group join included) per record: steadier than rates on a busy machine.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
-use futures::future::join_all;
+use bytes::Bytes;
+use jxt_eventbus::backend::kafka::consumer_properties;
 use jxt_eventbus::config::TopicSettings;
-use jxt_eventbus::{BackendKind, BusConfig, EventBus};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use jxt_eventbus::offsets::PartitionOffsets;
+use jxt_eventbus::{
+    BackendKind, BusConfig, Delivery, EventBus, HandlerResult, Message, SubscribeOptions,
+};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 
-use super::{key_of, payload, BenchArgs, SideResult, Tally};
+use super::{key_of, payload, process_cpu, BenchArgs, Outcome, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
+/// Records the baseline's poll thread takes per loop turn at most, as the
+/// bus's poll thread does.
+const POLL_BATCH: usize = 512;
 
-pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'static str)> {
+pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
     let brokers = std::env::var("EVENTBUS_KAFKA_BROKERS")
         .ok()
         .filter(|b| !b.trim().is_empty())
@@ -42,40 +70,52 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'s
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis())
     );
-    let (bus_topic, raw_topic) = (format!("bench-bus-{run_id}"), format!("bench-raw-{run_id}"));
+    let topic = format!("bench-{run_id}");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .context("admin client")?;
-    let bus = bus_side(args, &brokers, &bus_topic, &run_id).await;
-    let raw = raw_side(args, &brokers, &admin, &raw_topic, &run_id).await;
-    let _ = admin
-        .delete_topics(&[&bus_topic, &raw_topic], &AdminOptions::new())
-        .await;
-    Ok((
-        bus?,
-        raw?,
-        "rdkafka: FutureProducer (same settings) + one BaseConsumer poll loop handling records in place, auto-commit",
-    ))
+    let result = measure(args, &brokers, &topic, &run_id).await;
+    let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+    result
 }
 
-fn message(args: &BenchArgs, i: u64) -> (String, Vec<u8>) {
-    let (k, seq, key) = key_of(i, args.keys);
-    (key, payload(k, seq, args.size))
+async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Result<Outcome> {
+    let publish_msgs_per_sec = fill(args, brokers, topic, run_id).await?;
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let bus_group = format!("bench-bus-{run_id}-{round}");
+        let raw_group = format!("bench-raw-{run_id}-{round}");
+        let (bus, raw) = if round % 2 == 0 {
+            let bus = bus_side(args, brokers, topic, &bus_group).await?;
+            (bus, raw_side(args, brokers, topic, &raw_group).await?)
+        } else {
+            let raw = raw_side(args, brokers, topic, &raw_group).await?;
+            (bus_side(args, brokers, topic, &bus_group).await?, raw)
+        };
+        rounds.push((bus, raw));
+    }
+    Ok(Outcome {
+        rounds,
+        baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
+        publish_msgs_per_sec: Some(publish_msgs_per_sec),
+    })
 }
 
-async fn bus_side(
-    args: &BenchArgs,
-    brokers: &str,
-    topic: &str,
-    run_id: &str,
-) -> Result<SideResult> {
+fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusConfig {
     let mut config = BusConfig {
         backend: BackendKind::Kafka,
-        group: format!("bench-bus-{run_id}"),
+        group: group.to_string(),
         ..BusConfig::default()
     };
     config.kafka.brokers = brokers.split(',').map(str::to_string).collect();
+    config.dispatch.max_concurrency = args.concurrency;
+    config
+}
+
+/// Fills the topic through the bus; returns the publish rate.
+async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Result<f64> {
+    let mut config = bus_config(args, brokers, &format!("bench-fill-{run_id}"));
     // The bus creates its topic at build (topic strategy create_only).
     config.kafka.topics.insert(
         topic.to_string(),
@@ -84,114 +124,170 @@ async fn bus_side(
             ..TopicSettings::default()
         },
     );
-    config.dispatch.max_concurrency = args.concurrency;
     let bus = EventBus::from_config(config).await.with_context(|| {
         format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
     })?;
-    super::bus_side_windowed(bus, topic, args, args.window).await
-}
-
-async fn raw_side(
-    args: &BenchArgs,
-    brokers: &str,
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    run_id: &str,
-) -> Result<SideResult> {
-    let new = NewTopic::new(topic, args.partitions as i32, TopicReplication::Fixed(1));
-    for r in admin
-        .create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await?
-    {
-        if let Err((name, code)) = r {
-            bail!("cannot create topic {name}: {code}");
-        }
-    }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .set("message.timeout.ms", "30000")
-        .create()?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-raw-{run_id}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let tally = Tally::new(args.messages, args.keys);
-    let stop = Arc::new(AtomicBool::new(false));
-    let assigned = Arc::new(AtomicBool::new(false));
-    let (t, s, a) = (tally.clone(), stop.clone(), assigned.clone());
-    let partitions = args.partitions as usize;
-    let poller = std::thread::spawn(move || -> Result<()> {
-        while !s.load(Ordering::Relaxed) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => t.record(m.payload().unwrap_or_default()),
-                Some(Err(e)) => bail!("raw consumer failed: {e}"),
-                None => {}
-            }
-            if !a.load(Ordering::Relaxed)
-                && consumer.assignment().is_ok_and(|x| x.count() == partitions)
-            {
-                a.store(true, Ordering::Release);
-            }
-        }
-        Ok(())
-    });
-    // As the bus's subscribe does: start publishing once the group assigned.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !assigned.load(Ordering::Acquire) {
-        if tokio::time::Instant::now() > deadline || poller.is_finished() {
-            stop.store(true, Ordering::Relaxed);
-            bail!("the raw consumer got no assignment within 60s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tally.start();
+    let started = Instant::now();
     let mut from = 0;
     while from < args.messages {
         let to = (from + args.window.max(1)).min(args.messages);
-        let records: Vec<(String, Vec<u8>)> = (from..to).map(|i| message(args, i)).collect();
-        let mut deliveries = Vec::with_capacity(records.len());
-        for (key, p) in &records {
-            let mut record = FutureRecord::to(topic)
-                .key(key.as_str())
-                .payload(p.as_slice());
-            loop {
-                match producer.send_result(record) {
-                    Ok(d) => break deliveries.push(d),
-                    Err((e, back))
-                        if e.rdkafka_error_code()
-                            == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => bail!("raw publish failed: {e}"),
-                }
-            }
-        }
-        for d in join_all(deliveries).await {
-            if let Err((e, _)) = d? {
-                bail!("raw delivery failed: {e}");
-            }
+        let batch = (from..to)
+            .map(|i| {
+                let (k, seq, key) = key_of(i, args.keys);
+                Message::new(payload(k, seq, args.size)).with_key(key)
+            })
+            .collect();
+        for r in bus.publish_batch(topic, batch).await? {
+            r?;
         }
         from = to;
     }
+    let rate = args.messages as f64 / started.elapsed().as_secs_f64();
+    bus.shutdown().await?;
+    Ok(rate)
+}
+
+/// Reads the topic through the bus in a new group.
+async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
+    let bus = EventBus::from_config(bus_config(args, brokers, group)).await?;
+    let tally = Tally::new(args.messages, args.keys);
+    let t = tally.clone();
+    let cpu_before = process_cpu();
+    bus.subscribe(
+        topic,
+        move |d: Delivery| {
+            t.record(d.payload());
+            std::future::ready(HandlerResult::Ok(()))
+        },
+        SubscribeOptions::new(),
+    )
+    .await?;
+    let mut result = tally.wait(TIMEOUT).await?;
+    result.cpu = cpu_used(cpu_before);
+    bus.shutdown().await?;
+    Ok(without_latency(result))
+}
+
+fn cpu_used(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
+}
+
+fn without_latency(mut r: SideResult) -> SideResult {
+    r.p50_us = None;
+    r.p99_us = None;
+    r
+}
+
+/// A record handed from the baseline's poll thread to a worker task.
+struct RawJob {
+    partition: i32,
+    offset: i64,
+    #[allow(dead_code)] // Owned, as a handler would receive it.
+    key: Option<Bytes>,
+    payload: Bytes,
+}
+
+/// Reads the topic by hand in a new group (see the module docs).
+async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
+    let config = bus_config(args, brokers, group);
+    let mut client = ClientConfig::new();
+    for (k, v) in consumer_properties(&config, group) {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client.create()?;
+    consumer.subscribe(&[topic])?;
+    let tally = Tally::new(args.messages, args.keys);
+    let cpu_before = process_cpu();
+    // Workers: one FIFO per key hash bucket, the buffer split between them
+    // as the bus caps its buffered records.
+    let workers = args.concurrency.max(1);
+    let capacity = (config.dispatch.max_buffered / workers).max(16);
+    let (done_tx, done_rx) = std_mpsc::channel::<(i32, i64)>();
+    let mut queues = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, mut rx) = mpsc::channel::<RawJob>(capacity);
+        let (t, done) = (tally.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                t.record(&job.payload);
+                let _ = done.send((job.partition, job.offset));
+            }
+        });
+        queues.push(tx);
+    }
+    drop(done_tx);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let topic = topic.to_string();
+    let poller = std::thread::spawn(move || raw_poll_loop(consumer, topic, queues, done_rx, &s));
     let result = tally.wait(TIMEOUT).await;
+    let cpu = cpu_used(cpu_before);
     stop.store(true, Ordering::Relaxed);
-    match poller.join() {
+    match tokio::task::spawn_blocking(move || poller.join()).await? {
         Ok(Err(e)) => return Err(e),
         Err(_) => bail!("raw consumer thread panicked"),
         Ok(Ok(())) => {}
     }
-    result
+    let mut result = result?;
+    result.cpu = cpu;
+    Ok(without_latency(result))
+}
+
+/// The baseline's poll thread: polls, hands records to workers by key
+/// hash, stores the lowest unfinished offset per partition.
+fn raw_poll_loop(
+    consumer: BaseConsumer,
+    topic: String,
+    queues: Vec<mpsc::Sender<RawJob>>,
+    done: std_mpsc::Receiver<(i32, i64)>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut offsets: HashMap<i32, PartitionOffsets> = HashMap::new();
+    let mut advanced: HashMap<i32, i64> = HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..POLL_BATCH {
+            let m = match consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => bail!("raw consumer failed: {e}"),
+            };
+            wait = Duration::ZERO;
+            let key = m.key().map(Bytes::copy_from_slice);
+            let shard = key.as_deref().map_or(0, fnv1a) as usize % queues.len();
+            offsets
+                .entry(m.partition())
+                .or_default()
+                .deliver(m.offset());
+            let job = RawJob {
+                partition: m.partition(),
+                offset: m.offset(),
+                key,
+                payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            };
+            if queues[shard].blocking_send(job).is_err() {
+                return Ok(());
+            }
+        }
+        for (partition, offset) in done.try_iter() {
+            if let Some(position) = offsets.get_mut(&partition).and_then(|o| o.complete(offset)) {
+                advanced.insert(partition, position);
+            }
+        }
+        if !advanced.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(advanced.len());
+            for (partition, position) in advanced.drain() {
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+            }
+            consumer.store_offsets(&tpl)?;
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a: a cheap stable hash to pick a key's worker.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

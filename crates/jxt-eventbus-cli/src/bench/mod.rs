@@ -5,6 +5,11 @@
 //! first bytes of the payload; both sides' handlers do the same work on it
 //! (record latency, check per-key order, count), so the ratio measures what
 //! the bus adds and nothing else. No sleeps are measured.
+//!
+//! A backend may run several rounds (Kafka: `--rounds`, alternating which
+//! side goes first); the reported rates are the medians over the rounds and
+//! the ratio is the median of the per-round ratios, so one disturbed round
+//! does not decide the result.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,6 +61,10 @@ pub(crate) struct BenchArgs {
     /// both sides (Kafka; the bus through `publish_batch`).
     #[arg(long, default_value_t = 10_000)]
     pub(crate) window: u64,
+    /// Measured rounds, each running both sides (Kafka); the report gives
+    /// medians.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: u32,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -65,9 +74,47 @@ pub(crate) struct BenchArgs {
 #[derive(Debug)]
 pub(crate) struct SideResult {
     pub(crate) elapsed: Duration,
-    pub(crate) p50_us: u64,
-    pub(crate) p99_us: u64,
+    /// Publish → handler latency; `None` where records were published
+    /// before the measured interval (it would only measure the backlog).
+    pub(crate) p50_us: Option<u64>,
+    pub(crate) p99_us: Option<u64>,
     pub(crate) ordered: bool,
+    /// CPU time of the whole process while the side ran, when measured.
+    pub(crate) cpu: Option<Duration>,
+}
+
+/// What a backend's benchmark measured.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// (bus, baseline) per round.
+    pub(crate) rounds: Vec<(SideResult, SideResult)>,
+    /// What the baseline is.
+    pub(crate) baseline: &'static str,
+    /// Rate at which the bus published the records, when measured apart.
+    pub(crate) publish_msgs_per_sec: Option<f64>,
+}
+
+impl Outcome {
+    fn one(bus: SideResult, raw: SideResult, baseline: &'static str) -> Self {
+        Outcome {
+            rounds: vec![(bus, raw)],
+            baseline,
+            publish_msgs_per_sec: None,
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// The JSON line.
@@ -78,13 +125,27 @@ struct Report {
     keys: u64,
     size: usize,
     partitions: u32,
+    rounds: usize,
     msgs_per_sec: f64,
     baseline_msgs_per_sec: f64,
     ratio: f64,
-    p50_us: u64,
-    p99_us: u64,
-    baseline_p50_us: u64,
-    baseline_p99_us: u64,
+    ratio_per_round: Vec<f64>,
+    msgs_per_sec_per_round: Vec<f64>,
+    baseline_msgs_per_sec_per_round: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_cpu_us_per_msg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_msgs_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p50_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p99_us: Option<u64>,
     per_key_order_held: bool,
     peak_rss_mb: f64,
     baseline: &'static str,
@@ -97,32 +158,57 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     if args.keys == 0 || args.messages == 0 {
         bail!("--keys and --messages must be at least 1");
     }
-    let (bus, raw, baseline) = match args.backend {
-        BenchBackend::Memory => memory::run(&args).await?,
+    let outcome = match args.backend {
+        BenchBackend::Memory => {
+            let (bus, raw, baseline) = memory::run(&args).await?;
+            Outcome::one(bus, raw, baseline)
+        }
         #[cfg(feature = "kafka")]
         BenchBackend::Kafka => kafka::run(&args).await?,
         #[cfg(feature = "nats")]
-        BenchBackend::Nats => nats::run(&args).await?,
+        BenchBackend::Nats => {
+            let (bus, raw, baseline) = nats::run(&args).await?;
+            Outcome::one(bus, raw, baseline)
+        }
         #[allow(unreachable_patterns)]
         other => bail!("the {other:?} benchmark is not compiled in (cargo feature)"),
     };
     let rate = |r: &SideResult| args.messages as f64 / r.elapsed.as_secs_f64();
+    let cpu = |r: &SideResult| r.cpu.map(|c| c.as_secs_f64() * 1e6 / args.messages as f64);
+    let rounds = &outcome.rounds;
+    let medians = |f: &dyn Fn(&SideResult, &SideResult) -> Option<f64>| {
+        let v: Vec<f64> = rounds.iter().filter_map(|(b, r)| f(b, r)).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let ratio_per_round: Vec<f64> = rounds
+        .iter()
+        .map(|(b, r)| round3(rate(b) / rate(r)))
+        .collect();
+    // Latency figures come from the first round (memory and NATS run one).
+    let (first_bus, first_raw) = &rounds[0];
     let report = Report {
         backend: args.backend,
         messages: args.messages,
         keys: args.keys,
         size: args.size,
         partitions: args.partitions,
-        msgs_per_sec: rate(&bus).round(),
-        baseline_msgs_per_sec: rate(&raw).round(),
-        ratio: (rate(&bus) / rate(&raw) * 1000.0).round() / 1000.0,
-        p50_us: bus.p50_us,
-        p99_us: bus.p99_us,
-        baseline_p50_us: raw.p50_us,
-        baseline_p99_us: raw.p99_us,
-        per_key_order_held: bus.ordered,
+        rounds: rounds.len(),
+        msgs_per_sec: medians(&|b, _| Some(rate(b))).unwrap_or(0.0).round(),
+        baseline_msgs_per_sec: medians(&|_, r| Some(rate(r))).unwrap_or(0.0).round(),
+        ratio: round3(median(ratio_per_round.clone())),
+        ratio_per_round,
+        msgs_per_sec_per_round: rounds.iter().map(|(b, _)| rate(b).round()).collect(),
+        baseline_msgs_per_sec_per_round: rounds.iter().map(|(_, r)| rate(r).round()).collect(),
+        cpu_us_per_msg: medians(&|b, _| cpu(b)).map(|x| (x * 100.0).round() / 100.0),
+        baseline_cpu_us_per_msg: medians(&|_, r| cpu(r)).map(|x| (x * 100.0).round() / 100.0),
+        publish_msgs_per_sec: outcome.publish_msgs_per_sec.map(f64::round),
+        p50_us: first_bus.p50_us,
+        p99_us: first_bus.p99_us,
+        baseline_p50_us: first_raw.p50_us,
+        baseline_p99_us: first_raw.p99_us,
+        per_key_order_held: rounds.iter().all(|(b, _)| b.ordered),
         peak_rss_mb: peak_rss_mb(),
-        baseline,
+        baseline: outcome.baseline,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -132,24 +218,36 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
             "messages     {} over {} keys, {} bytes, {} partitions",
             report.messages, report.keys, report.size, report.partitions
         );
+        let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        let cpu = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "bus          {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us",
-            report.msgs_per_sec, report.p50_us, report.p99_us
+            "bus          {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg",
+            report.msgs_per_sec,
+            us(report.p50_us),
+            us(report.p99_us),
+            cpu(report.cpu_us_per_msg)
         );
         println!(
-            "baseline     {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   ({})",
+            "baseline     {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg   ({})",
             report.baseline_msgs_per_sec,
-            report.baseline_p50_us,
-            report.baseline_p99_us,
+            us(report.baseline_p50_us),
+            us(report.baseline_p99_us),
+            cpu(report.baseline_cpu_us_per_msg),
             report.baseline
         );
-        println!("ratio        {:.3}", report.ratio);
+        println!(
+            "ratio        {:.3} (median of {} rounds: {:?})",
+            report.ratio, report.rounds, report.ratio_per_round
+        );
+        if let Some(p) = report.publish_msgs_per_sec {
+            println!("bus publish  {p:>12.0} msg/s (filling the topic)");
+        }
         println!(
             "per-key order held: {}   peak RSS {:.1} MiB",
             report.per_key_order_held, report.peak_rss_mb
         );
     }
-    if !bus.ordered {
+    if !report.per_key_order_held {
         bail!("per-key order was violated on the bus side");
     }
     Ok(())
@@ -190,6 +288,7 @@ pub(crate) struct Tally {
     latency: Mutex<Histogram<u64>>,
     finished: Notify,
     started: OnceLock<Instant>,
+    ended: OnceLock<Instant>,
 }
 
 impl Tally {
@@ -204,16 +303,21 @@ impl Tally {
             ),
             finished: Notify::new(),
             started: OnceLock::new(),
+            ended: OnceLock::new(),
         })
     }
 
-    /// Marks the start of the measured interval (first publish).
+    /// Marks the start of the measured interval (first publish). Without
+    /// it the interval starts at the first handled record.
     pub(crate) fn start(&self) {
         let _ = self.started.set(Instant::now());
     }
 
     /// Records one handled payload.
     pub(crate) fn record(&self, payload: &[u8]) {
+        if self.started.get().is_none() {
+            self.start();
+        }
         let word =
             |r: std::ops::Range<usize>| u64::from_le_bytes(payload[r].try_into().expect("8 bytes"));
         let sent = word(0..8);
@@ -233,6 +337,7 @@ impl Tally {
             self.disorder.fetch_add(1, Ordering::Relaxed);
         }
         if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.expected {
+            let _ = self.ended.set(Instant::now());
             self.finished.notify_one();
         }
     }
@@ -252,13 +357,17 @@ impl Tally {
                 self.expected
             );
         }
-        let elapsed = self.started.get().map_or(Duration::ZERO, |s| s.elapsed());
+        let elapsed = match (self.started.get(), self.ended.get()) {
+            (Some(s), Some(e)) => e.duration_since(*s),
+            _ => Duration::ZERO,
+        };
         let h = self.latency.lock().expect("histogram lock");
         Ok(SideResult {
             elapsed,
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
+            p50_us: Some(h.value_at_quantile(0.5)),
+            p99_us: Some(h.value_at_quantile(0.99)),
             ordered: self.disorder.load(Ordering::Relaxed) == 0,
+            cpu: None,
         })
     }
 }
@@ -303,6 +412,18 @@ pub(crate) async fn bus_side_windowed(
     let result = tally.wait(Duration::from_secs(600)).await?;
     bus.shutdown().await?;
     Ok(result)
+}
+
+/// CPU time (user + system) this process used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks: u64 = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Peak resident set size of this process (VmHWM), in MiB.
