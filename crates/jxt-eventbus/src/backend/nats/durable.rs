@@ -194,7 +194,9 @@ pub(crate) async fn ensure(
 }
 
 async fn create(js: &Context, spec: &DurableSpec, config: pull::Config) -> Result<PullConsumer> {
-    js.create_consumer_on_stream(config, &spec.stream)
+    let pinned = config.priority_policy == PriorityPolicy::PinnedClient;
+    let consumer = js
+        .create_consumer_on_stream(config, &spec.stream)
         .await
         .map_err(|e| {
             let retryable = !matches!(e.kind(), ConsumerErrorKind::JetStream(_));
@@ -206,5 +208,16 @@ async fn create(js: &Context, spec: &DurableSpec, config: pull::Config) -> Resul
                 retryable,
                 e,
             )
-        })
+        })?;
+    // A server older than 2.11 ignores priority groups: the group would
+    // share records one by one while configured not to.
+    if pinned && consumer.cached_info().config.priority_policy != PriorityPolicy::PinnedClient {
+        return Err(backend_refusal(format!(
+            "the server did not keep the priority group of consumer `{}` on stream `{}`: \
+             nats.consumer.sharing: pinned needs nats-server 2.11 or later; upgrade the server \
+             or set nats.consumer.sharing: shared",
+            spec.name, spec.stream
+        )));
+    }
+    Ok(consumer)
 }
