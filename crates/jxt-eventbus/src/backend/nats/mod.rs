@@ -55,9 +55,12 @@
 //!
 //! * The pinned bus keeps its pin with its pull requests, and with
 //!   record-less ones while it is paused, full or idle.
-//! * A bus that unsubscribes, shuts down or is dropped `NAK`s what it held
-//!   and then releases the pin: a standby takes over at once and gets those
-//!   records first (the server redelivers before anything new).
+//! * Standby buses keep no pull request waiting (it would make the server
+//!   reorder redeliveries); they read the consumer's pin every second.
+//! * A bus that unsubscribes, shuts down or is dropped pauses delivery,
+//!   `NAK`s what it held, releases the pin and resumes: a standby takes over
+//!   within a second and gets those records first (the server redelivers
+//!   before anything new).
 //! * A bus that crashes or loses its connection keeps the pin until
 //!   `nats.consumer.pinned_ttl` (default twice `ack_wait`) passed without a
 //!   pull request; by then its unfinished records are due for redelivery,
