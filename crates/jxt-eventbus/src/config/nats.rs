@@ -54,9 +54,10 @@ pub struct NatsConfig {
     /// Consumer `max_ack_pending`: records of one topic delivered to the
     /// whole group and not yet acknowledged. The server stops delivering at
     /// this count, so it caps the group's parallelism. Default: unset, which
-    /// uses `dispatch.max_buffered` (one bus's whole buffer; raise it for
-    /// groups of several members). JetStream's own default of 1000 is not
-    /// used: it would stall a bus whose buffer is larger.
+    /// uses `dispatch.max_buffered` (one bus's whole buffer; with
+    /// `consumer.sharing: shared`, raise it for groups of several members).
+    /// JetStream's own default of 1000 is not used: it would stall a bus
+    /// whose buffer is larger.
     pub max_ack_pending: Option<u32>,
     /// Records asked for per pull request. Larger batches cost fewer round
     /// trips. A topic never holds more than
