@@ -1,10 +1,11 @@
 //! Several buses of one group on one topic over NATS JetStream: with
 //! `nats.consumer.sharing: pinned` (the default) one bus handles the topic
-//! and per-key order holds across the group; when that bus shuts down or is
-//! dropped mid-stream, another takes over at once and no record is lost or
-//! handled before an earlier record of its key. `sharing: shared` spreads
-//! records over the group, and a group switches between the two only while
-//! none of its buses pulls.
+//! and per-key order holds across the group; when that bus shuts down,
+//! unsubscribes or is dropped mid-stream, another takes over at once and no
+//! record is lost or handled before an earlier record of its key; a busy
+//! pinned bus keeps its topic. `sharing: shared` spreads records over the
+//! group, and a group switches between the two only while none of its buses
+//! pulls.
 #![cfg(feature = "nats")]
 
 mod nats_support;
@@ -261,22 +262,31 @@ async fn one_bus_of_the_group_handles_a_topic_in_key_order() {
     s.publisher.shutdown().await.unwrap();
 }
 
-/// Publishes while the pinned bus lets go mid-stream (`let_go` shuts it
-/// down or drops it); the standby takes over within a few seconds (far
-/// below `pinned_ttl`: the pin was released) and every record is handled,
-/// never before an earlier record of its key.
-async fn hand_over(prefix: &str, shutdown: bool) {
+/// How the pinned bus lets the topic go.
+#[derive(Clone, Copy, PartialEq)]
+enum LetGo {
+    Shutdown,
+    Drop,
+    Unsubscribe,
+}
+
+/// Publishes while the pinned bus lets go of the topic mid-stream; the
+/// standby takes over within a few seconds (far below `pinned_ttl`: the pin
+/// was released) and every record is handled, never before an earlier
+/// record of its key.
+async fn hand_over(prefix: &str, how: LetGo) {
     let Some(s) = setup(prefix).await else {
         return;
     };
     let tracker = Arc::new(Tracker::default());
     let (a, b) = (s.bus().await, s.bus().await);
     // A dropped bus's handlers may still be running when the standby gets
-    // their records again: only a shutdown drains them first.
-    subscribe(&a, &s.topic, "a", &tracker, shutdown)
+    // their records again: shutdown and unsubscribe wait for them first.
+    let concurrency_checked = how != LetGo::Drop;
+    subscribe(&a, &s.topic, "a", &tracker, concurrency_checked)
         .await
         .unwrap();
-    subscribe(&b, &s.topic, "b", &tracker, shutdown)
+    subscribe(&b, &s.topic, "b", &tracker, concurrency_checked)
         .await
         .unwrap();
     let mut sent = publish(&s.publisher, &s.topic, 0, 400).await;
@@ -292,11 +302,20 @@ async fn hand_over(prefix: &str, shutdown: bool) {
     };
     assert_eq!(tracker.handled_by(name), 0, "the standby waits");
     let let_go = Instant::now();
-    if shutdown {
-        pinned.shutdown().await.unwrap();
-    } else {
-        drop(pinned);
-    }
+    let pinned = match how {
+        LetGo::Shutdown => {
+            pinned.shutdown().await.unwrap();
+            None
+        }
+        LetGo::Drop => {
+            drop(pinned);
+            None
+        }
+        LetGo::Unsubscribe => {
+            pinned.unsubscribe(&s.topic).await.unwrap();
+            Some(pinned)
+        }
+    };
     sent.extend(producing.await.unwrap());
     wait_until("every record", || tracker.distinct() == sent).await;
     let took_over = tracker.first(name).expect("the standby handled records");
@@ -307,17 +326,25 @@ async fn hand_over(prefix: &str, shutdown: bool) {
     );
     tracker.assert_clean();
     standby.shutdown().await.unwrap();
+    if let Some(bus) = pinned {
+        bus.shutdown().await.unwrap();
+    }
     s.publisher.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_hands_the_topic_over_in_key_order() {
-    hand_over("handover-shutdown", true).await;
+    hand_over("handover-shutdown", LetGo::Shutdown).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drop_hands_the_topic_over_in_key_order() {
-    hand_over("handover-drop", false).await;
+    hand_over("handover-drop", LetGo::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unsubscribe_hands_the_topic_over_in_key_order() {
+    hand_over("handover-unsubscribe", LetGo::Unsubscribe).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

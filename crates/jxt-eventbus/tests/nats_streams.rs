@@ -9,7 +9,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::AckPolicy, stream};
+use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy};
+use async_nats::jetstream::{self, stream};
 use jxt_eventbus::config::{NatsStorage, NatsTopicSettings, TopicStrategy};
 use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
 use nats_support::StreamCleanup;
@@ -275,6 +276,26 @@ async fn the_group_consumer_follows_the_configuration() {
         info.config.deliver_subject.is_none(),
         "a pull consumer, never core NATS"
     );
+    assert_eq!(info.config.priority_policy, PriorityPolicy::PinnedClient);
+    assert_eq!(info.config.priority_groups, vec!["bus".to_string()]);
+    assert_eq!(
+        info.config.priority_timeout,
+        Duration::from_secs(90),
+        "pinned_ttl defaults to twice ack_wait"
+    );
+    b.shutdown().await.unwrap();
+    // A bus configured otherwise brings the idle group's consumer to its
+    // settings.
+    let mut c = nats_support::config(&url, &group);
+    c.nats.ack_wait = Duration::from_secs(45);
+    c.dispatch.max_buffered = 4321;
+    c.nats.consumer.pinned_ttl = Some(Duration::from_secs(20));
+    let b = EventBus::from_config(c).await.unwrap();
+    b.subscribe(&topic, noop, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let info = stream.consumer_info(&name).await.unwrap();
+    assert_eq!(info.config.priority_timeout, Duration::from_secs(20));
     b.shutdown().await.unwrap();
     // The group's position outlives the bus.
     assert!(stream.consumer_info(&name).await.is_ok());
