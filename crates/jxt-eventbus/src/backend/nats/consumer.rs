@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::Context;
 use async_trait::async_trait;
@@ -182,15 +183,12 @@ async fn stop(h: TopicHandle) -> Stopped {
 /// acknowledging task to `NAK` them) and hands the topics this bus was
 /// pinned to over to the group's standby buses: delivery paused, `NAK`s
 /// sent and confirmed, pins released, delivery resumed (see `pin`).
-async fn hand_over(
-    js: &Context,
-    acker: &Acker,
-    stopped: &[Stopped],
-    timeout: Duration,
-    let_go: fn(&Acker),
-) {
+/// Without a connection there is nobody to tell: the pins expire after
+/// `pinned_ttl` and the records after `ack_wait`.
+async fn hand_over(ctx: &PullContext, stopped: &[Stopped], timeout: Duration, let_go: fn(&Acker)) {
+    let (js, acker) = (&ctx.js, &ctx.acker);
     let pinned: Vec<&Stopped> = stopped.iter().filter(|s| s.pin.id().is_some()).collect();
-    if pinned.is_empty() {
+    if pinned.is_empty() || ctx.client.connection_state() != State::Connected {
         let_go(acker);
         return;
     }
@@ -281,8 +279,7 @@ impl Consumer for NatsConsumer {
             // Its queued records were let go; the pull loop is gone, so the
             // group (or this bus, on a later subscribe) gets them again.
             hand_over(
-                &self.ctx.js,
-                &self.ctx.acker,
+                &self.ctx,
                 &stopped,
                 self.defaults.request_timeout,
                 Acker::nak_released,
@@ -385,8 +382,7 @@ impl Consumer for NatsConsumer {
         // Whatever is still held goes back to the group now rather than
         // after ack_wait, and then the topics to a standby bus.
         hand_over(
-            &self.ctx.js,
-            &self.ctx.acker,
+            &self.ctx,
             &stopped,
             self.defaults.request_timeout,
             Acker::release_all,
@@ -405,22 +401,21 @@ impl Drop for NatsConsumer {
         // loops drain their open requests, so nothing is left in flight) and
         // hand every held record back to the group.
         let handles: Vec<TopicHandle> = self.topics().drain().map(|(_, h)| h).collect();
-        let acker = self.ctx.acker.clone();
-        let js = self.ctx.js.clone();
+        let ctx = self.ctx.clone();
         let timeout = self.defaults.request_timeout;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
                     let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
-                    forget_pull_requests(&js, &stopped, timeout).await;
-                    hand_over(&js, &acker, &stopped, timeout, Acker::release_all).await;
+                    forget_pull_requests(&ctx.js, &stopped, timeout).await;
+                    hand_over(&ctx, &stopped, timeout, Acker::release_all).await;
                 });
             }
             Err(_) => {
                 for h in handles {
                     h.task.abort();
                 }
-                acker.release_all();
+                ctx.acker.release_all();
             }
         }
     }
