@@ -213,16 +213,18 @@ impl Puller {
             &consumer.cached_info().stream_name,
             &consumer.cached_info().name,
         );
+        // Pin renewals live two renewal periods (no heartbeat: the server
+        // answers each when it expires), so at most two or three wait.
         let keep_every = ctx.pinned_ttl.map(|ttl| ttl / 4);
-        let keep_expires =
-            keep_every.map(|every| (every * 2).clamp(ctx.heartbeat * 2, ctx.expires));
+        let keep_expires = keep_every.map(|every| (every * 2).min(ctx.expires));
         let mut owed: usize = 0;
         let mut deadline = Instant::now() + silence;
         let mut last_request = Instant::now();
         let mut probed = false;
         loop {
             let room = ctx.limit.saturating_sub(self.held.count() + owed);
-            let pin = self.pin.id();
+            // Shared consumers have no pin: no lock per read.
+            let pin = ctx.pinned_ttl.and_then(|_| self.pin.id());
             let may_ask = !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch;
             let standby = ctx.pinned_ttl.is_some() && pin.is_none();
             if standby && probed && owed == 0 {
@@ -252,7 +254,7 @@ impl Puller {
             } else {
                 match (pin.as_deref(), keep_every, keep_expires) {
                     (Some(pin), Some(every), Some(expires)) if last_request.elapsed() >= every => {
-                        Some((PullRequest::keep_pin(expires, ctx.heartbeat, pin), 1))
+                        Some((PullRequest::keep_pin(expires, pin), 1))
                     }
                     _ => None,
                 }
@@ -334,7 +336,9 @@ impl Puller {
             match m.status {
                 None | Some(StatusCode::OK) => {
                     *owed = owed.saturating_sub(1);
-                    self.note_pin(&m);
+                    if ctx.pinned_ttl.is_some() {
+                        self.note_pin(&m);
+                    }
                     if let Some(r) = self.record(ctx, m) {
                         records.push(r);
                     }
