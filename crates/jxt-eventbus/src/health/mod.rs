@@ -1,6 +1,6 @@
 //! The health model of a bus: per-component states with reasons, the rules
-//! that set them ([`assess`]), the background broker check ([`broker`]) and
-//! the optional heartbeat probe ([`probe`]).
+//! that set them, the background broker check and the optional heartbeat
+//! probe.
 //!
 //! | component | unhealthy when | degraded when |
 //! |-----------|----------------|---------------|
