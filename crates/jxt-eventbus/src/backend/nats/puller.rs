@@ -125,7 +125,8 @@ impl Puller {
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
             }
-            tracing::warn!(topic = %self.partition.topic, reason = %why, "pulling again");
+            // Every topic repeats this while the server is away: rate-limited.
+            crate::log_limit::warn_limited!(topic = %self.partition.topic, reason = %why, "pulling again");
             loop {
                 if self.pause_for(backoff).await {
                     return;
@@ -136,7 +137,7 @@ impl Puller {
                         consumer = c;
                         break;
                     }
-                    Err(e) => tracing::warn!(
+                    Err(e) => crate::log_limit::warn_limited!(
                         topic = %self.partition.topic, error = %e,
                         "cannot reach the durable consumer yet; retrying"
                     ),
