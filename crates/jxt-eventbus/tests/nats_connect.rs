@@ -9,38 +9,9 @@ mod support;
 use std::time::Duration;
 
 use jxt_eventbus::config::Secret;
-use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
+use jxt_eventbus::Error;
 use nats_support::server::NatsServer;
-
-async fn round_trip(config: BusConfig) {
-    let bus = EventBus::from_config(config).await.expect("bus");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    bus.subscribe(
-        "auth-check",
-        move |d: Delivery| {
-            tx.send(d.payload().clone()).unwrap();
-            std::future::ready(Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
-    bus.publish("auth-check", Message::new("hello"))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&got[..], b"hello");
-    bus.shutdown().await.unwrap();
-}
-
-async fn refused(config: BusConfig) -> Error {
-    EventBus::from_config(config)
-        .await
-        .expect_err("the bus must not start")
-}
+use nats_support::{refused, round_trip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_password() {

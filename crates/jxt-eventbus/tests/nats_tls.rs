@@ -12,33 +12,10 @@ mod support;
 
 use std::time::Duration;
 
-use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
+use jxt_eventbus::{BusConfig, Error};
 use nats_support::server::NatsServer;
 use nats_support::tls::TestPki;
-
-async fn round_trip(config: BusConfig) {
-    let bus = EventBus::from_config(config).await.expect("bus over TLS");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    bus.subscribe(
-        "tls-check",
-        move |d: Delivery| {
-            tx.send(d.payload().clone()).unwrap();
-            std::future::ready(Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
-    bus.publish("tls-check", Message::new("over tls"))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&got[..], b"over tls");
-    bus.shutdown().await.unwrap();
-}
+use nats_support::{refused, round_trip};
 
 fn tls_config(server: &NatsServer, pki: &TestPki) -> BusConfig {
     let mut config = nats_support::config(&server.url(), "tls");
@@ -46,12 +23,6 @@ fn tls_config(server: &NatsServer, pki: &TestPki) -> BusConfig {
     config.nats.tls.ca_file = Some(pki.ca());
     config.nats.connect_timeout = Duration::from_secs(3);
     config
-}
-
-async fn refused(config: BusConfig) -> Error {
-    EventBus::from_config(config)
-        .await
-        .expect_err("the bus must not start")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use jxt_eventbus::{BackendKind, BusConfig};
+use jxt_eventbus::{BackendKind, BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
 
 /// A bus configuration on the NATS server at `url`, in `group`, with fast
 /// retries.
@@ -26,6 +26,39 @@ pub fn config(url: &str, group: &str) -> BusConfig {
     c.retry.max_backoff = Duration::from_millis(50);
     c.retry.jitter = false;
     c
+}
+
+/// Builds a bus from `config`, publishes one record and waits for it to come
+/// back through a subscription; shuts the bus down.
+pub async fn round_trip(config: BusConfig) {
+    let bus = EventBus::from_config(config).await.expect("bus");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    bus.subscribe(
+        "round-trip",
+        move |d: Delivery| {
+            tx.send(d.payload().clone()).unwrap();
+            std::future::ready(Ok(()))
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    bus.publish("round-trip", Message::new("hello"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..], b"hello");
+    bus.shutdown().await.unwrap();
+}
+
+/// The error of building a bus that must not start.
+pub async fn refused(config: BusConfig) -> Error {
+    EventBus::from_config(config)
+        .await
+        .expect_err("the bus must not start")
 }
 
 /// Creates a stream named after `topic` (which must be a valid stream name)
