@@ -20,6 +20,7 @@ use async_nats::jetstream::stream::StorageType;
 use jxt_eventbus::config::NatsSharing;
 use jxt_eventbus::{BusConfig, Delivery, Error, EventBus, Message, SubscribeOptions};
 use nats_support::StreamCleanup;
+use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(20);
 const KEYS: u64 = 40;
@@ -153,17 +154,6 @@ async fn publish(publisher: &EventBus, topic: &str, from: u64, to: u64) -> HashS
     sent
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 struct Setup {
     url: String,
     topic: String,
@@ -245,7 +235,10 @@ async fn one_bus_of_the_group_handles_a_topic_in_key_order() {
     subscribe(&b, &s.topic, "b", &tracker, true).await.unwrap();
 
     let sent = publish(&s.publisher, &s.topic, 0, 1000).await;
-    wait_until("every record", || tracker.distinct() == sent).await;
+    eventually("every record", WAIT.as_secs(), || {
+        tracker.distinct() == sent
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     tracker.assert_clean();
     let (by_a, by_b) = (tracker.handled_by("a"), tracker.handled_by("b"));
@@ -294,7 +287,10 @@ async fn hand_over(prefix: &str, how: LetGo) {
         let (publisher, topic) = (s.publisher.clone(), s.topic.clone());
         tokio::spawn(async move { publish(&publisher, &topic, 400, 1600).await })
     };
-    wait_until("the first records", || tracker.distinct().len() >= 200).await;
+    eventually("the first records", WAIT.as_secs(), || {
+        tracker.distinct().len() >= 200
+    })
+    .await;
     let (pinned, standby, name) = if tracker.handled_by("a") > 0 {
         (a, b, "b")
     } else {
@@ -317,7 +313,10 @@ async fn hand_over(prefix: &str, how: LetGo) {
         }
     };
     sent.extend(producing.await.unwrap());
-    wait_until("every record", || tracker.distinct() == sent).await;
+    eventually("every record", WAIT.as_secs(), || {
+        tracker.distinct() == sent
+    })
+    .await;
     let took_over = tracker.first(name).expect("the standby handled records");
     assert!(
         took_over.duration_since(let_go) < Duration::from_secs(10),
@@ -360,7 +359,10 @@ async fn shared_sharing_spreads_records_over_the_group() {
     subscribe(&a, &s.topic, "a", &tracker, false).await.unwrap();
     subscribe(&b, &s.topic, "b", &tracker, false).await.unwrap();
     let sent = publish(&s.publisher, &s.topic, 0, 1000).await;
-    wait_until("every record", || tracker.distinct() == sent).await;
+    eventually("every record", WAIT.as_secs(), || {
+        tracker.distinct() == sent
+    })
+    .await;
     let (by_a, by_b) = (tracker.handled_by("a"), tracker.handled_by("b"));
     assert!(by_a > 0 && by_b > 0, "both buses pull: a {by_a}, b {by_b}");
     assert_eq!(
@@ -389,7 +391,10 @@ async fn a_group_switches_sharing_only_while_no_bus_pulls() {
         .await
         .unwrap();
     let mut sent = publish(&s.publisher, &s.topic, 0, 200).await;
-    wait_until("the shared bus pulls", || tracker.distinct() == sent).await;
+    eventually("the shared bus pulls", WAIT.as_secs(), || {
+        tracker.distinct() == sent
+    })
+    .await;
 
     let pinned = s.bus().await;
     let err = subscribe(&pinned, &s.topic, "pinned", &tracker, true)
@@ -419,7 +424,10 @@ async fn a_group_switches_sharing_only_while_no_bus_pulls() {
         PriorityPolicy::PinnedClient
     );
     sent.extend(publish(&s.publisher, &s.topic, 200, 400).await);
-    wait_until("every record", || tracker.distinct() == sent).await;
+    eventually("every record", WAIT.as_secs(), || {
+        tracker.distinct() == sent
+    })
+    .await;
     assert!(tracker.handled_by("pinned") >= 200);
     tracker.assert_clean();
     pinned.shutdown().await.unwrap();
@@ -470,7 +478,10 @@ async fn a_busy_pinned_bus_keeps_its_topic() {
         let m = Message::new(n.to_string()).with_key("one");
         s.publisher.publish(&s.topic, m).await.unwrap();
     }
-    wait_until("every record", || handled.lock().unwrap().len() >= 30).await;
+    eventually("every record", WAIT.as_secs(), || {
+        handled.lock().unwrap().len() >= 30
+    })
+    .await;
     let handled = handled.lock().unwrap().clone();
     let first = handled[0];
     assert!(

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use jxt_eventbus::{Delivery, EventBus, Message, SubscribeOptions};
 use nats_support::StreamCleanup;
+use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(90);
 const CHILD_ENV: &str = "NATS_RECOVERY_CHILD";
@@ -53,17 +54,6 @@ async fn publish_all(
         }
     }
     sent
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A handler that takes `slow` per record and logs it when done.
@@ -103,7 +93,10 @@ async fn a_dropped_bus_hands_its_unfinished_records_to_the_group() {
     .await
     .unwrap();
     let sent = publish_all(&a, &topic, 16, 60).await;
-    wait_until("a handled some", || by_a.lock().unwrap().len() >= 100).await;
+    eventually("a handled some", WAIT.as_secs(), || {
+        by_a.lock().unwrap().len() >= 100
+    })
+    .await;
     drop(a);
     let done_by_a: HashSet<_> = by_a.lock().unwrap().iter().cloned().collect();
     assert!(
@@ -122,7 +115,7 @@ async fn a_dropped_bus_hands_its_unfinished_records_to_the_group() {
     )
     .await
     .unwrap();
-    wait_until("every record handled by a or b", || {
+    eventually("every record handled by a or b", WAIT.as_secs(), || {
         let mut all: HashSet<_> = by_a.lock().unwrap().iter().cloned().collect();
         all.extend(by_b.lock().unwrap().iter().cloned());
         all == sent
@@ -180,7 +173,10 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
             })
             .collect()
     };
-    wait_until("the child handled some", || read_child().len() >= 100).await;
+    eventually("the child handled some", WAIT.as_secs(), || {
+        read_child().len() >= 100
+    })
+    .await;
     child.kill().expect("SIGKILL the child");
     child.wait().unwrap();
     let done_by_child = read_child();
@@ -201,11 +197,15 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
     )
     .await
     .unwrap();
-    wait_until("every record handled by the child or b", || {
-        let mut all = done_by_child.clone();
-        all.extend(by_b.lock().unwrap().iter().cloned());
-        all == sent
-    })
+    eventually(
+        "every record handled by the child or b",
+        WAIT.as_secs(),
+        || {
+            let mut all = done_by_child.clone();
+            all.extend(by_b.lock().unwrap().iter().cloned());
+            all == sent
+        },
+    )
     .await;
     assert!(
         started.elapsed() < CHILD_ACK_WAIT * 4,
@@ -290,7 +290,7 @@ async fn a_deleted_consumer_is_recreated_where_the_group_was() {
     .await
     .unwrap();
     let first = publish_all(&bus, &topic, 5, 10).await;
-    wait_until("the first records", || {
+    eventually("the first records", WAIT.as_secs(), || {
         seen.lock().unwrap().len() == first.len()
     })
     .await;
@@ -320,10 +320,14 @@ async fn a_deleted_consumer_is_recreated_where_the_group_was() {
             .unwrap();
         later.insert((key, seq));
     }
-    wait_until("the records published after the deletion", || {
-        let got: HashSet<_> = seen.lock().unwrap().iter().cloned().collect();
-        later.is_subset(&got)
-    })
+    eventually(
+        "the records published after the deletion",
+        WAIT.as_secs(),
+        || {
+            let got: HashSet<_> = seen.lock().unwrap().iter().cloned().collect();
+            later.is_subset(&got)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jxt_eventbus::{Delivery, EventBus, Message, SubscribeOptions};
 use nats_support::StreamCleanup;
+use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -29,17 +30,6 @@ fn handler(
             .unwrap()
             .push((d.topic().to_string(), key.to_string(), seq.parse().unwrap()));
         futures::future::ready(Ok(()))
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -88,19 +78,27 @@ async fn topics_subscribed_at_runtime_lose_nothing() {
         })
     };
     let handled_on = |topic: &str| seen.lock().unwrap().iter().filter(|s| s.0 == topic).count();
-    wait_until("first records of topic 0", || handled_on(&topics[0]) > 20).await;
+    eventually("first records of topic 0", WAIT.as_secs(), || {
+        handled_on(&topics[0]) > 20
+    })
+    .await;
     bus.subscribe(&topics[1], handler(&seen), SubscribeOptions::new())
         .await
         .unwrap();
     let before = handled_on(&topics[0]);
-    wait_until("topic 0 keeps flowing after topic 1 joined", || {
-        handled_on(&topics[0]) > before
-    })
+    eventually(
+        "topic 0 keeps flowing after topic 1 joined",
+        WAIT.as_secs(),
+        || handled_on(&topics[0]) > before,
+    )
     .await;
     bus.subscribe(&topics[2], handler(&seen), SubscribeOptions::new())
         .await
         .unwrap();
-    wait_until("topic 1 flowing", || handled_on(&topics[1]) > 10).await;
+    eventually("topic 1 flowing", WAIT.as_secs(), || {
+        handled_on(&topics[1]) > 10
+    })
+    .await;
     bus.unsubscribe(&topics[1]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     bus.subscribe(&topics[1], handler(&seen), SubscribeOptions::new())
@@ -109,7 +107,7 @@ async fn topics_subscribed_at_runtime_lose_nothing() {
     producing.await.unwrap();
 
     let sent = sent.lock().unwrap().clone();
-    wait_until("every record of every topic", || {
+    eventually("every record of every topic", WAIT.as_secs(), || {
         let got: HashSet<_> = seen.lock().unwrap().iter().cloned().collect();
         got == sent
     })
