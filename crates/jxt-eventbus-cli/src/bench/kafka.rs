@@ -18,12 +18,17 @@
 //!   same guarantees: a `BaseConsumer` created with exactly the bus's
 //!   consumer properties ([`consumer_properties`]: fetch sizes, prefetch,
 //!   commit interval, manual offset store), polled on its own thread, which
-//!   copies each record's key and payload out of librdkafka and hands it by
-//!   key hash to one of `--concurrency` tokio tasks (bounded channels, per-key
-//!   order kept); each task handles its records one after another and reports
-//!   their offsets back; the poll thread stores, per partition, the lowest
-//!   unfinished offset ([`PartitionOffsets`], as the bus does), committed by
-//!   the same auto-commit. No retries, dead letters, metrics or headers.
+//!   copies out of librdkafka what a handler needs (key, payload, the message
+//!   id header, timestamp — what the bus's `Delivery` carries) and hands the
+//!   records by key hash to `--concurrency` tokio tasks, one batch per task
+//!   and poll batch (at most 512 records a turn, as the bus's poll thread
+//!   hands over; bounded channels of 2 batches, so per-key order holds and
+//!   the poll thread waits when a task is behind); each task handles its
+//!   records one after another and reports their offsets back; the poll
+//!   thread stores, per partition, the lowest unfinished offset
+//!   ([`PartitionOffsets`], as the bus does), committed by the same
+//!   auto-commit. No retries, dead letters, metrics, tracing or other
+//!   headers.
 //!
 //! Both handlers do the same work (per-key order check, count; the latency
 //! since publish is not reported, the records were published before).
@@ -37,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
-use jxt_eventbus::backend::kafka::consumer_properties;
+use jxt_eventbus::backend::kafka::{consumer_properties, MESSAGE_ID_HEADER};
 use jxt_eventbus::config::TopicSettings;
 use jxt_eventbus::offsets::PartitionOffsets;
 use jxt_eventbus::{
@@ -47,7 +52,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -57,6 +62,8 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 /// Records the baseline's poll thread takes per loop turn at most, as the
 /// bus's poll thread does.
 const POLL_BATCH: usize = 512;
+/// Batches queued per baseline worker before the poll thread waits.
+const QUEUED_BATCHES: usize = 2;
 
 pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
     let brokers = std::env::var("EVENTBUS_KAFKA_BROKERS")
@@ -97,7 +104,7 @@ async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> 
     }
     Ok(Outcome {
         rounds,
-        baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
+        baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → batches by key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
         publish_msgs_per_sec: Some(publish_msgs_per_sec),
     })
 }
@@ -178,12 +185,15 @@ fn without_latency(mut r: SideResult) -> SideResult {
     r
 }
 
-/// A record handed from the baseline's poll thread to a worker task.
+/// A record handed from the baseline's poll thread to a worker task: what a
+/// handler needs of it, owned (the bus's `Delivery` carries the same).
+#[allow(dead_code)] // Only the payload is read by the bench's handler.
 struct RawJob {
     partition: i32,
     offset: i64,
-    #[allow(dead_code)] // Owned, as a handler would receive it.
+    id: Option<String>,
     key: Option<Bytes>,
+    timestamp: Option<i64>,
     payload: Bytes,
 }
 
@@ -198,19 +208,22 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     consumer.subscribe(&[topic])?;
     let tally = Tally::new(args.messages, args.keys);
     let cpu_before = process_cpu();
-    // Workers: one FIFO per key hash bucket, the buffer split between them
-    // as the bus caps its buffered records.
+    // Workers: one FIFO per key hash bucket, fed in batches (one per poll
+    // batch and worker, as the bus's poll thread hands over batches).
     let workers = args.concurrency.max(1);
-    let capacity = (config.dispatch.max_buffered / workers).max(16);
-    let (done_tx, done_rx) = std_mpsc::channel::<(i32, i64)>();
+    let (done_tx, done_rx) = std_mpsc::channel::<Vec<(i32, i64)>>();
     let mut queues = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (tx, mut rx) = mpsc::channel::<RawJob>(capacity);
+        let (tx, mut rx) = mpsc::channel::<Vec<RawJob>>(QUEUED_BATCHES);
         let (t, done) = (tally.clone(), done_tx.clone());
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                t.record(&job.payload);
-                let _ = done.send((job.partition, job.offset));
+            while let Some(jobs) = rx.recv().await {
+                let mut finished = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    t.record(&job.payload);
+                    finished.push((job.partition, job.offset));
+                }
+                let _ = done.send(finished);
             }
         });
         queues.push(tx);
@@ -238,12 +251,13 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
 fn raw_poll_loop(
     consumer: BaseConsumer,
     topic: String,
-    queues: Vec<mpsc::Sender<RawJob>>,
-    done: std_mpsc::Receiver<(i32, i64)>,
+    queues: Vec<mpsc::Sender<Vec<RawJob>>>,
+    done: std_mpsc::Receiver<Vec<(i32, i64)>>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut offsets: HashMap<i32, PartitionOffsets> = HashMap::new();
     let mut advanced: HashMap<i32, i64> = HashMap::new();
+    let mut batches: Vec<Vec<RawJob>> = (0..queues.len()).map(|_| Vec::new()).collect();
     while !stop.load(Ordering::Relaxed) {
         let mut wait = Duration::from_millis(50);
         for _ in 0..POLL_BATCH {
@@ -259,17 +273,28 @@ fn raw_poll_loop(
                 .entry(m.partition())
                 .or_default()
                 .deliver(m.offset());
+            // The message id, for de-duplication, as the bus reads it.
+            let id = m.headers().and_then(|hs| {
+                hs.iter()
+                    .find(|h| h.key == MESSAGE_ID_HEADER)
+                    .and_then(|h| std::str::from_utf8(h.value?).ok().map(str::to_string))
+            });
             let job = RawJob {
                 partition: m.partition(),
                 offset: m.offset(),
+                id,
                 key,
+                timestamp: m.timestamp().to_millis(),
                 payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
             };
-            if queues[shard].blocking_send(job).is_err() {
+            batches[shard].push(job);
+        }
+        for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
+            if !batch.is_empty() && queue.blocking_send(std::mem::take(batch)).is_err() {
                 return Ok(());
             }
         }
-        for (partition, offset) in done.try_iter() {
+        for (partition, offset) in done.try_iter().flatten() {
             if let Some(position) = offsets.get_mut(&partition).and_then(|o| o.complete(offset)) {
                 advanced.insert(partition, position);
             }
