@@ -460,11 +460,7 @@ impl Dispatcher {
                     );
                 }
             }
-            ConsumerEvent::Records(records) => {
-                for r in records {
-                    self.on_record(r);
-                }
-            }
+            ConsumerEvent::Records(records) => self.on_records(records),
             ConsumerEvent::Revoked {
                 partitions,
                 lost,
@@ -473,54 +469,70 @@ impl Dispatcher {
         }
     }
 
-    fn on_record(&mut self, record: Record) {
+    /// Queues records in their lanes. Records come in runs of one partition
+    /// (a fetch per partition): the partition and its subscription are looked
+    /// up once per run.
+    fn on_records(&mut self, records: Vec<Record>) {
         let draining = self.draining.is_some();
-        let Some(ps) = self.partitions.get_mut(&record.partition) else {
-            // Not ours (already revoked): the next owner reads it.
-            return;
-        };
-        if ps.revoking || draining {
-            // Not handed out, so not tracked: the commit position cannot pass
-            // it and it is redelivered.
-            return;
-        }
-        if ps.offsets.oldest_unfinished().is_none() {
-            ps.progress_at = Instant::now();
-        }
-        ps.offsets
-            .deliver_at(record.offset, record.message.timestamp);
-        let Some(sub) = self.subs.get_mut(&record.partition.topic) else {
-            // A record of a topic with no handler stays unfinished, holding
-            // the partition's commit position: never skipped silently.
-            if self.warned_unrouted.insert(record.partition.topic.clone()) {
-                tracing::warn!(topic = %record.partition.topic, "record for a topic without a subscription; holding its partition");
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            let tp = first.partition.clone();
+            let mut next = Some(first);
+            let ps = match self.partitions.get_mut(&tp) {
+                // Not handed out, so not tracked: the commit position cannot
+                // pass them and they are redelivered.
+                Some(ps) if ps.revoking || draining => None,
+                Some(ps) => Some(ps),
+                // Not ours (already revoked): the next owner reads them.
+                None => None,
+            };
+            let Some(ps) = ps else {
+                while records.next_if(|r| r.partition == tp).is_some() {}
+                continue;
+            };
+            let mut sub = self.subs.get_mut(&tp.topic);
+            while let Some(record) = next.take() {
+                next = records.next_if(|r| r.partition == tp);
+                if ps.offsets.oldest_unfinished().is_none() {
+                    ps.progress_at = Instant::now();
+                }
+                ps.offsets
+                    .deliver_at(record.offset, record.message.timestamp);
+                let Some(sub) = sub.as_deref_mut() else {
+                    // A record of a topic with no handler stays unfinished,
+                    // holding the partition's commit position: never
+                    // skipped silently.
+                    if self.warned_unrouted.insert(tp.topic.clone()) {
+                        tracing::warn!(topic = %tp.topic, "record for a topic without a subscription; holding its partition");
+                    }
+                    continue;
+                };
+                let lane = match sub.settings.ordering {
+                    Ordering::Key => match &record.message.key {
+                        Some(k) => LaneId::Key(FxBuildHasher.hash_one(k)),
+                        None => LaneId::Partition(record.partition.partition),
+                    },
+                    Ordering::Partition => LaneId::Partition(record.partition.partition),
+                    Ordering::Unordered => {
+                        self.next_record_lane += 1;
+                        LaneId::Record(self.next_record_lane)
+                    }
+                };
+                ps.buffered += 1;
+                self.buffered += 1;
+                sub.lanes.push(
+                    lane,
+                    Job {
+                        partition: record.partition,
+                        generation: ps.generation,
+                        offset: record.offset,
+                        message: record.message,
+                        ack: record.ack,
+                        lease: ps.lease.clone(),
+                    },
+                );
             }
-            return;
-        };
-        let lane = match sub.settings.ordering {
-            Ordering::Key => match &record.message.key {
-                Some(k) => LaneId::Key(FxBuildHasher.hash_one(k)),
-                None => LaneId::Partition(record.partition.partition),
-            },
-            Ordering::Partition => LaneId::Partition(record.partition.partition),
-            Ordering::Unordered => {
-                self.next_record_lane += 1;
-                LaneId::Record(self.next_record_lane)
-            }
-        };
-        ps.buffered += 1;
-        self.buffered += 1;
-        sub.lanes.push(
-            lane,
-            Job {
-                partition: record.partition,
-                generation: ps.generation,
-                offset: record.offset,
-                message: record.message,
-                ack: record.ack,
-                lease: ps.lease.clone(),
-            },
-        );
+        }
     }
 
     fn on_revoke(&mut self, tps: Vec<TopicPartition>, lost: bool, done: oneshot::Sender<()>) {
@@ -697,12 +709,23 @@ impl Dispatcher {
         }
         for sub in self.subs.values_mut() {
             while let Some((lane, batch)) = sub.lanes.next_batch() {
-                for job in &batch {
+                // A lane's records nearly always share a partition: look it
+                // up once per run of equal partitions, not per record.
+                let mut i = 0;
+                while i < batch.len() {
+                    let job = &batch[i];
+                    let same = batch[i..]
+                        .iter()
+                        .take_while(|j| {
+                            j.partition == job.partition && j.generation == job.generation
+                        })
+                        .count();
                     if let Some(ps) = self.partitions.get_mut(&job.partition) {
                         if ps.generation == job.generation {
-                            ps.running += 1;
+                            ps.running += same;
                         }
                     }
+                    i += same;
                 }
                 tokio::spawn(worker::run_batch(
                     self.ctx.clone(),

@@ -48,15 +48,26 @@ pub(super) fn timestamp_millis(t: SystemTime) -> Option<i64> {
 /// Topic names shared by the records of a topic, so that each record costs
 /// one reference count instead of one string.
 #[derive(Debug, Default)]
-pub(super) struct TopicNames(HashMap<String, Arc<str>>);
+pub(super) struct TopicNames {
+    names: HashMap<String, Arc<str>>,
+    /// The last name returned: records come in runs of one topic.
+    last: Option<Arc<str>>,
+}
 
 impl TopicNames {
     pub(super) fn get(&mut self, topic: &str) -> Arc<str> {
-        if let Some(t) = self.0.get(topic) {
-            return t.clone();
+        if let Some(last) = self.last.as_ref().filter(|l| &***l == topic) {
+            return last.clone();
         }
-        let t: Arc<str> = Arc::from(topic);
-        self.0.insert(topic.to_string(), t.clone());
+        let t = match self.names.get(topic) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(topic);
+                self.names.insert(topic.to_string(), t.clone());
+                t
+            }
+        };
+        self.last = Some(t.clone());
         t
     }
 }
@@ -68,11 +79,15 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
     let mut headers = Headers::new();
     if let Some(hs) = m.headers() {
         for h in hs.iter() {
-            let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
             if h.key == MESSAGE_ID_HEADER && id.is_none() {
-                id = std::str::from_utf8(&value).ok().map(str::to_string);
+                // Straight from librdkafka's buffer: one allocation.
+                id = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string);
                 continue;
             }
+            let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
             headers.insert(h.key, value);
         }
     }
