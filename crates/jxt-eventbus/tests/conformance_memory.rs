@@ -1,6 +1,7 @@
 //! The conformance suite on the in-memory backend.
 
 mod conformance;
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

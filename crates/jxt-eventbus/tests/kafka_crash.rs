@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jxt_eventbus::{Delivery, SubscribeOptions};
-use kafka_support::{bus, committed, create_topic, parse, record, wait_for, Log};
+use kafka_support::{bus, committed, create_topic};
+use support::handled::{parse, record, Log};
+use support::wait_for;
 
 const WAIT: Duration = Duration::from_secs(90);
 const PARTITIONS: i32 = 2;

@@ -3,6 +3,7 @@
 #![cfg(feature = "kafka")]
 
 mod kafka_support;
+mod support;
 
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use jxt_eventbus::{Delivery, EventBus, SubscribeOptions};
-use kafka_support::{bus, create_topic, group_members, record, wait_for, Log};
+use kafka_support::{bus, create_topic, group_members};
+use support::handled::{record, Log};
+use support::wait_for;
 use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -97,9 +99,12 @@ async fn ten_topics_one_member_no_revocations() {
     );
 
     let sent = publisher.await.expect("publisher");
-    wait_for("every record", WAIT, || log.distinct().len() == sent.len()).await;
+    wait_for("every record", WAIT, || {
+        log.distinct_in_topics().len() == sent.len()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(log.distinct(), sent);
+    assert_eq!(log.distinct_in_topics(), sent);
     assert_eq!(log.len(), sent.len(), "each record handled exactly once");
     kafka_support::assert_key_order(&log.all(), false);
     let stats = bus.dispatch_stats().await.expect("stats");

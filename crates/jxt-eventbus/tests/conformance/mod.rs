@@ -16,6 +16,9 @@ use jxt_eventbus::{
     SubscribeOptions,
 };
 
+use crate::support::handled::{parse, record, Log, Seen};
+use crate::support::wait_for;
+
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a backend provides to the suite.
@@ -52,56 +55,6 @@ pub fn test_config(config: &mut BusConfig) {
 
 pub fn no_tweak(_: &mut BusConfig) {}
 
-/// One handled record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
-    pub key: String,
-    pub seq: u64,
-    pub attempt: u32,
-    pub partition: i32,
-    pub offset: i64,
-    pub bus: &'static str,
-}
-
-/// Collects what handlers saw.
-#[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<Seen>>>);
-
-impl Log {
-    pub fn push(&self, d: &Delivery, bus: &'static str) {
-        let (key, seq) = parse(d);
-        self.0.lock().unwrap().push(Seen {
-            key,
-            seq,
-            attempt: d.attempt(),
-            partition: d.partition(),
-            offset: d.offset(),
-            bus,
-        });
-    }
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    pub fn all(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().clone()
-    }
-    /// Distinct (key, seq) pairs seen.
-    pub fn distinct(&self) -> HashSet<(String, u64)> {
-        self.all().into_iter().map(|s| (s.key, s.seq)).collect()
-    }
-}
-
-/// Payload format used by the suite: `key:seq`.
-pub fn record(key: &str, seq: u64) -> Message {
-    Message::new(format!("{key}:{seq}")).with_key(key)
-}
-
-pub fn parse(d: &Delivery) -> (String, u64) {
-    let s = std::str::from_utf8(d.payload()).expect("utf8 payload");
-    let (k, n) = s.rsplit_once(':').expect("key:seq payload");
-    (k.to_string(), n.parse().expect("seq"))
-}
-
 /// Publishes `per_key` records for each of `keys` keys, interleaved.
 pub async fn publish_keyed(
     bus: &EventBus,
@@ -131,16 +84,6 @@ pub fn logging(
     move |d: Delivery| {
         log.push(&d, bus);
         Box::pin(async { Ok(()) })
-    }
-}
-
-pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

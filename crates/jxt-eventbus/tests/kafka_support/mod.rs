@@ -2,11 +2,10 @@
 //! creation and group inspection with plain rdkafka clients.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, Message};
+use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -118,57 +117,7 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .collect()
 }
 
-/// `key:seq` payloads, as in the conformance suite.
-pub fn record(key: &str, seq: u64) -> Message {
-    Message::new(format!("{key}:{seq}")).with_key(key)
-}
-
-pub fn parse(d: &Delivery) -> (String, u64) {
-    let s = std::str::from_utf8(d.payload()).expect("utf8 payload");
-    let (k, n) = s.rsplit_once(':').expect("key:seq payload");
-    (k.to_string(), n.parse().expect("seq"))
-}
-
-/// One handler invocation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
-    pub topic: String,
-    pub key: String,
-    pub seq: u64,
-    pub partition: i32,
-    pub offset: i64,
-    pub bus: &'static str,
-}
-
-/// Handler invocations in the order they started, over every bus.
-#[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<Seen>>>);
-
-impl Log {
-    pub fn push(&self, d: &Delivery, bus: &'static str) {
-        let (key, seq) = parse(d);
-        self.0.lock().unwrap().push(Seen {
-            topic: d.topic().to_string(),
-            key,
-            seq,
-            partition: d.partition(),
-            offset: d.offset(),
-            bus,
-        });
-    }
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    pub fn all(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().clone()
-    }
-    pub fn distinct(&self) -> HashSet<(String, String, u64)> {
-        self.all()
-            .into_iter()
-            .map(|s| (s.topic, s.key, s.seq))
-            .collect()
-    }
-}
+use crate::support::handled::Seen;
 
 /// Panics when a key's records were invoked out of publish order (a repeat
 /// of the same record is allowed only where `allow_repeats`).
@@ -186,15 +135,5 @@ pub fn assert_key_order(seen: &[Seen], allow_repeats: bool) {
             }
         });
         assert!(ok, "{topic}/{key} out of order: {seqs:?}");
-    }
-}
-
-pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

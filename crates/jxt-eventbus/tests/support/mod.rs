@@ -14,6 +14,7 @@
 //! Use it from a test file with `mod support;`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod handled;
 pub mod http_get;
 pub mod private_kafka;
 
@@ -23,16 +24,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Polls `cond` every 10ms until it holds; panics naming `what` after
-/// `secs` seconds.
-pub async fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+/// `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// [`wait_for`] with the limit in seconds.
+pub async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(secs), cond).await;
 }
 
 /// Kafka bootstrap servers used when `EVENTBUS_KAFKA_BROKERS` is unset.
