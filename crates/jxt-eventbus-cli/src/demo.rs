@@ -153,6 +153,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let health = bus.health().await;
     bus.shutdown().await?;
 
     let violations = order_violations(&seen);
@@ -180,6 +181,17 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     } else {
         println!("  order        VIOLATED: {}", violations.join("; "));
     }
+    println!(
+        "  health       {} ({} components: {})",
+        health.overall.as_str(),
+        health.components.len(),
+        health
+            .components
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  elapsed      {:.2} s", started.elapsed().as_secs_f64());
     if !violations.is_empty() {
         bail!("per-aggregate order was violated");
