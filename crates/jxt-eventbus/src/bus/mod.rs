@@ -477,6 +477,7 @@ impl EventBus {
         if self.inner.closed.swap(true, AtomicOrdering::AcqRel) {
             return Ok(());
         }
+        self.inner.broker.stop();
         let timeout = self.inner.config.dispatch.shutdown_timeout;
         let deadline = Instant::now() + timeout;
         let mut abandoned = 0;

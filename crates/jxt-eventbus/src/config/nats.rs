@@ -282,6 +282,7 @@ pub struct NatsTopicSettings {
 impl NatsConfig {
     /// The pin lifetime of the group's consumers: `None` when the group
     /// shares records record by record.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn pinned_ttl(&self) -> Option<Duration> {
         match self.consumer.sharing {
             NatsSharing::Shared => None,

@@ -1,6 +1,7 @@
 //! Broker reachability, checked by a background task so that a health or
 //! readiness request never waits on a dead broker.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +33,8 @@ pub(crate) struct BrokerWatch {
     /// bound their checks themselves (with a better reason); this is the
     /// safety net.
     limit: Duration,
+    /// Set by shutdown: a closed bus has no broker to watch.
+    stopped: AtomicBool,
 }
 
 impl BrokerWatch {
@@ -46,7 +49,13 @@ impl BrokerWatch {
             }),
             metrics,
             limit: interval.max(Duration::from_secs(10)),
+            stopped: AtomicBool::new(false),
         }
+    }
+
+    /// Ends the background checks.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Reachability {
@@ -88,10 +97,10 @@ impl BrokerWatch {
 }
 
 /// Checks the broker every `interval`, the first time at once, until the
-/// bus is dropped.
+/// bus is shut down or dropped.
 pub(crate) fn spawn(backend: Weak<dyn Backend>, watch: Arc<BrokerWatch>, interval: Duration) {
     tokio::spawn(async move {
-        loop {
+        while !watch.stopped.load(Ordering::Relaxed) {
             let Some(b) = backend.upgrade() else { return };
             watch.check(b.as_ref()).await;
             drop(b);
