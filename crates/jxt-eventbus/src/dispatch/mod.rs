@@ -233,7 +233,7 @@ pub(crate) struct Dispatcher {
     draining: Option<Draining>,
     next_generation: u64,
     next_record_lane: u64,
-    completions: mpsc::UnboundedSender<Completion>,
+    completions: mpsc::UnboundedSender<Vec<Completion>>,
     warned_unrouted: HashSet<Arc<str>>,
     assigned_total: u64,
     revoked_total: u64,
@@ -286,7 +286,7 @@ impl Dispatcher {
         mut self,
         mut events: mpsc::Receiver<ConsumerEvent>,
         mut commands: mpsc::Receiver<Command>,
-        mut completions: mpsc::UnboundedReceiver<Completion>,
+        mut completions: mpsc::UnboundedReceiver<Vec<Completion>>,
     ) {
         let mut completion_buf = Vec::with_capacity(256);
         let mut events_open = true;
@@ -295,7 +295,7 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = completions.recv_many(&mut completion_buf, 256) => {
-                    for c in completion_buf.drain(..) {
+                    for c in completion_buf.drain(..).flatten() {
                         self.on_completion(c);
                     }
                 }

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::SystemTime;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -70,6 +71,23 @@ impl WorkerContext {
     }
 }
 
+/// Completions of one batch on their way to the dispatcher: sent together
+/// while handlers finish without waiting, and always before the task waits
+/// (a handler not ready at once, a retry backoff, a dead-letter write), so a
+/// finished record is never held back behind a slow one, and the dispatcher
+/// is woken once per run of quick records rather than once per record.
+struct Reporter {
+    tx: mpsc::UnboundedSender<Vec<Completion>>,
+    pending: Vec<Completion>,
+}
+
+impl Reporter {
+    /// Sends what is pending; false when the dispatcher is gone.
+    fn flush(&mut self) -> bool {
+        self.pending.is_empty() || self.tx.send(std::mem::take(&mut self.pending)).is_ok()
+    }
+}
+
 /// Handles `jobs` of one lane in order and reports each completion; the last
 /// one frees the lane.
 pub(crate) async fn run_batch(
@@ -78,19 +96,31 @@ pub(crate) async fn run_batch(
     metrics: Arc<TopicMetrics>,
     lane: super::lanes::LaneId,
     jobs: Vec<Job>,
-    completions: mpsc::UnboundedSender<Completion>,
+    completions: mpsc::UnboundedSender<Vec<Completion>>,
 ) {
     let n = jobs.len();
+    let mut report = Reporter {
+        tx: completions,
+        pending: Vec::with_capacity(n),
+    };
     // One clock read per record: a record's end is the next one's start.
     let mut clock = std::time::Instant::now();
     for (i, job) in jobs.into_iter().enumerate() {
-        let outcome = process(&ctx, handler.as_ref(), &metrics, &job, &mut clock).await;
+        let outcome = process(
+            &ctx,
+            handler.as_ref(),
+            &metrics,
+            &job,
+            &mut clock,
+            &mut report,
+        )
+        .await;
         if !matches!(outcome, Outcome::Done) {
             // Dead-letter writes and retries took time the next record must
             // not be charged for.
             clock = std::time::Instant::now();
         }
-        let completion = Completion {
+        report.pending.push(Completion {
             lane,
             partition: job.partition,
             generation: job.generation,
@@ -98,12 +128,10 @@ pub(crate) async fn run_batch(
             ack: job.ack,
             outcome,
             last: i + 1 == n,
-        };
-        if completions.send(completion).is_err() {
-            // The dispatcher is gone (bus dropped): nothing left to report to.
-            return;
-        }
+        });
     }
+    // A gone dispatcher (bus dropped) has nothing left to report to.
+    report.flush();
 }
 
 async fn process(
@@ -112,6 +140,7 @@ async fn process(
     metrics: &TopicMetrics,
     job: &Job,
     clock: &mut std::time::Instant,
+    report: &mut Reporter,
 ) -> Outcome {
     // Built at the first failure: most records never need it.
     let mut backoff = None;
@@ -154,7 +183,15 @@ async fn process(
                 span.record("correlation_id", c);
             }
         }
-        let result = call(handler, delivery).instrument(span).await;
+        let handling = call(handler, delivery).instrument(span);
+        tokio::pin!(handling);
+        let result = match futures::poll!(handling.as_mut()) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                report.flush();
+                handling.await
+            }
+        };
         *clock = std::time::Instant::now();
         metrics
             .handler_duration
@@ -179,6 +216,8 @@ async fn process(
             offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.message(),
             "handler failed"
         );
+        // Waiting ahead (a dead-letter write or a backoff): report first.
+        report.flush();
         if exhausted && ctx.dead_letter.enabled {
             let outcome = dead_letter(ctx, job, &err, attempt, first, now).await;
             if let Outcome::DeadLettered = outcome {
