@@ -17,12 +17,15 @@
 //!   `ack_wait / 3`, so JetStream does not redeliver a record that is only
 //!   waiting behind its key or running a slow handler.
 //!
+//! The records of one read from the pull inbox are tracked with one command
+//! ([`Tracking`]), sent before any of them is handed over, so a record's
+//! tracking always reaches the task before its acknowledgement.
+//!
 //! [`RecordAck::ack`] is called from the dispatcher task and must not block:
 //! it only queues a command. The queue is unbounded on purpose: its length is
 //! bounded by the records in flight (capped by `dispatch.max_buffered`), and
 //! an acknowledgement must never be dropped or wait behind a full channel.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use async_nats::{Client, Subject};
 use bytes::Bytes;
+use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
@@ -41,7 +45,7 @@ const IN_PROGRESS: &[u8] = b"+WPI";
 const TERM: &[u8] = b"+TERM";
 
 enum Command {
-    Track { id: u64, reply: Subject, seq: u64 },
+    Track(Vec<Tracked>),
     Ack { id: u64 },
     Term { id: u64 },
     Release { id: u64 },
@@ -49,6 +53,9 @@ enum Command {
     ReleaseAll,
     Flush(oneshot::Sender<()>),
 }
+
+/// A delivered record to track: its id, ack subject and stream sequence.
+struct Tracked(u64, Subject, u64);
 
 struct Entry {
     reply: Subject,
@@ -75,19 +82,13 @@ impl Acker {
         }
     }
 
-    /// Starts tracking a delivered record; the returned acknowledgement goes
-    /// with it to the dispatcher.
-    /// `held` counts the record until it is acknowledged or let go.
-    pub(crate) fn track(&self, reply: Subject, seq: u64, held: Arc<Held>) -> Box<dyn RecordAck> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(Command::Track { id, reply, seq });
-        held.count.fetch_add(1, Ordering::AcqRel);
-        Box::new(NatsRecordAck {
-            id,
-            tx: self.tx.clone(),
-            held,
-            acked: false,
-        })
+    /// Starts tracking the records of one read; they are tracked once the
+    /// returned [`Tracking`] is dropped.
+    pub(crate) fn tracking(&self) -> Tracking<'_> {
+        Tracking {
+            acker: self,
+            records: Vec::new(),
+        }
     }
 
     /// Sends `-NAK` for every record let go so far, in stream order. Call it
@@ -107,6 +108,43 @@ impl Acker {
         let (done, flushed) = oneshot::channel();
         if self.tx.send(Command::Flush(done)).is_ok() {
             let _ = flushed.await;
+        }
+    }
+}
+
+/// Records of one read from the pull inbox, tracked together when dropped.
+pub(crate) struct Tracking<'a> {
+    acker: &'a Acker,
+    records: Vec<Tracked>,
+}
+
+impl Tracking<'_> {
+    /// Tracks a delivered record; the returned acknowledgement goes with it
+    /// to the dispatcher once this [`Tracking`] is dropped. `held` counts
+    /// the record until it is acknowledged or let go.
+    pub(crate) fn track(
+        &mut self,
+        reply: Subject,
+        seq: u64,
+        held: Arc<Held>,
+    ) -> Box<dyn RecordAck> {
+        let id = self.acker.next_id.fetch_add(1, Ordering::Relaxed);
+        self.records.push(Tracked(id, reply, seq));
+        held.count.fetch_add(1, Ordering::AcqRel);
+        Box::new(NatsRecordAck {
+            id,
+            tx: self.acker.tx.clone(),
+            held,
+            acked: false,
+        })
+    }
+}
+
+impl Drop for Tracking<'_> {
+    fn drop(&mut self) {
+        if !self.records.is_empty() {
+            let records = std::mem::take(&mut self.records);
+            let _ = self.acker.tx.send(Command::Track(records));
         }
     }
 }
@@ -176,7 +214,7 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: HashMap<u64, Entry> = HashMap::new();
+    let mut pending: HashMap<u64, Entry> = HashMap::default();
     let mut buf = Vec::with_capacity(1024);
     let mut released = Vec::new();
     loop {
@@ -194,8 +232,10 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                 let now = Instant::now();
                 for command in buf.drain(..) {
                     match command {
-                        Command::Track { id, reply, seq } => {
-                            pending.insert(id, Entry { reply, seq, touched: now });
+                        Command::Track(records) => {
+                            pending.extend(records.into_iter().map(|Tracked(id, reply, seq)| {
+                                (id, Entry { reply, seq, touched: now })
+                            }));
                         }
                         Command::Ack { id } => {
                             if let Some(e) = pending.remove(&id) {

@@ -1,8 +1,11 @@
 //! [`Message`] to and from a JetStream message.
 //!
 //! NATS has no record key or timestamp, so they travel as headers, next to
-//! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). These
-//! three headers, and `Nats-Pin-Id` (the server's, on records of a pinned
+//! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). The
+//! timestamp header is left out when the id is a UUIDv7 of the same
+//! millisecond (what [`Message::new`] makes): the id carries it, and every
+//! header costs an allocation or more per record on both ends. These three
+//! headers, and `Nats-Pin-Id` (the server's, on records of a pinned
 //! consumer), are reserved: a user header of the same name is replaced or
 //! dropped on publish, and they are removed from the headers a handler sees. NATS
 //! headers are text: a header value that is not UTF-8, or holds a line break,
@@ -77,11 +80,29 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
         .timestamp
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    map.insert(
-        HeaderName::from_static(TIMESTAMP),
-        HeaderValue::from(millis.to_string()),
-    );
+    if uuid_v7_millis(&message.id) != Some(millis) {
+        map.insert(
+            HeaderName::from_static(TIMESTAMP),
+            HeaderValue::from(millis.to_string()),
+        );
+    }
     Ok(map)
+}
+
+/// The Unix time in milliseconds a UUIDv7 in its hyphenated form
+/// (`tttttttt-tttt-7xxx-yxxx-xxxxxxxxxxxx`) was made at; `None` for any other
+/// id.
+fn uuid_v7_millis(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    let hyphens = [8, 13, 18, 23].iter().all(|&i| b.get(i) == Some(&b'-'));
+    if b.len() != 36 || !hyphens || b[14] != b'7' || !matches!(b[19], b'8' | b'9' | b'a' | b'b') {
+        return None;
+    }
+    let mut millis = 0u64;
+    for &c in b[..8].iter().chain(&b[9..13]) {
+        millis = millis << 4 | u64::from(char::from(c).to_digit(16)?);
+    }
+    Some(millis)
 }
 
 /// What the ack subject of a delivered JetStream message says about it.
@@ -155,14 +176,17 @@ pub(crate) fn message(
             }
         }
     }
+    let id = id.unwrap_or_else(fallback_id);
+    // No timestamp header: the id's, if it has one, else the stream's.
+    let timestamp = timestamp
+        .or_else(|| uuid_v7_millis(&id))
+        .map_or(published, |ms| UNIX_EPOCH + Duration::from_millis(ms));
     Message {
-        id: id.unwrap_or_else(fallback_id),
+        id,
         key,
         headers,
         payload,
-        timestamp: timestamp
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-            .unwrap_or(published),
+        timestamp,
     }
 }
 
@@ -205,6 +229,48 @@ mod tests {
                 ("x-a".to_string(), Bytes::from("2"))
             ]
         );
+    }
+
+    #[test]
+    fn a_uuid_v7_id_carries_the_timestamp() {
+        let m = Message::new("x");
+        let map = headers("t", &m).unwrap();
+        let back = message(
+            m.payload.clone(),
+            Some(&map),
+            || "unused".into(),
+            UNIX_EPOCH,
+        );
+        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        assert_eq!(millis(back.timestamp), millis(m.timestamp));
+        if uuid_v7_millis(&m.id) == Some(millis(m.timestamp) as u64) {
+            assert!(map.get(TIMESTAMP).is_none(), "the id carries it");
+        }
+        // Any other timestamp is sent.
+        let mut old = Message::new("x");
+        old.timestamp = UNIX_EPOCH + Duration::from_millis(1_000);
+        let map = headers("t", &old).unwrap();
+        assert_eq!(map.get(TIMESTAMP).map(|v| v.as_str()), Some("1000"));
+        let back = message(
+            old.payload.clone(),
+            Some(&map),
+            || "unused".into(),
+            UNIX_EPOCH,
+        );
+        assert_eq!(back.timestamp, old.timestamp);
+    }
+
+    #[test]
+    fn uuid_v7_times_are_read_from_the_id_only() {
+        assert_eq!(
+            uuid_v7_millis("019abc12-3456-7def-8123-456789abcdef"),
+            Some(0x019a_bc12_3456)
+        );
+        let v4 = uuid::Uuid::new_v4().to_string();
+        assert_eq!(uuid_v7_millis(&v4), None);
+        assert_eq!(uuid_v7_millis("order-1"), None);
+        assert_eq!(uuid_v7_millis("019abc12-3456-7def-c123-456789abcdef"), None);
+        assert_eq!(uuid_v7_millis("019abc1g-3456-7def-8123-456789abcdef"), None);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::acker::{Acker, Held};
+use super::acker::{Acker, Held, Tracking};
 use super::convert;
 use super::durable::{self, DurableSpec};
 use super::pin::Pin;
@@ -333,14 +333,22 @@ impl Puller {
         records: &mut Vec<Record>,
     ) -> Option<End> {
         let mut end = None;
-        for m in chunk {
+        let mut tracking = ctx.acker.tracking();
+        let mut delivered = 0;
+        for (i, m) in chunk.iter().enumerate() {
+            // Records carry the pin id; the read's last one has the newest.
+            if m.status.is_none() || m.status == Some(StatusCode::OK) {
+                delivered = i + 1;
+            }
+        }
+        for (i, m) in chunk.into_iter().enumerate() {
             match m.status {
                 None | Some(StatusCode::OK) => {
                     *owed = owed.saturating_sub(1);
-                    if ctx.pinned_ttl.is_some() {
+                    if ctx.pinned_ttl.is_some() && i + 1 == delivered {
                         self.note_pin(&m);
                     }
-                    if let Some(r) = self.record(ctx, m) {
+                    if let Some(r) = self.record(m, &mut tracking) {
                         records.push(r);
                     }
                 }
@@ -405,7 +413,7 @@ impl Puller {
     }
 
     /// A delivered JetStream message as a record, tracked for acknowledgement.
-    fn record(&self, ctx: &PullContext, m: async_nats::Message) -> Option<Record> {
+    fn record(&self, m: async_nats::Message, tracking: &mut Tracking<'_>) -> Option<Record> {
         let Some(reply) = m.reply else {
             tracing::warn!(topic = %self.partition.topic, "message without an ack subject on a pull inbox; ignored");
             return None;
@@ -425,7 +433,7 @@ impl Puller {
             || format!("{}:{seq}", info.stream),
             published,
         );
-        let ack = ctx.acker.track(reply, seq, self.held.clone());
+        let ack = tracking.track(reply, seq, self.held.clone());
         Some(Record {
             partition: self.partition.clone(),
             offset: i64::try_from(seq).unwrap_or(i64::MAX),
