@@ -204,7 +204,7 @@ async fn publishes_piling_up_are_a_publisher_backlog() {
         health
             .components
             .iter()
-            .any(|c| c.name == "publisher" && c.state == HealthState::Degraded),
+            .any(|c| c.name == "producer" && c.state == HealthState::Degraded),
         "{health:?}"
     );
     gate.add_permits(1_000);
