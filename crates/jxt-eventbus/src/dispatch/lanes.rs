@@ -39,7 +39,15 @@ pub(crate) struct KeyedLanes<J> {
     running: usize,
     max_concurrency: usize,
     max_batch: usize,
+    /// Queues of freed lanes, kept for reuse: keys' lanes come and go with
+    /// every batch, and a reused queue costs no allocation.
+    spare: Vec<VecDeque<J>>,
 }
+
+/// Freed lane queues kept at most, and the largest capacity kept (so the
+/// spares stay small whatever a burst left behind).
+const SPARE_QUEUES: usize = 256;
+const SPARE_CAPACITY: usize = 16;
 
 impl<J> KeyedLanes<J> {
     pub(crate) fn new(max_concurrency: usize, max_batch: usize) -> Self {
@@ -49,13 +57,14 @@ impl<J> KeyedLanes<J> {
             running: 0,
             max_concurrency: max_concurrency.max(1),
             max_batch: max_batch.max(1),
+            spare: Vec::new(),
         }
     }
 
     /// Queues a record at the end of its lane.
     pub(crate) fn push(&mut self, id: LaneId, job: J) {
         let lane = self.lanes.entry(id).or_insert_with(|| Lane {
-            queue: VecDeque::new(),
+            queue: self.spare.pop().unwrap_or_default(),
             running: false,
         });
         lane.queue.push_back(job);
@@ -98,7 +107,11 @@ impl<J> KeyedLanes<J> {
         lane.running = false;
         self.running -= 1;
         if lane.queue.is_empty() {
-            self.lanes.remove(&id);
+            if let Some(lane) = self.lanes.remove(&id) {
+                if self.spare.len() < SPARE_QUEUES && lane.queue.capacity() <= SPARE_CAPACITY {
+                    self.spare.push(lane.queue);
+                }
+            }
         } else {
             self.ready.push_back(id);
         }

@@ -219,7 +219,9 @@ async fn process(
         // Waiting ahead (a dead-letter write or a backoff): report first.
         report.flush();
         if exhausted && ctx.dead_letter.enabled {
-            let outcome = dead_letter(ctx, job, &err, attempt, first, now).await;
+            // Boxed, as the backoff sleep below: rare paths, kept out of the
+            // batch task's state, which is moved in at every spawn.
+            let outcome = Box::pin(dead_letter(ctx, job, &err, attempt, first, now)).await;
             if let Outcome::DeadLettered = outcome {
                 crate::log_limit::warn_limited!(
                     topic = %job.partition.topic, partition = job.partition.partition,
@@ -246,7 +248,7 @@ async fn process(
                 .next()
                 .unwrap_or(ctx.retry.max_backoff)
         };
-        if !job.lease.sleep(delay).await {
+        if !Box::pin(job.lease.sleep(delay)).await {
             return Outcome::Abandoned;
         }
         attempt = attempt.saturating_add(1);
