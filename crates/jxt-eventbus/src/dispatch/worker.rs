@@ -106,6 +106,10 @@ pub(crate) async fn run_batch(
     // One clock read per record: a record's end is the next one's start.
     let mut clock = std::time::Instant::now();
     for (i, job) in jobs.into_iter().enumerate() {
+        if report.tx.is_closed() {
+            // The dispatcher is gone (bus dropped): nothing left to report to.
+            return;
+        }
         let outcome = process(
             &ctx,
             handler.as_ref(),
@@ -130,7 +134,6 @@ pub(crate) async fn run_batch(
             last: i + 1 == n,
         });
     }
-    // A gone dispatcher (bus dropped) has nothing left to report to.
     report.flush();
 }
 
