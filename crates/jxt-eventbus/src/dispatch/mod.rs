@@ -52,6 +52,13 @@ pub(crate) struct Job {
     lease: Arc<Lease>,
 }
 
+/// Completions as a worker sends them: one, or several of one batch.
+#[derive(Debug)]
+pub(crate) enum Completions {
+    One(Completion),
+    Many(Vec<Completion>),
+}
+
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// Handled: may be acknowledged.
@@ -233,7 +240,7 @@ pub(crate) struct Dispatcher {
     draining: Option<Draining>,
     next_generation: u64,
     next_record_lane: u64,
-    completions: mpsc::UnboundedSender<Vec<Completion>>,
+    completions: mpsc::UnboundedSender<Completions>,
     warned_unrouted: HashSet<Arc<str>>,
     assigned_total: u64,
     revoked_total: u64,
@@ -286,7 +293,7 @@ impl Dispatcher {
         mut self,
         mut events: mpsc::Receiver<ConsumerEvent>,
         mut commands: mpsc::Receiver<Command>,
-        mut completions: mpsc::UnboundedReceiver<Vec<Completion>>,
+        mut completions: mpsc::UnboundedReceiver<Completions>,
     ) {
         let mut completion_buf = Vec::with_capacity(256);
         let mut events_open = true;
@@ -295,8 +302,15 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = completions.recv_many(&mut completion_buf, 256) => {
-                    for c in completion_buf.drain(..).flatten() {
-                        self.on_completion(c);
+                    for c in completion_buf.drain(..) {
+                        match c {
+                            Completions::One(c) => self.on_completion(c),
+                            Completions::Many(all) => {
+                                for c in all {
+                                    self.on_completion(c);
+                                }
+                            }
+                        }
                     }
                 }
                 command = commands.recv() => match command {

@@ -12,7 +12,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::{Completion, Job, Outcome};
+use super::{Completion, Completions, Job, Outcome};
 use crate::backend::Producer;
 use crate::config::{DeadLetterConfig, RetryConfig};
 use crate::delivery::Delivery;
@@ -77,14 +77,35 @@ impl WorkerContext {
 /// finished record is never held back behind a slow one, and the dispatcher
 /// is woken once per run of quick records rather than once per record.
 struct Reporter {
-    tx: mpsc::UnboundedSender<Vec<Completion>>,
-    pending: Vec<Completion>,
+    tx: mpsc::UnboundedSender<Completions>,
+    /// The first completion not yet sent: a batch of one record (the common
+    /// case when keys interleave) then costs no allocation.
+    first: Option<Completion>,
+    rest: Vec<Completion>,
 }
 
 impl Reporter {
+    fn push(&mut self, c: Completion) {
+        if self.first.is_none() {
+            self.first = Some(c);
+        } else {
+            self.rest.push(c);
+        }
+    }
+
     /// Sends what is pending; false when the dispatcher is gone.
     fn flush(&mut self) -> bool {
-        self.pending.is_empty() || self.tx.send(std::mem::take(&mut self.pending)).is_ok()
+        let Some(first) = self.first.take() else {
+            return true;
+        };
+        let message = if self.rest.is_empty() {
+            Completions::One(first)
+        } else {
+            let mut all = std::mem::take(&mut self.rest);
+            all.insert(0, first);
+            Completions::Many(all)
+        };
+        self.tx.send(message).is_ok()
     }
 }
 
@@ -96,12 +117,13 @@ pub(crate) async fn run_batch(
     metrics: Arc<TopicMetrics>,
     lane: super::lanes::LaneId,
     jobs: Vec<Job>,
-    completions: mpsc::UnboundedSender<Vec<Completion>>,
+    completions: mpsc::UnboundedSender<Completions>,
 ) {
     let n = jobs.len();
     let mut report = Reporter {
         tx: completions,
-        pending: Vec::with_capacity(n),
+        first: None,
+        rest: Vec::new(),
     };
     // One clock read per record: a record's end is the next one's start.
     let mut clock = std::time::Instant::now();
@@ -124,7 +146,7 @@ pub(crate) async fn run_batch(
             // not be charged for.
             clock = std::time::Instant::now();
         }
-        report.pending.push(Completion {
+        report.push(Completion {
             lane,
             partition: job.partition,
             generation: job.generation,
