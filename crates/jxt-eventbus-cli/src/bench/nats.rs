@@ -19,7 +19,7 @@
 //! so neither side always meets the server's state (or the machine's load)
 //! first. Every round is printed on stderr; the report gives the round
 //! with the median ratio. `cpu_us_per_msg` is the whole process's CPU time
-//! over the side's run (stream and consumer set-up included) per record:
+//! over the side's run (set-up and shutdown included) per record:
 //! steadier than rates on a busy machine. JetStream has no partitions:
 //! `--partitions` does not apply.
 
