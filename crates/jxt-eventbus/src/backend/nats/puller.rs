@@ -334,18 +334,15 @@ impl Puller {
     ) -> Option<End> {
         let mut end = None;
         let mut tracking = ctx.acker.tracking();
-        let mut delivered = 0;
-        for (i, m) in chunk.iter().enumerate() {
-            // Records carry the pin id; the read's last one has the newest.
-            if m.status.is_none() || m.status == Some(StatusCode::OK) {
-                delivered = i + 1;
-            }
-        }
+        // Records carry the pin id: the read's last record has the newest.
+        let last_record = chunk
+            .iter()
+            .rposition(|m| matches!(m.status, None | Some(StatusCode::OK)));
         for (i, m) in chunk.into_iter().enumerate() {
             match m.status {
                 None | Some(StatusCode::OK) => {
                     *owed = owed.saturating_sub(1);
-                    if ctx.pinned_ttl.is_some() && i + 1 == delivered {
+                    if ctx.pinned_ttl.is_some() && Some(i) == last_record {
                         self.note_pin(&m);
                     }
                     if let Some(r) = self.record(m, &mut tracking) {
