@@ -1,5 +1,7 @@
-//! Kafka benchmark: the bus's consumer path against a hand-written rdkafka
-//! consumer doing the same work, on the same records.
+//! Kafka benchmark. The headline (`ratio`) is the end-to-end comparison
+//! against plain rdkafka of [`super::kafka_e2e`]. Beside it, `consumer_path`
+//! compares the bus's consumer path against a hand-written rdkafka consumer
+//! doing the same keyed work, on the same records — this module:
 //!
 //! One topic with `--partitions` partitions is filled once, by the bus
 //! (`publish_batch` in windows of `--window`; its rate is reported apart as
@@ -82,9 +84,15 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
         .set("bootstrap.servers", &brokers)
         .create()
         .context("admin client")?;
-    let result = measure(args, &brokers, &topic, &run_id).await;
+    let end_to_end = super::kafka_e2e::rounds(args, &brokers, &admin, &run_id).await?;
+    let consumer_path = measure(args, &brokers, &topic, &run_id).await;
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
-    result
+    Ok(Outcome {
+        rounds: end_to_end,
+        baseline: super::kafka_e2e::BASELINE,
+        publish_msgs_per_sec: None,
+        consumer_path: Some(Box::new(consumer_path?)),
+    })
 }
 
 async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Result<Outcome> {
@@ -106,10 +114,11 @@ async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> 
         rounds,
         baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → batches by key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
         publish_msgs_per_sec: Some(publish_msgs_per_sec),
+        consumer_path: None,
     })
 }
 
-fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusConfig {
+pub(super) fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusConfig {
     let mut config = BusConfig {
         backend: BackendKind::Kafka,
         group: group.to_string(),

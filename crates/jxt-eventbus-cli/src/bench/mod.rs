@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_e2e;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -92,6 +94,9 @@ pub(crate) struct Outcome {
     pub(crate) baseline: &'static str,
     /// Rate at which the bus published the records, when measured apart.
     pub(crate) publish_msgs_per_sec: Option<f64>,
+    /// A second comparison reported beside the headline (Kafka: the consumer
+    /// path on a filled topic against a hand-written keyed consumer).
+    pub(crate) consumer_path: Option<Box<Outcome>>,
 }
 
 impl Outcome {
@@ -100,6 +105,7 @@ impl Outcome {
             rounds: vec![(bus, raw)],
             baseline,
             publish_msgs_per_sec: None,
+            consumer_path: None,
         }
     }
 }
@@ -117,14 +123,9 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The JSON line.
+/// Rates, ratios and CPU of one comparison.
 #[derive(Debug, Serialize)]
-struct Report {
-    backend: BenchBackend,
-    messages: u64,
-    keys: u64,
-    size: usize,
-    partitions: u32,
+struct Summary {
     rounds: usize,
     msgs_per_sec: f64,
     baseline_msgs_per_sec: f64,
@@ -138,6 +139,48 @@ struct Report {
     baseline_cpu_us_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     publish_msgs_per_sec: Option<f64>,
+    baseline: &'static str,
+}
+
+impl Summary {
+    fn of(outcome: &Outcome, messages: u64) -> Self {
+        let rate = |r: &SideResult| messages as f64 / r.elapsed.as_secs_f64();
+        let cpu = |r: &SideResult| r.cpu.map(|c| c.as_secs_f64() * 1e6 / messages as f64);
+        let rounds = &outcome.rounds;
+        let medians = |f: &dyn Fn(&SideResult, &SideResult) -> Option<f64>| {
+            let v: Vec<f64> = rounds.iter().filter_map(|(b, r)| f(b, r)).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let ratio_per_round: Vec<f64> = rounds
+            .iter()
+            .map(|(b, r)| round3(rate(b) / rate(r)))
+            .collect();
+        Summary {
+            rounds: rounds.len(),
+            msgs_per_sec: medians(&|b, _| Some(rate(b))).unwrap_or(0.0).round(),
+            baseline_msgs_per_sec: medians(&|_, r| Some(rate(r))).unwrap_or(0.0).round(),
+            ratio: round3(median(ratio_per_round.clone())),
+            ratio_per_round,
+            msgs_per_sec_per_round: rounds.iter().map(|(b, _)| rate(b).round()).collect(),
+            baseline_msgs_per_sec_per_round: rounds.iter().map(|(_, r)| rate(r).round()).collect(),
+            cpu_us_per_msg: medians(&|b, _| cpu(b)).map(|x| (x * 100.0).round() / 100.0),
+            baseline_cpu_us_per_msg: medians(&|_, r| cpu(r)).map(|x| (x * 100.0).round() / 100.0),
+            publish_msgs_per_sec: outcome.publish_msgs_per_sec.map(f64::round),
+            baseline: outcome.baseline,
+        }
+    }
+}
+
+/// The JSON line.
+#[derive(Debug, Serialize)]
+struct Report {
+    backend: BenchBackend,
+    messages: u64,
+    keys: u64,
+    size: usize,
+    partitions: u32,
+    #[serde(flatten)]
+    headline: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     p50_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,9 +189,10 @@ struct Report {
     baseline_p50_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_p99_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer_path: Option<Summary>,
     per_key_order_held: bool,
     peak_rss_mb: f64,
-    baseline: &'static str,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> Result<()> {
@@ -173,42 +217,28 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         #[allow(unreachable_patterns)]
         other => bail!("the {other:?} benchmark is not compiled in (cargo feature)"),
     };
-    let rate = |r: &SideResult| args.messages as f64 / r.elapsed.as_secs_f64();
-    let cpu = |r: &SideResult| r.cpu.map(|c| c.as_secs_f64() * 1e6 / args.messages as f64);
     let rounds = &outcome.rounds;
-    let medians = |f: &dyn Fn(&SideResult, &SideResult) -> Option<f64>| {
-        let v: Vec<f64> = rounds.iter().filter_map(|(b, r)| f(b, r)).collect();
-        (!v.is_empty()).then(|| median(v))
-    };
-    let ratio_per_round: Vec<f64> = rounds
-        .iter()
-        .map(|(b, r)| round3(rate(b) / rate(r)))
-        .collect();
-    // Latency figures come from the first round (memory and NATS run one).
+    // Latency figures come from the first round.
     let (first_bus, first_raw) = &rounds[0];
+    let ordered = |o: &Outcome| o.rounds.iter().all(|(b, _)| b.ordered);
     let report = Report {
         backend: args.backend,
         messages: args.messages,
         keys: args.keys,
         size: args.size,
         partitions: args.partitions,
-        rounds: rounds.len(),
-        msgs_per_sec: medians(&|b, _| Some(rate(b))).unwrap_or(0.0).round(),
-        baseline_msgs_per_sec: medians(&|_, r| Some(rate(r))).unwrap_or(0.0).round(),
-        ratio: round3(median(ratio_per_round.clone())),
-        ratio_per_round,
-        msgs_per_sec_per_round: rounds.iter().map(|(b, _)| rate(b).round()).collect(),
-        baseline_msgs_per_sec_per_round: rounds.iter().map(|(_, r)| rate(r).round()).collect(),
-        cpu_us_per_msg: medians(&|b, _| cpu(b)).map(|x| (x * 100.0).round() / 100.0),
-        baseline_cpu_us_per_msg: medians(&|_, r| cpu(r)).map(|x| (x * 100.0).round() / 100.0),
-        publish_msgs_per_sec: outcome.publish_msgs_per_sec.map(f64::round),
+        headline: Summary::of(&outcome, args.messages),
         p50_us: first_bus.p50_us,
         p99_us: first_bus.p99_us,
         baseline_p50_us: first_raw.p50_us,
         baseline_p99_us: first_raw.p99_us,
-        per_key_order_held: rounds.iter().all(|(b, _)| b.ordered),
+        consumer_path: outcome
+            .consumer_path
+            .as_deref()
+            .map(|o| Summary::of(o, args.messages)),
+        per_key_order_held: ordered(&outcome)
+            && outcome.consumer_path.as_deref().is_none_or(ordered),
         peak_rss_mb: peak_rss_mb(),
-        baseline: outcome.baseline,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -220,27 +250,40 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         );
         let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let cpu = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let h = &report.headline;
         println!(
             "bus          {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg",
-            report.msgs_per_sec,
+            h.msgs_per_sec,
             us(report.p50_us),
             us(report.p99_us),
-            cpu(report.cpu_us_per_msg)
+            cpu(h.cpu_us_per_msg)
         );
         println!(
             "baseline     {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg   ({})",
-            report.baseline_msgs_per_sec,
+            h.baseline_msgs_per_sec,
             us(report.baseline_p50_us),
             us(report.baseline_p99_us),
-            cpu(report.baseline_cpu_us_per_msg),
-            report.baseline
+            cpu(h.baseline_cpu_us_per_msg),
+            h.baseline
         );
         println!(
             "ratio        {:.3} (median of {} rounds: {:?})",
-            report.ratio, report.rounds, report.ratio_per_round
+            h.ratio, h.rounds, h.ratio_per_round
         );
-        if let Some(p) = report.publish_msgs_per_sec {
-            println!("bus publish  {p:>12.0} msg/s (filling the topic)");
+        if let Some(c) = &report.consumer_path {
+            println!(
+                "consumer path, filled topic: bus {:.0} msg/s ({} us/msg) vs {:.0} msg/s ({} us/msg), ratio {:.3} {:?}   ({})",
+                c.msgs_per_sec,
+                cpu(c.cpu_us_per_msg),
+                c.baseline_msgs_per_sec,
+                cpu(c.baseline_cpu_us_per_msg),
+                c.ratio,
+                c.ratio_per_round,
+                c.baseline
+            );
+            if let Some(p) = c.publish_msgs_per_sec {
+                println!("bus publish  {p:>12.0} msg/s (filling the topic)");
+            }
         }
         println!(
             "per-key order held: {}   peak RSS {:.1} MiB",

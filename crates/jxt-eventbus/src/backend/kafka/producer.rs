@@ -87,13 +87,9 @@ impl KafkaProducer {
         })
     }
 
-    /// Hands the record to librdkafka, waiting while its queue is full.
-    async fn enqueue(
-        &self,
-        topic: &str,
-        message: &Message,
-        deadline: Instant,
-    ) -> Result<DeliveryFuture> {
+    /// Hands the record to librdkafka, waiting (up to the message timeout)
+    /// while its local queue is full.
+    async fn enqueue(&self, topic: &str, message: &Message) -> Result<DeliveryFuture> {
         let headers = mapping::headers(message);
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .payload(&message.payload[..])
@@ -104,10 +100,14 @@ impl KafkaProducer {
         if let Some(ts) = mapping::timestamp_millis(message.timestamp) {
             record = record.timestamp(ts);
         }
+        // Read the clock only once the queue is full: most records never wait.
+        let mut deadline = None;
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.message_timeout);
                     if Instant::now() >= deadline {
                         return Err(self.timeout(
                             "kafka publish (local queue full: kafka.producer.buffer_max_messages)",
@@ -189,7 +189,7 @@ impl Producer for KafkaProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
         let deadline = Instant::now() + self.message_timeout;
         self.ensure(topic, deadline).await?;
-        let delivery = self.enqueue(topic, &message, deadline).await?;
+        let delivery = self.enqueue(topic, &message).await?;
         self.delivered(topic, delivery).await
     }
 
@@ -213,8 +213,7 @@ impl Producer for KafkaProducer {
         let mut pending = Vec::with_capacity(messages.len());
         for m in &messages {
             // Each record gets the full timeout from when it was enqueued.
-            let enqueue_deadline = Instant::now() + self.message_timeout;
-            pending.push(self.enqueue(topic, m, enqueue_deadline).await);
+            pending.push(self.enqueue(topic, m).await);
         }
         self.delivered_all(topic, pending).await
     }

@@ -1,0 +1,209 @@
+//! The Kafka benchmark's headline, as the Kafka issue defines it: end to end
+//! (publish → broker → consumer → handler, at-least-once commits on), the
+//! bus against plain rdkafka — a producer and one consumer loop handling
+//! each record in place — on the same broker and the same messages.
+//!
+//! Each round runs both sides on a topic of their own with `--partitions`
+//! partitions, the side that goes first alternating. Both publish in windows
+//! of `--window` records whose acknowledgements are awaited together (the bus
+//! through `publish_batch`, rdkafka through a `FutureProducer` with the bus's
+//! producer settings: acks=all, idempotent, murmur2_random, linger 5ms) while
+//! their consumer reads; the interval runs from the first publish to the
+//! last record handled.
+//!
+//! - **bus**: keyed dispatch (`--concurrency` lanes), offsets stored as
+//!   records finish, committed every `kafka.consumer.commit_interval`.
+//! - **baseline**: a `BaseConsumer` with the bus's consumer properties (the
+//!   same fetch settings; auto-commit of stored offsets) polled in a loop
+//!   that handles each record where it polled it and stores its offset: no
+//!   keyed parallelism, nothing to hand over.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use futures::future::join_all;
+use jxt_eventbus::backend::kafka::consumer_properties;
+use jxt_eventbus::config::TopicSettings;
+use jxt_eventbus::EventBus;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::kafka::bus_config;
+use super::{key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+pub(crate) const BASELINE: &str =
+    "rdkafka end to end: FutureProducer (bus's producer settings) + one BaseConsumer loop (bus's consumer properties) handling and storing each record in place, auto-commit";
+
+/// `--rounds` rounds of both sides, alternating which goes first.
+pub(crate) async fn rounds(
+    args: &BenchArgs,
+    brokers: &str,
+    admin: &AdminClient<DefaultClientContext>,
+    run_id: &str,
+) -> Result<Vec<(SideResult, SideResult)>> {
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let (bus_topic, raw_topic) = (
+            format!("bench-e2e-bus-{run_id}-{round}"),
+            format!("bench-e2e-raw-{run_id}-{round}"),
+        );
+        let sides = if round % 2 == 0 {
+            let bus = bus_side(args, brokers, &bus_topic).await;
+            (bus, raw_side(args, brokers, admin, &raw_topic).await)
+        } else {
+            let raw = raw_side(args, brokers, admin, &raw_topic).await;
+            (bus_side(args, brokers, &bus_topic).await, raw)
+        };
+        let _ = admin
+            .delete_topics(&[&bus_topic, &raw_topic], &AdminOptions::new())
+            .await;
+        rounds.push((sides.0?, sides.1?));
+    }
+    Ok(rounds)
+}
+
+async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideResult> {
+    let mut config = bus_config(args, brokers, &format!("{topic}-group"));
+    // The bus creates its topic at build (topic strategy create_only).
+    config.kafka.topics.insert(
+        topic.to_string(),
+        TopicSettings {
+            partitions: Some(args.partitions),
+            ..TopicSettings::default()
+        },
+    );
+    let bus = EventBus::from_config(config).await.with_context(|| {
+        format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
+    })?;
+    let cpu_before = process_cpu();
+    let mut result = super::bus_side_windowed(bus, topic, args, args.window).await?;
+    result.cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    Ok(result)
+}
+
+async fn raw_side(
+    args: &BenchArgs,
+    brokers: &str,
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<SideResult> {
+    let new = NewTopic::new(topic, args.partitions as i32, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?
+    {
+        if let Err((name, code)) = r {
+            bail!("cannot create topic {name}: {code}");
+        }
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    let group = format!("{topic}-group");
+    let mut client = ClientConfig::new();
+    for (k, v) in consumer_properties(&bus_config(args, brokers, &group), &group) {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client.create()?;
+    consumer.subscribe(&[topic])?;
+    let tally = Tally::new(args.messages, args.keys);
+    let stop = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new(AtomicBool::new(false));
+    let (t, s, a) = (tally.clone(), stop.clone(), assigned.clone());
+    let partitions = args.partitions as usize;
+    let cpu_before = process_cpu();
+    let poller = std::thread::spawn(move || -> Result<()> {
+        while !s.load(Ordering::Relaxed) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    t.record(m.payload().unwrap_or_default());
+                    consumer.store_offset(m.topic(), m.partition(), m.offset() + 1)?;
+                }
+                Some(Err(e)) => bail!("raw consumer failed: {e}"),
+                None => {}
+            }
+            if !a.load(Ordering::Relaxed)
+                && consumer.assignment().is_ok_and(|x| x.count() == partitions)
+            {
+                a.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    });
+    // As the bus's subscribe does: publish once the group assigned.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !assigned.load(Ordering::Acquire) {
+        if tokio::time::Instant::now() > deadline || poller.is_finished() {
+            stop.store(true, Ordering::Relaxed);
+            bail!("the raw consumer got no assignment within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tally.start();
+    let mut from = 0;
+    while from < args.messages {
+        let to = (from + args.window.max(1)).min(args.messages);
+        let records: Vec<(String, Vec<u8>)> = (from..to)
+            .map(|i| {
+                let (k, seq, key) = key_of(i, args.keys);
+                (key, payload(k, seq, args.size))
+            })
+            .collect();
+        let mut deliveries = Vec::with_capacity(records.len());
+        for (key, p) in &records {
+            let mut record = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(p.as_slice());
+            loop {
+                match producer.send_result(record) {
+                    Ok(d) => break deliveries.push(d),
+                    Err((e, back))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => bail!("raw publish failed: {e}"),
+                }
+            }
+        }
+        for d in join_all(deliveries).await {
+            if let Err((e, _)) = d? {
+                bail!("raw delivery failed: {e}");
+            }
+        }
+        from = to;
+    }
+    let result = tally.wait(TIMEOUT).await;
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    stop.store(true, Ordering::Relaxed);
+    match tokio::task::spawn_blocking(move || poller.join()).await? {
+        Ok(Err(e)) => return Err(e),
+        Err(_) => bail!("raw consumer thread panicked"),
+        Ok(Ok(())) => {}
+    }
+    let mut result = result?;
+    result.cpu = cpu;
+    Ok(result)
+}
