@@ -63,8 +63,8 @@ pub(crate) struct BenchArgs {
     /// both sides (Kafka; the bus through `publish_batch`).
     #[arg(long, default_value_t = 10_000)]
     pub(crate) window: u64,
-    /// Measured rounds, each running both sides (Kafka); the report gives
-    /// medians.
+    /// Measured rounds, each running both sides, the first side alternating
+    /// (Kafka, NATS); the report gives medians.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
     /// Print one JSON line instead of a table.
