@@ -83,7 +83,7 @@ fn broker(i: &Inputs<'_>) -> ComponentHealth {
         Some(true) => component(
             BROKER,
             HealthState::Healthy,
-            format!("{} broker reachable", i.backend),
+            format!("{} broker reachable{}", i.backend, checked_ago(b)),
         ),
         Some(false) => {
             let limit = i.config.broker_unreachable_after;
@@ -97,10 +97,11 @@ fn broker(i: &Inputs<'_>) -> ComponentHealth {
                 BROKER,
                 state,
                 format!(
-                    "{} broker unreachable for {} (unhealthy after {}): {why}",
+                    "{} broker unreachable for {} (unhealthy after {}){}: {why}",
                     i.backend,
                     secs(for_how_long),
-                    secs(limit)
+                    secs(limit),
+                    checked_ago(b)
                 ),
             )
         }
@@ -218,6 +219,13 @@ fn subscriptions(
             )
         })
         .collect()
+}
+
+/// When the last background check answered, as ` (checked 1.2s ago)`.
+fn checked_ago(b: &Reachability) -> String {
+    b.checked_at
+        .and_then(|t| t.elapsed().ok())
+        .map_or(String::new(), |d| format!(" (checked {} ago)", secs(d)))
 }
 
 fn secs(d: Duration) -> String {
