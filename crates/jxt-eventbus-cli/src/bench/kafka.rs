@@ -47,9 +47,7 @@ use bytes::Bytes;
 use jxt_eventbus::backend::kafka::{consumer_properties, MESSAGE_ID_HEADER};
 use jxt_eventbus::config::TopicSettings;
 use jxt_eventbus::offsets::PartitionOffsets;
-use jxt_eventbus::{
-    BackendKind, BusConfig, Delivery, EventBus, HandlerResult, Message, SubscribeOptions,
-};
+use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, HandlerResult, SubscribeOptions};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -58,7 +56,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{key_of, payload, process_cpu, BenchArgs, Outcome, SideResult, Tally};
+use super::{process_cpu, BenchArgs, Outcome, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// Records the baseline's poll thread takes per loop turn at most, as the
@@ -129,10 +127,15 @@ pub(super) fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusCon
     config
 }
 
-/// Fills the topic through the bus; returns the publish rate.
-async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Result<f64> {
-    let mut config = bus_config(args, brokers, &format!("bench-fill-{run_id}"));
-    // The bus creates its topic at build (topic strategy create_only).
+/// A bus on `brokers` in `group` that creates `topic` with `--partitions`
+/// partitions at build (topic strategy create_only).
+pub(super) async fn bus_with_topic(
+    args: &BenchArgs,
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<EventBus> {
+    let mut config = bus_config(args, brokers, group);
     config.kafka.topics.insert(
         topic.to_string(),
         TopicSettings {
@@ -140,24 +143,16 @@ async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Res
             ..TopicSettings::default()
         },
     );
-    let bus = EventBus::from_config(config).await.with_context(|| {
+    EventBus::from_config(config).await.with_context(|| {
         format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
-    })?;
+    })
+}
+
+/// Fills the topic through the bus; returns the publish rate.
+async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Result<f64> {
+    let bus = bus_with_topic(args, brokers, &format!("bench-fill-{run_id}"), topic).await?;
     let started = Instant::now();
-    let mut from = 0;
-    while from < args.messages {
-        let to = (from + args.window.max(1)).min(args.messages);
-        let batch = (from..to)
-            .map(|i| {
-                let (k, seq, key) = key_of(i, args.keys);
-                Message::new(payload(k, seq, args.size)).with_key(key)
-            })
-            .collect();
-        for r in bus.publish_batch(topic, batch).await? {
-            r?;
-        }
-        from = to;
-    }
+    super::publish_windows(&bus, topic, args, args.window).await?;
     let rate = args.messages as f64 / started.elapsed().as_secs_f64();
     bus.shutdown().await?;
     Ok(rate)

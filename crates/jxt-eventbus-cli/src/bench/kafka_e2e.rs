@@ -22,11 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use futures::future::join_all;
 use jxt_eventbus::backend::kafka::consumer_properties;
-use jxt_eventbus::config::TopicSettings;
-use jxt_eventbus::EventBus;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -34,7 +32,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::kafka::bus_config;
+use super::kafka::{bus_config, bus_with_topic};
 use super::{key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -71,18 +69,7 @@ pub(crate) async fn rounds(
 }
 
 async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideResult> {
-    let mut config = bus_config(args, brokers, &format!("{topic}-group"));
-    // The bus creates its topic at build (topic strategy create_only).
-    config.kafka.topics.insert(
-        topic.to_string(),
-        TopicSettings {
-            partitions: Some(args.partitions),
-            ..TopicSettings::default()
-        },
-    );
-    let bus = EventBus::from_config(config).await.with_context(|| {
-        format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
-    })?;
+    let bus = bus_with_topic(args, brokers, &format!("{topic}-group"), topic).await?;
     let cpu_before = process_cpu();
     let mut result = super::bus_side_windowed(bus, topic, args, args.window).await?;
     result.cpu = process_cpu()

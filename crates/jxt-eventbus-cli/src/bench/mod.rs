@@ -425,7 +425,7 @@ pub(crate) async fn bus_side_windowed(
     args: &BenchArgs,
     window: u64,
 ) -> Result<SideResult> {
-    use jxt_eventbus::{Delivery, HandlerResult, Message, SubscribeOptions};
+    use jxt_eventbus::{Delivery, HandlerResult, SubscribeOptions};
     let tally = Tally::new(args.messages, args.keys);
     let t = tally.clone();
     bus.subscribe(
@@ -438,13 +438,28 @@ pub(crate) async fn bus_side_windowed(
     )
     .await?;
     tally.start();
+    publish_windows(&bus, topic, args, window).await?;
+    let result = tally.wait(Duration::from_secs(600)).await?;
+    bus.shutdown().await?;
+    Ok(result)
+}
+
+/// Publishes `--messages` records through `bus` in pipelined windows of
+/// `window` (each window's acknowledgements awaited together).
+#[cfg(any(feature = "kafka", feature = "nats"))]
+pub(crate) async fn publish_windows(
+    bus: &jxt_eventbus::EventBus,
+    topic: &str,
+    args: &BenchArgs,
+    window: u64,
+) -> Result<()> {
     let mut from = 0;
     while from < args.messages {
         let to = (from + window.max(1)).min(args.messages);
         let batch = (from..to)
             .map(|i| {
                 let (k, seq, key) = key_of(i, args.keys);
-                Message::new(payload(k, seq, args.size)).with_key(key)
+                jxt_eventbus::Message::new(payload(k, seq, args.size)).with_key(key)
             })
             .collect();
         for r in bus.publish_batch(topic, batch).await? {
@@ -452,13 +467,12 @@ pub(crate) async fn bus_side_windowed(
         }
         from = to;
     }
-    let result = tally.wait(Duration::from_secs(600)).await?;
-    bus.shutdown().await?;
-    Ok(result)
+    Ok(())
 }
 
 /// CPU time (user + system) this process used so far, from
 /// `/proc/self/stat` (clock ticks of 10 ms).
+#[cfg(any(feature = "kafka", feature = "nats"))]
 pub(crate) fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are the
