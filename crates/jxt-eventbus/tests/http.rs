@@ -16,6 +16,7 @@ use jxt_eventbus::{
 };
 use prometheus_client::registry::Registry;
 use support::http_get::get;
+use support::metric_value;
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -31,14 +32,6 @@ async fn bus(broker: &MemoryBroker, group: &str) -> EventBus {
         .build()
         .await
         .unwrap()
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.trim().parse().unwrap())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +74,8 @@ async fn endpoints_report_a_known_workload() {
         let r = get(addr, "/metrics").await;
         assert_eq!(r.status, 200);
         let dead = r#"eventbus_dead_lettered_total{topic="orders",backend="memory"}"#;
-        if value(&r.body, consumed) == Some(7.0) && value(&r.body, dead) == Some(1.0) {
+        if metric_value(&r.body, consumed) == Some(7.0) && metric_value(&r.body, dead) == Some(1.0)
+        {
             break r;
         }
         assert!(
@@ -97,7 +91,7 @@ async fn endpoints_report_a_known_workload() {
     );
     assert!(metrics.body.ends_with("# EOF\n"));
     assert_eq!(
-        value(
+        metric_value(
             &metrics.body,
             r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#
         ),
@@ -167,7 +161,7 @@ async fn a_mounted_router_serves_the_application_registry() {
     let r = get(addr, "/eventbus/metrics").await;
     assert_eq!(r.status, 200);
     assert_eq!(
-        value(
+        metric_value(
             &r.body,
             r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#
         ),

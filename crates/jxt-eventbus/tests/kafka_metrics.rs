@@ -12,14 +12,7 @@ use std::time::{Duration, Instant};
 use jxt_eventbus::{Delivery, ErrorKind, HandlerError, Message, SubscribeOptions};
 use kafka_support::{bus, create_topic};
 use support::http_get::get;
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.trim().parse().unwrap())
-    })
-}
+use support::metric_value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_counters_match_a_known_workload() {
@@ -71,13 +64,15 @@ async fn scraped_counters_match_a_known_workload() {
         let reply = get(server.local_addr(), "/metrics").await;
         let (status, body) = (reply.status, reply.body);
         assert_eq!(status, 200);
-        if value(&body, &consumed_ok) == Some(13.0) && value(&body, &consumed_dlq) == Some(2.0) {
+        if metric_value(&body, &consumed_ok) == Some(13.0)
+            && metric_value(&body, &consumed_dlq) == Some(2.0)
+        {
             break body;
         }
         assert!(Instant::now() < deadline, "workload not finished:\n{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let get_value = |s: &str| value(&body, s).unwrap_or_else(|| panic!("{s} in\n{body}"));
+    let get_value = |s: &str| metric_value(&body, s).unwrap_or_else(|| panic!("{s} in\n{body}"));
     assert_eq!(
         get_value(&series("messages_published_total", r#",result="ok""#)),
         15.0

@@ -15,6 +15,7 @@ use jxt_eventbus::{
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use support::eventually;
+use support::metric_value;
 
 fn config(group: &str) -> BusConfig {
     let mut c = BusConfig {
@@ -32,15 +33,6 @@ fn text(registry: &Registry) -> String {
     let mut out = String::new();
     encode(&mut out, registry).unwrap();
     out
-}
-
-/// The value of one series (`name{labels}`) in an encoding, if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .map(|v| v.trim().parse().unwrap())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,18 +91,18 @@ async fn counters_match_a_known_workload_exactly() {
     let consumed_dlq = r#"eventbus_messages_consumed_total{topic="orders",backend="memory",result="dead_lettered"}"#;
     eventually("every record finished", 10, || {
         let t = text(&registry);
-        value(&t, consumed_ok) == Some(12.0) && value(&t, consumed_dlq) == Some(3.0)
+        metric_value(&t, consumed_ok) == Some(12.0) && metric_value(&t, consumed_dlq) == Some(3.0)
     })
     .await;
     eventually("in-flight back to zero", 10, || {
-        value(
+        metric_value(
             &text(&registry),
             r#"eventbus_in_flight_records{backend="memory"}"#,
         ) == Some(0.0)
     })
     .await;
     let t = text(&registry);
-    let get = |series: &str| value(&t, series).unwrap_or_else(|| panic!("{series} in\n{t}"));
+    let get = |series: &str| metric_value(&t, series).unwrap_or_else(|| panic!("{series} in\n{t}"));
     assert_eq!(
         get(r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#),
         15.0
@@ -190,8 +182,14 @@ async fn two_buses_keep_their_own_metrics() {
     publish_n(&a, 2).await;
     publish_n(&b, 3).await;
     let ok = r#"eventbus_messages_published_total{topic="orders",backend="memory",result="ok"}"#;
-    assert_eq!(value(&text(&a.metrics_registry().unwrap()), ok), Some(2.0));
-    assert_eq!(value(&text(&b.metrics_registry().unwrap()), ok), Some(3.0));
+    assert_eq!(
+        metric_value(&text(&a.metrics_registry().unwrap()), ok),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric_value(&text(&b.metrics_registry().unwrap()), ok),
+        Some(3.0)
+    );
 }
 
 #[tokio::test]
@@ -220,6 +218,6 @@ async fn two_buses_on_an_application_registry() {
             r#"eventbus_messages_published_total{{bus="{bus}",topic="orders",backend="memory",result="ok"}}"#
         )
     };
-    assert_eq!(value(&t, &series("billing")), Some(4.0), "{t}");
-    assert_eq!(value(&t, &series("shipping")), Some(1.0), "{t}");
+    assert_eq!(metric_value(&t, &series("billing")), Some(4.0), "{t}");
+    assert_eq!(metric_value(&t, &series("shipping")), Some(1.0), "{t}");
 }

@@ -41,6 +41,16 @@ pub async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(secs), cond).await;
 }
 
+/// The value of one series (`name{labels}`) in an OpenMetrics text, if
+/// present.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse().unwrap())
+    })
+}
+
 /// Kafka bootstrap servers used when `EVENTBUS_KAFKA_BROKERS` is unset.
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
 /// NATS URL used when `EVENTBUS_NATS_URL` is unset.
