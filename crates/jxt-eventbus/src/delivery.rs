@@ -15,7 +15,7 @@ pub struct Delivery {
     pub(crate) offset: i64,
     pub(crate) attempt: u32,
     pub(crate) in_recovery: bool,
-    pub(crate) message: Message,
+    pub(crate) message: Arc<Message>,
 }
 
 impl Delivery {
@@ -73,7 +73,8 @@ impl Delivery {
     }
 
     /// Takes the message out.
+    /// (a copy only while the bus still holds it, e.g. for a retry).
     pub fn into_message(self) -> Message {
-        self.message
+        Arc::unwrap_or_clone(self.message)
     }
 }

@@ -309,3 +309,79 @@ async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Lanes are handed to worker tasks several at a time. A record that waits
+/// (a handler not ready at once, or a retry backoff) must not hold back the
+/// other keys handed out with it: here the waiting records only finish once
+/// every other key was handled, so a held-back lane would never finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_record_never_holds_back_other_keys() {
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        ..MemoryConfig::default()
+    });
+    let b = bus(&broker, "shifts", |c| {
+        c.dispatch.max_concurrency = 64;
+        c.retry.initial_backoff = Duration::from_millis(20);
+        c.retry.max_backoff = Duration::from_millis(20);
+        c.retry.max_attempts = 1_000;
+    })
+    .await;
+    const OTHERS: usize = 300;
+    let others_done = Arc::new(AtomicUsize::new(0));
+    let all_others = Arc::new(tokio::sync::Notify::new());
+    let (done, all) = (others_done.clone(), all_others.clone());
+    let waiting_done = Arc::new(AtomicUsize::new(0));
+    let waited = waiting_done.clone();
+    b.subscribe(
+        "mixed",
+        move |d: Delivery| {
+            let (done, all, waited) = (done.clone(), all.clone(), waited.clone());
+            async move {
+                match d.key() {
+                    // Pending until every other key was handled.
+                    Some("waits") => {
+                        while done.load(Ordering::SeqCst) < OTHERS {
+                            let _ = tokio::time::timeout(Duration::from_millis(50), all.notified())
+                                .await;
+                        }
+                        waited.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    // Fails (retryable) until every other key was handled.
+                    Some("retries") if done.load(Ordering::SeqCst) < OTHERS => {
+                        Err(jxt_eventbus::HandlerError::retryable("not yet"))
+                    }
+                    Some("retries") => {
+                        waited.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    _ => {
+                        if done.fetch_add(1, Ordering::SeqCst) + 1 == OTHERS {
+                            all.notify_waiters();
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    // The waiting keys first, then the others: one fetch, one partition, so
+    // they are handed out together.
+    let mut batch = vec![
+        Message::new("w").with_key("waits"),
+        Message::new("r").with_key("retries"),
+    ];
+    batch.extend((0..OTHERS).map(|i| Message::new("x").with_key(format!("k{i}"))));
+    for r in b.publish_batch("mixed", batch).await.unwrap() {
+        r.unwrap();
+    }
+    eventually("every record handled", 30, || {
+        others_done.load(Ordering::SeqCst) == OTHERS && waiting_done.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    b.shutdown().await.unwrap();
+}

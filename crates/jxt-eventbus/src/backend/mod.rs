@@ -72,8 +72,9 @@ pub struct Record {
     pub partition: TopicPartition,
     /// Offset (or stream sequence) within the partition.
     pub offset: i64,
-    /// The message.
-    pub message: Message,
+    /// The message, shared: handing it to the handler (and again on each
+    /// retry) costs a reference count, not a copy.
+    pub message: Arc<Message>,
     /// Per-record acknowledgement, on backends that need one.
     pub ack: Option<Box<dyn RecordAck>>,
 }

@@ -137,7 +137,11 @@ impl EventBus {
                 ConsumerEvent::Records(records) => {
                     for r in records {
                         if out.len() < max {
-                            out.push(DeadLetter::new(r.partition.partition, r.offset, r.message));
+                            out.push(DeadLetter::new(
+                                r.partition.partition,
+                                r.offset,
+                                Arc::unwrap_or_clone(r.message),
+                            ));
                         }
                     }
                     if out.len() >= max {

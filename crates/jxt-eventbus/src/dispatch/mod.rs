@@ -9,7 +9,7 @@
 //! partition or the bus holds too many records it pauses intake instead of
 //! buffering more.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -41,13 +41,16 @@ pub(crate) use worker::WorkerContext;
 /// caps are exceeded by at most that much, never unboundedly.
 pub(crate) const EVENT_CHANNEL: usize = 4;
 
+/// Lane batches given to one worker task at most.
+const MAX_SHIFT: usize = 64;
+
 /// A record waiting in, or running from, a lane.
 #[derive(Debug)]
 pub(crate) struct Job {
     partition: TopicPartition,
     generation: u64,
     offset: i64,
-    message: Message,
+    message: Arc<Message>,
     ack: Option<Box<dyn RecordAck>>,
     lease: Arc<Lease>,
 }
@@ -249,6 +252,8 @@ pub(crate) struct Dispatcher {
     advanced: HashMap<TopicPartition, i64>,
     /// Recovery mode as last applied to the subscriptions' concurrency.
     recovering: bool,
+    /// Threads of the runtime the dispatcher runs on.
+    workers: usize,
 }
 
 impl Dispatcher {
@@ -282,6 +287,10 @@ impl Dispatcher {
             revoked_total: 0,
             advanced: HashMap::default(),
             recovering: false,
+            workers: tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .max(1),
         };
         tokio::spawn(dispatcher.run(events, commands, completions));
         DispatcherHandle {
@@ -721,7 +730,9 @@ impl Dispatcher {
         {
             return;
         }
+        let workers = self.workers;
         for sub in self.subs.values_mut() {
+            let mut ready = VecDeque::new();
             while let Some((lane, batch)) = sub.lanes.next_batch() {
                 // A lane's records nearly always share a partition: look it
                 // up once per run of equal partitions, not per record.
@@ -741,12 +752,20 @@ impl Dispatcher {
                     }
                     i += same;
                 }
-                tokio::spawn(worker::run_batch(
+                ready.push_back((lane, batch));
+            }
+            // Shifts of a few lanes each, about two per runtime worker:
+            // quick handlers then cost a task and a report per shift instead
+            // of per lane, and the shifts still spread over the threads.
+            let per_shift = ready.len().div_ceil(2 * workers).clamp(1, MAX_SHIFT);
+            while !ready.is_empty() {
+                let rest = ready.split_off(per_shift.min(ready.len()));
+                let shift = std::mem::replace(&mut ready, rest);
+                tokio::spawn(worker::run_shift(
                     self.ctx.clone(),
                     sub.handler.clone(),
                     sub.metrics.clone(),
-                    lane,
-                    batch,
+                    shift,
                     self.completions.clone(),
                 ));
             }

@@ -2,6 +2,8 @@
 //! the lane, dead-lettered when it cannot succeed.
 
 use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -71,15 +73,15 @@ impl WorkerContext {
     }
 }
 
-/// Completions of one batch on their way to the dispatcher: sent together
+/// Completions of a shift on their way to the dispatcher: sent together
 /// while handlers finish without waiting, and always before the task waits
 /// (a handler not ready at once, a retry backoff, a dead-letter write), so a
 /// finished record is never held back behind a slow one, and the dispatcher
 /// is woken once per run of quick records rather than once per record.
 struct Reporter {
     tx: mpsc::UnboundedSender<Completions>,
-    /// The first completion not yet sent: a batch of one record (the common
-    /// case when keys interleave) then costs no allocation.
+    /// The first completion not yet sent: a run of one record costs no
+    /// allocation.
     first: Option<Completion>,
     rest: Vec<Completion>,
 }
@@ -109,64 +111,92 @@ impl Reporter {
     }
 }
 
-/// Handles `jobs` of one lane in order and reports each completion; the last
-/// one frees the lane.
-pub(crate) async fn run_batch(
+/// The queued records of one lane, handed out to run in order.
+pub(crate) type LaneBatch = (super::lanes::LaneId, Vec<Job>);
+
+/// Lane batches of one subscription given to one task ("a shift"), run one
+/// after another. Quick handlers get through a whole shift on one task with
+/// one report; before the task waits on anything (a handler not ready at
+/// once, a retry backoff, a dead-letter write) it hands the lanes it has
+/// not started to a new task, so a slow record never holds back another
+/// lane. Records of one lane always stay on one task, in order.
+struct Shift {
     ctx: Arc<WorkerContext>,
     handler: Arc<dyn Handler>,
     metrics: Arc<TopicMetrics>,
-    lane: super::lanes::LaneId,
-    jobs: Vec<Job>,
+    report: Reporter,
+    /// Lane batches not started yet.
+    queued: VecDeque<LaneBatch>,
+}
+
+impl Shift {
+    /// Called before the task waits: reports what finished and moves the
+    /// lanes not started to a task of their own.
+    fn before_wait(&mut self) {
+        self.report.flush();
+        if self.queued.is_empty() {
+            return;
+        }
+        tokio::spawn(run_shift(
+            self.ctx.clone(),
+            self.handler.clone(),
+            self.metrics.clone(),
+            std::mem::take(&mut self.queued),
+            self.report.tx.clone(),
+        ));
+    }
+}
+
+/// Runs lane `batches` of one subscription, each record through `handler`
+/// in lane order, and reports each completion; a lane's last record frees it.
+pub(crate) async fn run_shift(
+    ctx: Arc<WorkerContext>,
+    handler: Arc<dyn Handler>,
+    metrics: Arc<TopicMetrics>,
+    batches: VecDeque<LaneBatch>,
     completions: mpsc::UnboundedSender<Completions>,
 ) {
-    let n = jobs.len();
-    let mut report = Reporter {
-        tx: completions,
-        first: None,
-        rest: Vec::new(),
+    let mut shift = Shift {
+        ctx,
+        handler,
+        metrics,
+        report: Reporter {
+            tx: completions,
+            first: None,
+            rest: Vec::new(),
+        },
+        queued: batches,
     };
     // One clock read per record: a record's end is the next one's start.
     let mut clock = std::time::Instant::now();
-    for (i, job) in jobs.into_iter().enumerate() {
-        if report.tx.is_closed() {
-            // The dispatcher is gone (bus dropped): nothing left to report to.
-            return;
+    while let Some((lane, jobs)) = shift.queued.pop_front() {
+        let n = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            if shift.report.tx.is_closed() {
+                // The dispatcher is gone (bus dropped): nothing left to report to.
+                return;
+            }
+            let outcome = process(&mut shift, &job, &mut clock).await;
+            if !matches!(outcome, Outcome::Done) {
+                // Dead-letter writes and retries took time the next record must
+                // not be charged for.
+                clock = std::time::Instant::now();
+            }
+            shift.report.push(Completion {
+                lane,
+                partition: job.partition,
+                generation: job.generation,
+                offset: job.offset,
+                ack: job.ack,
+                outcome,
+                last: i + 1 == n,
+            });
         }
-        let outcome = process(
-            &ctx,
-            handler.as_ref(),
-            &metrics,
-            &job,
-            &mut clock,
-            &mut report,
-        )
-        .await;
-        if !matches!(outcome, Outcome::Done) {
-            // Dead-letter writes and retries took time the next record must
-            // not be charged for.
-            clock = std::time::Instant::now();
-        }
-        report.push(Completion {
-            lane,
-            partition: job.partition,
-            generation: job.generation,
-            offset: job.offset,
-            ack: job.ack,
-            outcome,
-            last: i + 1 == n,
-        });
     }
-    report.flush();
+    shift.report.flush();
 }
 
-async fn process(
-    ctx: &WorkerContext,
-    handler: &dyn Handler,
-    metrics: &TopicMetrics,
-    job: &Job,
-    clock: &mut std::time::Instant,
-    report: &mut Reporter,
-) -> Outcome {
+async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -> Outcome {
     // Built at the first failure: most records never need it.
     let mut backoff = None;
     let mut first_failure = None;
@@ -175,6 +205,8 @@ async fn process(
         if job.lease.is_cancelled() {
             return Outcome::Abandoned;
         }
+        let ctx = &*shift.ctx;
+        let metrics = &*shift.metrics;
         let delivery = Delivery {
             topic: job.partition.topic.clone(),
             partition: job.partition.partition,
@@ -208,15 +240,19 @@ async fn process(
                 span.record("correlation_id", c);
             }
         }
-        let handling = call(handler, delivery).instrument(span);
+        // The handler's synchronous part runs in the span too.
+        let handling = span.in_scope(|| call(shift.handler.as_ref(), delivery));
+        let handling = handling.instrument(span);
         tokio::pin!(handling);
         let result = match futures::poll!(handling.as_mut()) {
             Poll::Ready(result) => result,
             Poll::Pending => {
-                report.flush();
+                shift.before_wait();
                 handling.await
             }
         };
+        let ctx = &*shift.ctx;
+        let metrics = &*shift.metrics;
         *clock = std::time::Instant::now();
         metrics
             .handler_duration
@@ -241,11 +277,22 @@ async fn process(
             offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.message(),
             "handler failed"
         );
-        // Waiting ahead (a dead-letter write or a backoff): report first.
-        report.flush();
-        if exhausted && ctx.dead_letter.enabled {
+        let dead_letter_now = exhausted && ctx.dead_letter.enabled;
+        let delay = if exhausted {
+            ctx.retry.max_backoff
+        } else {
+            backoff
+                .get_or_insert_with(|| ctx.backoff())
+                .next()
+                .unwrap_or(ctx.retry.max_backoff)
+        };
+        // Waiting ahead (a dead-letter write or a backoff).
+        shift.before_wait();
+        let ctx = &*shift.ctx;
+        let metrics = &*shift.metrics;
+        if dead_letter_now {
             // Boxed, as the backoff sleep below: rare paths, kept out of the
-            // batch task's state, which is moved in at every spawn.
+            // shift task's state.
             let outcome = Box::pin(dead_letter(ctx, job, &err, attempt, first, now)).await;
             if let Outcome::DeadLettered = outcome {
                 crate::log_limit::warn_limited!(
@@ -265,14 +312,6 @@ async fn process(
                 "retries exhausted and dead letters are disabled; the record holds its key and is tried again"
             );
         }
-        let delay = if exhausted {
-            ctx.retry.max_backoff
-        } else {
-            backoff
-                .get_or_insert_with(|| ctx.backoff())
-                .next()
-                .unwrap_or(ctx.retry.max_backoff)
-        };
         if !Box::pin(job.lease.sleep(delay)).await {
             return Outcome::Abandoned;
         }
@@ -281,15 +320,18 @@ async fn process(
 }
 
 /// Calls the handler; a panic, whether while creating or while polling the
-/// future, becomes an [`ErrorKind::Panic`] failure.
-async fn call(handler: &dyn Handler, delivery: Delivery) -> HandlerResult {
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery))) {
-        Ok(fut) => fut,
-        Err(panic) => return Err(panic_error(panic)),
-    };
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(panic_error(panic)),
+/// future, becomes an [`ErrorKind::Panic`] failure. The future it returns
+/// does not borrow the handler.
+fn call(handler: &dyn Handler, delivery: Delivery) -> impl Future<Output = HandlerResult> {
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery)));
+    async move {
+        match fut {
+            Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Err(panic_error(panic)),
+            },
+            Err(panic) => Err(panic_error(panic)),
+        }
     }
 }
 
@@ -339,7 +381,7 @@ fn dead_letter_message(
 ) -> Message {
     use dlq_headers::*;
     let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
-    let mut m = job.message.clone();
+    let mut m = Message::clone(&job.message);
     let h = &mut m.headers;
     h.set(ORIGINAL_TOPIC, job.partition.topic.to_string());
     h.set(ORIGINAL_PARTITION, job.partition.partition.to_string());

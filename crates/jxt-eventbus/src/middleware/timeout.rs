@@ -63,7 +63,7 @@ mod tests {
             offset: 0,
             attempt: 1,
             in_recovery: false,
-            message: Message::new("x"),
+            message: std::sync::Arc::new(Message::new("x")),
         }
     }
 

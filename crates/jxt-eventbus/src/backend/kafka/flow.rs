@@ -234,7 +234,7 @@ mod tests {
         Record {
             partition: TopicPartition::new("t", p),
             offset,
-            message: Message::new("x"),
+            message: std::sync::Arc::new(Message::new("x")),
             ack: None,
         }
     }

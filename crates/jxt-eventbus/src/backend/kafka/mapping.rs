@@ -105,13 +105,13 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
             partition: m.partition(),
         },
         offset: m.offset(),
-        message: Message {
+        message: Arc::new(Message {
             id,
             key,
             headers,
             payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
             timestamp,
-        },
+        }),
         ack: None,
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::message::Message;
 
@@ -10,7 +11,7 @@ use crate::message::Message;
 #[derive(Debug, Default)]
 pub(super) struct PartitionLog {
     pub(super) base: i64,
-    pub(super) records: VecDeque<Message>,
+    pub(super) records: VecDeque<Arc<Message>>,
 }
 
 impl PartitionLog {
@@ -20,11 +21,11 @@ impl PartitionLog {
     }
 
     pub(super) fn append(&mut self, message: Message) -> i64 {
-        self.records.push_back(message);
+        self.records.push_back(Arc::new(message));
         self.end() - 1
     }
 
-    pub(super) fn get(&self, offset: i64) -> Option<&Message> {
+    pub(super) fn get(&self, offset: i64) -> Option<&Arc<Message>> {
         let idx = usize::try_from(offset - self.base).ok()?;
         self.records.get(idx)
     }

@@ -111,7 +111,7 @@ impl MemoryBroker {
         let mut out = Vec::new();
         for (p, log) in t.partitions.iter().enumerate() {
             for (i, m) in log.records.iter().enumerate() {
-                out.push((p as i32, log.base + i as i64, m.clone()));
+                out.push((p as i32, log.base + i as i64, Message::clone(m)));
             }
         }
         out

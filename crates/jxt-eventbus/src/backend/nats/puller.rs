@@ -434,7 +434,7 @@ impl Puller {
         Some(Record {
             partition: self.partition.clone(),
             offset: i64::try_from(seq).unwrap_or(i64::MAX),
-            message,
+            message: Arc::new(message),
             ack: Some(ack),
         })
     }
