@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 /// Identifies a lane within one subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +22,10 @@ pub(crate) enum LaneId {
     /// One lane per record (`unordered`).
     Record(u64),
 }
+
+/// The records of one lane handed out to run. When keys interleave, nearly
+/// every batch holds one record: that one is kept inline, not allocated.
+pub(crate) type Batch<J> = SmallVec<[J; 1]>;
 
 #[derive(Debug)]
 struct Lane<J> {
@@ -75,7 +80,7 @@ impl<J> KeyedLanes<J> {
 
     /// The next batch to run, if a concurrency slot is free: the oldest ready
     /// lane's queued records (up to the batch size), in order.
-    pub(crate) fn next_batch(&mut self) -> Option<(LaneId, Vec<J>)> {
+    pub(crate) fn next_batch(&mut self) -> Option<(LaneId, Batch<J>)> {
         if self.running >= self.max_concurrency {
             return None;
         }
@@ -87,7 +92,7 @@ impl<J> KeyedLanes<J> {
                 continue;
             }
             let n = lane.queue.len().min(self.max_batch);
-            let batch: Vec<J> = lane.queue.drain(..n).collect();
+            let batch: Batch<J> = lane.queue.drain(..n).collect();
             lane.running = true;
             self.running += 1;
             return Some((id, batch));
@@ -165,15 +170,27 @@ mod tests {
         l.push(LaneId::Key(1), 2);
         l.push(LaneId::Key(2), 3);
         l.push(LaneId::Key(3), 4);
-        assert_eq!(l.next_batch(), Some((LaneId::Key(1), vec![1, 2])));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(1), Batch::from_slice(&[1, 2])))
+        );
         l.push(LaneId::Key(1), 5);
-        assert_eq!(l.next_batch(), Some((LaneId::Key(2), vec![3])));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(2), Batch::from_slice(&[3])))
+        );
         assert_eq!(l.next_batch(), None, "concurrency 2 reached");
         l.finish(LaneId::Key(2));
-        assert_eq!(l.next_batch(), Some((LaneId::Key(3), vec![4])));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(3), Batch::from_slice(&[4])))
+        );
         assert_eq!(l.next_batch(), None, "key 1 still running");
         l.finish(LaneId::Key(1));
-        assert_eq!(l.next_batch(), Some((LaneId::Key(1), vec![5])));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(1), Batch::from_slice(&[5])))
+        );
         l.finish(LaneId::Key(1));
         l.finish(LaneId::Key(3));
         assert_eq!(l.live(), 0);
@@ -190,7 +207,10 @@ mod tests {
         let dropped = l.retain(|j| *j == 3);
         assert_eq!(dropped, vec![2]);
         assert_eq!(l.live(), 2, "lane 1 still running");
-        assert_eq!(l.next_batch(), Some((LaneId::Key(2), vec![3])));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(2), Batch::from_slice(&[3])))
+        );
     }
 
     proptest! {
@@ -205,7 +225,7 @@ mod tests {
         ) {
             let mut l = KeyedLanes::new(conc, batch);
             let mut arrivals = keys.iter().copied().enumerate();
-            let mut running: Vec<(LaneId, Vec<(usize, u64)>)> = Vec::new();
+            let mut running: Vec<(LaneId, Batch<(usize, u64)>)> = Vec::new();
             let mut started: HashMap<u64, Vec<usize>> = HashMap::default();
             let mut picks = picks.into_iter().cycle();
             let mut done = 0;

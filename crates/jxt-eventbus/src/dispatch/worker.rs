@@ -112,7 +112,7 @@ impl Reporter {
 }
 
 /// The queued records of one lane, handed out to run in order.
-pub(crate) type LaneBatch = (super::lanes::LaneId, Vec<Job>);
+pub(crate) type LaneBatch = (super::lanes::LaneId, super::lanes::Batch<Job>);
 
 /// Lane batches of one subscription given to one task ("a shift"), run one
 /// after another. Quick handlers get through a whole shift on one task with
@@ -156,6 +156,7 @@ pub(crate) async fn run_shift(
     batches: VecDeque<LaneBatch>,
     completions: mpsc::UnboundedSender<Completions>,
 ) {
+    let records: usize = batches.iter().map(|(_, jobs)| jobs.len()).sum();
     let mut shift = Shift {
         ctx,
         handler,
@@ -163,7 +164,7 @@ pub(crate) async fn run_shift(
         report: Reporter {
             tx: completions,
             first: None,
-            rest: Vec::new(),
+            rest: Vec::with_capacity(records.saturating_sub(1)),
         },
         queued: batches,
     };
