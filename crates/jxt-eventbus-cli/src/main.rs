@@ -7,6 +7,16 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 
+// mimalloc rather than glibc's malloc: an event bus allocates records on one
+// thread (the Kafka poll thread, the NATS connection task) and frees them on
+// another (the handler's worker), and glibc's malloc contends on its arena
+// locks for such frees. It is what we recommend to services using the
+// library (docs/benchmarks.md has figures with both). Both sides of every
+// benchmark run in this process, so they share the allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// jxt-eventbus command line.
 #[derive(Debug, Parser)]
 #[command(name = "eventbus", version, about)]
