@@ -128,6 +128,12 @@ pub type HandlerResult = Result<(), HandlerError>;
 /// record; an `Err` is retried or dead-lettered according to its kind. A
 /// panic is caught and treated as an [`ErrorKind::Panic`] failure.
 ///
+/// A handler runs on the async runtime and must not block it: the bus runs
+/// the records of several keys one after another on one task as long as
+/// their handlers finish without waiting, and hands the others to a new task
+/// as soon as one waits. Blocking calls (synchronous I/O, long computations)
+/// belong in `tokio::task::spawn_blocking`.
+///
 /// Any `Fn(Delivery) -> impl Future<Output = HandlerResult>` is a handler.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one delivery.
