@@ -1,6 +1,6 @@
 //! What a publisher sends: [`Message`] and its [`Headers`].
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -87,12 +87,13 @@ pub struct Message {
 impl Message {
     /// A message with a fresh UUIDv7 id, no key and no headers.
     pub fn new(payload: impl Into<Bytes>) -> Self {
+        let timestamp = SystemTime::now();
         Message {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_id(timestamp),
             key: None,
             headers: Headers::new(),
             payload: payload.into(),
-            timestamp: SystemTime::now(),
+            timestamp,
         }
     }
 
@@ -120,5 +121,52 @@ impl Message {
     /// The key, or `""`.
     pub fn key_str(&self) -> &str {
         self.key.as_deref().unwrap_or("")
+    }
+}
+
+thread_local! {
+    /// UUIDv7 counters per thread: ids made on one thread are strictly
+    /// increasing, and publishing threads share no lock.
+    static IDS: uuid::ContextV7 = const { uuid::ContextV7::new() };
+}
+
+/// A UUIDv7 (hyphenated, lower case) for a message created at `at`: the id
+/// carries the message's creation millisecond.
+fn new_id(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let id = IDS.with(|ids| {
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            ids,
+            since.as_secs(),
+            since.subsec_nanos(),
+        ))
+    });
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_increasing_uuid_v7_of_the_creation_millisecond() {
+        let messages: Vec<Message> = (0..10_000).map(|_| Message::new("x")).collect();
+        for pair in messages.windows(2) {
+            assert!(pair[0].id < pair[1].id, "{} !< {}", pair[0].id, pair[1].id);
+        }
+        for m in &messages {
+            let id = uuid::Uuid::parse_str(&m.id).unwrap();
+            assert_eq!(id.get_version_num(), 7);
+            let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+            let millis = m.timestamp.duration_since(UNIX_EPOCH).unwrap().as_millis();
+            // The counter may push an id into the next millisecond when more
+            // than its range of ids is made within one.
+            let id_millis = u128::from(secs) * 1000 + u128::from(nanos) / 1_000_000;
+            assert!(
+                id_millis == millis || id_millis == millis + 1,
+                "{id_millis} vs {millis}"
+            );
+        }
     }
 }

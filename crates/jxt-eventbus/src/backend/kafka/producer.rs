@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::channel::oneshot::Canceled;
-use futures::stream::{FuturesUnordered, StreamExt as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -149,38 +148,34 @@ impl KafkaProducer {
         }
     }
 
-    /// Awaits the reports of a batch under one timer (not one per record).
+    /// Awaits the reports of a batch in order, under one timer (not one per
+    /// record): reports arrive about in enqueue order, so waiting on each in
+    /// turn costs a wake-up now and then, not a future per record.
     async fn delivered_all(
         &self,
         topic: &str,
         pending: Vec<Result<DeliveryFuture>>,
     ) -> Vec<Result<PublishReceipt>> {
-        let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(pending.len());
-        let mut waiting = FuturesUnordered::new();
-        for (i, p) in pending.into_iter().enumerate() {
-            match p {
-                Ok(delivery) => {
-                    results.push(None);
-                    waiting.push(async move { (i, delivery.await) });
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
         let expiry = tokio::time::sleep(self.message_timeout + REPORT_GRACE);
         tokio::pin!(expiry);
-        loop {
-            tokio::select! {
-                next = waiting.next() => match next {
-                    Some((i, report)) => results[i] = Some(self.report(topic, report)),
-                    None => break,
+        let mut expired = false;
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            let result = match p {
+                Err(e) => Err(e),
+                Ok(_) if expired => Err(self.timeout("kafka publish (no delivery report)")),
+                Ok(delivery) => tokio::select! {
+                    biased;
+                    report = delivery => self.report(topic, report),
+                    _ = &mut expiry => {
+                        expired = true;
+                        Err(self.timeout("kafka publish (no delivery report)"))
+                    }
                 },
-                _ = &mut expiry => break,
-            }
+            };
+            results.push(result);
         }
         results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(self.timeout("kafka publish (no delivery report)"))))
-            .collect()
     }
 }
 
