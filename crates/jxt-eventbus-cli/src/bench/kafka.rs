@@ -40,14 +40,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use jxt_eventbus::backend::kafka::{consumer_properties, MESSAGE_ID_HEADER};
 use jxt_eventbus::config::TopicSettings;
 use jxt_eventbus::offsets::PartitionOffsets;
-use jxt_eventbus::{BackendKind, BusConfig, Delivery, EventBus, HandlerResult, SubscribeOptions};
+use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -56,7 +56,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{process_cpu, BenchArgs, Outcome, SideResult, Tally};
+use super::{cpu_since, process_cpu, BenchArgs, Outcome, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// Records the baseline's poll thread takes per loop turn at most, as the
@@ -70,13 +70,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
         .ok()
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
+    let run_id = super::run_id();
     let topic = format!("bench-{run_id}");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -162,25 +156,20 @@ async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Res
 async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
     let bus = EventBus::from_config(bus_config(args, brokers, group)).await?;
     let tally = Tally::new(args.messages, args.keys);
-    let t = tally.clone();
     let cpu_before = process_cpu();
-    bus.subscribe(
-        topic,
-        move |d: Delivery| {
-            t.record(d.payload());
-            std::future::ready(HandlerResult::Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await?;
+    tally.subscribe(&bus, topic).await?;
     let mut result = tally.wait(TIMEOUT).await?;
-    result.cpu = cpu_used(cpu_before);
+    result.cpu = cpu_since(cpu_before);
     bus.shutdown().await?;
     Ok(without_latency(result))
 }
 
-fn cpu_used(before: Option<Duration>) -> Option<Duration> {
-    Some(process_cpu()?.saturating_sub(before?))
+/// Waits for a raw consumer's poll thread (told to stop) and returns its error.
+pub(super) async fn join_poller(poller: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    match tokio::task::spawn_blocking(move || poller.join()).await? {
+        Ok(result) => result,
+        Err(_) => bail!("raw consumer thread panicked"),
+    }
 }
 
 fn without_latency(mut r: SideResult) -> SideResult {
@@ -238,13 +227,9 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     let topic = topic.to_string();
     let poller = std::thread::spawn(move || raw_poll_loop(consumer, topic, queues, done_rx, &s));
     let result = tally.wait(TIMEOUT).await;
-    let cpu = cpu_used(cpu_before);
+    let cpu = cpu_since(cpu_before);
     stop.store(true, Ordering::Relaxed);
-    match tokio::task::spawn_blocking(move || poller.join()).await? {
-        Ok(Err(e)) => return Err(e),
-        Err(_) => bail!("raw consumer thread panicked"),
-        Ok(Ok(())) => {}
-    }
+    join_poller(poller).await?;
     let mut result = result?;
     result.cpu = cpu;
     Ok(without_latency(result))

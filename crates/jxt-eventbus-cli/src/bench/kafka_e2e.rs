@@ -33,7 +33,7 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::kafka::{bus_config, bus_with_topic};
-use super::{key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
+use super::{cpu_since, key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -72,9 +72,7 @@ async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideRe
     let bus = bus_with_topic(args, brokers, &format!("{topic}-group"), topic).await?;
     let cpu_before = process_cpu();
     let mut result = super::bus_side_windowed(bus, topic, args, args.window).await?;
-    result.cpu = process_cpu()
-        .zip(cpu_before)
-        .map(|(a, b)| a.saturating_sub(b));
+    result.cpu = cpu_since(cpu_before);
     Ok(result)
 }
 
@@ -181,15 +179,9 @@ async fn raw_side(
         from = to;
     }
     let result = tally.wait(TIMEOUT).await;
-    let cpu = process_cpu()
-        .zip(cpu_before)
-        .map(|(a, b)| a.saturating_sub(b));
+    let cpu = cpu_since(cpu_before);
     stop.store(true, Ordering::Relaxed);
-    match tokio::task::spawn_blocking(move || poller.join()).await? {
-        Ok(Err(e)) => return Err(e),
-        Err(_) => bail!("raw consumer thread panicked"),
-        Ok(Ok(())) => {}
-    }
+    super::kafka::join_poller(poller).await?;
     let mut result = result?;
     result.cpu = cpu;
     Ok(result)

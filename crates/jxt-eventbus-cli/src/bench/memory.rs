@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use jxt_eventbus::config::MemoryConfig;
-use jxt_eventbus::{
-    BusConfig, Delivery, EventBus, HandlerResult, MemoryBroker, Message, SubscribeOptions,
-};
+use jxt_eventbus::{BusConfig, EventBus, MemoryBroker, Message};
 
 use super::{key_of, payload, BenchArgs, SideResult, Tally};
 
@@ -42,16 +40,7 @@ async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
         .build()
         .await?;
     let tally = Tally::new(args.messages, args.keys);
-    let t = tally.clone();
-    bus.subscribe(
-        "bench",
-        move |d: Delivery| {
-            t.record(d.payload());
-            std::future::ready(HandlerResult::Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await?;
+    tally.subscribe(&bus, "bench").await?;
     tally.start();
     for i in 0..args.messages {
         bus.publish("bench", message(args, i)).await?;

@@ -385,6 +385,27 @@ impl Tally {
         }
     }
 
+    /// Subscribes the tallying handler to `topic` on `bus`: every side's
+    /// bus runs the same handler.
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        bus: &jxt_eventbus::EventBus,
+        topic: &str,
+    ) -> Result<()> {
+        use jxt_eventbus::{Delivery, HandlerResult, SubscribeOptions};
+        let t = self.clone();
+        bus.subscribe(
+            topic,
+            move |d: Delivery| {
+                t.record(d.payload());
+                std::future::ready(HandlerResult::Ok(()))
+            },
+            SubscribeOptions::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Waits until every message was handled, or fails after `timeout`.
     pub(crate) async fn wait(&self, timeout: Duration) -> Result<SideResult> {
         let all = async {
@@ -425,18 +446,8 @@ pub(crate) async fn bus_side_windowed(
     args: &BenchArgs,
     window: u64,
 ) -> Result<SideResult> {
-    use jxt_eventbus::{Delivery, HandlerResult, SubscribeOptions};
     let tally = Tally::new(args.messages, args.keys);
-    let t = tally.clone();
-    bus.subscribe(
-        topic,
-        move |d: Delivery| {
-            t.record(d.payload());
-            std::future::ready(HandlerResult::Ok(()))
-        },
-        SubscribeOptions::new(),
-    )
-    .await?;
+    tally.subscribe(&bus, topic).await?;
     tally.start();
     publish_windows(&bus, topic, args, window).await?;
     let result = tally.wait(Duration::from_secs(600)).await?;
@@ -468,6 +479,25 @@ pub(crate) async fn publish_windows(
         from = to;
     }
     Ok(())
+}
+
+/// A name part unique to this run: process id and start time.
+#[cfg(any(feature = "kafka", feature = "nats"))]
+pub(crate) fn run_id() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    )
+}
+
+/// CPU time used since `before` (see [`process_cpu`]).
+#[cfg(any(feature = "kafka", feature = "nats"))]
+pub(crate) fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
 }
 
 /// CPU time (user + system) this process used so far, from

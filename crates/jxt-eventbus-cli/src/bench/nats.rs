@@ -25,7 +25,7 @@
 
 use std::future::IntoFuture;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
@@ -34,7 +34,7 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 
-use super::{key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
+use super::{cpu_since, key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// Publishes on the wire before their PubAcks are awaited, on both sides.
@@ -54,13 +54,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'s
         .await
         .with_context(|| format!("cannot connect to NATS at {url} (EVENTBUS_NATS_URL)"))?;
     let js = jetstream::new(client);
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
+    let run_id = super::run_id();
     let mut rounds = Vec::new();
     for round in 0..args.rounds.max(1) {
         let (bus_topic, raw_topic) = (
@@ -102,9 +96,7 @@ async fn measured(
 ) -> Result<SideResult> {
     let before = process_cpu();
     let mut result = side.await?;
-    result.cpu = process_cpu()
-        .zip(before)
-        .map(|(after, before)| after.saturating_sub(before));
+    result.cpu = cpu_since(before);
     Ok(result)
 }
 
