@@ -3,8 +3,8 @@
 //! back-pressure — so none of it needs a lock.
 //!
 //! It takes [`ConsumerEvent`]s from the backend, queues records in their key
-//! lane, starts lane batches on worker tasks up to each subscription's
-//! concurrency, and on each completion advances the partition's commit
+//! lane, starts lane batches up to each subscription's concurrency — several
+//! lanes to a worker task, see [`worker`] — and on each completion advances the partition's commit
 //! position (lowest unfinished offset) and hands it to the backend. When a
 //! partition or the bus holds too many records it pauses intake instead of
 //! buffering more.
