@@ -1,6 +1,8 @@
 //! Memory backend benchmark: the bus over the in-memory broker vs a tokio
 //! mpsc pipeline doing the same hand-off (publisher task → consumer task
-//! handling each message).
+//! handling each message), over `--rounds` rounds, the side that goes first
+//! alternating. Both sides' rates are bimodal from run to run (where the
+//! scheduler puts their tasks), so one round decides little.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +11,27 @@ use anyhow::Result;
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::{BusConfig, EventBus, MemoryBroker, Message};
 
-use super::{key_of, payload, BenchArgs, SideResult, Tally};
+use super::{key_of, payload, BenchArgs, Outcome, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-pub(crate) async fn run(args: &BenchArgs) -> Result<(SideResult, SideResult, &'static str)> {
-    let bus = bus_side(args).await?;
-    let raw = raw_side(args).await?;
-    Ok((bus, raw, "tokio mpsc channel, one consumer task"))
+pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        rounds.push(if round % 2 == 0 {
+            let bus = bus_side(args).await?;
+            (bus, raw_side(args).await?)
+        } else {
+            let raw = raw_side(args).await?;
+            (bus_side(args).await?, raw)
+        });
+    }
+    Ok(Outcome {
+        rounds,
+        baseline: "tokio mpsc channel, one consumer task",
+        publish_msgs_per_sec: None,
+        consumer_path: None,
+    })
 }
 
 fn message(args: &BenchArgs, i: u64) -> Message {

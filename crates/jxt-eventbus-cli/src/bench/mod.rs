@@ -6,10 +6,10 @@
 //! (record latency, check per-key order, count), so the ratio measures what
 //! the bus adds and nothing else. No sleeps are measured.
 //!
-//! A backend may run several rounds (Kafka: `--rounds`, alternating which
-//! side goes first); the reported rates are the medians over the rounds and
-//! the ratio is the median of the per-round ratios, so one disturbed round
-//! does not decide the result.
+//! Backends run several rounds (`--rounds`, alternating which side goes
+//! first), so one disturbed round does not decide the result: memory and
+//! Kafka report the median rates and the median of the per-round ratios,
+//! NATS the round with the median ratio.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,8 +63,8 @@ pub(crate) struct BenchArgs {
     /// both sides (Kafka; the bus through `publish_batch`).
     #[arg(long, default_value_t = 10_000)]
     pub(crate) window: u64,
-    /// Measured rounds, each running both sides, the first side alternating
-    /// (Kafka, NATS); the report gives medians.
+    /// Measured rounds, each running both sides, the first side
+    /// alternating; the report gives medians.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
     /// Print one JSON line instead of a table.
@@ -203,10 +203,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         bail!("--keys and --messages must be at least 1");
     }
     let outcome = match args.backend {
-        BenchBackend::Memory => {
-            let (bus, raw, baseline) = memory::run(&args).await?;
-            Outcome::one(bus, raw, baseline)
-        }
+        BenchBackend::Memory => memory::run(&args).await?,
         #[cfg(feature = "kafka")]
         BenchBackend::Kafka => kafka::run(&args).await?,
         #[cfg(feature = "nats")]
