@@ -45,18 +45,21 @@ struct InFlight {
     idle: Notify,
 }
 
-struct InFlightGuard(Arc<InFlight>);
+/// Publishes counted in [`InFlight`] until dropped.
+struct InFlightGuard(Arc<InFlight>, usize);
 
 impl InFlight {
-    fn enter(self: &Arc<Self>) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
+    /// Counts `n` publishes until the guard is dropped (a batch counts as a
+    /// whole until its last result is in).
+    fn enter(self: &Arc<Self>, n: usize) -> InFlightGuard {
+        self.count.fetch_add(n, Ordering::AcqRel);
+        InFlightGuard(self.clone(), n)
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.count.fetch_sub(self.1, Ordering::AcqRel) == self.1 {
             self.0.idle.notify_waiters();
         }
     }
@@ -111,8 +114,8 @@ impl NatsProducer {
     }
 
     /// Awaits the PubAck (the context times it out after `publish_timeout`).
-    async fn finish(&self, topic: &str, ack: PublishAckFuture) -> Result<PublishReceipt> {
-        let ack = ack.into_future().await.map_err(|e| self.error(topic, e))?;
+    async fn finish(&self, topic: &str, ack: Result<PublishAckFuture>) -> Result<PublishReceipt> {
+        let ack = ack?.into_future().await.map_err(|e| self.error(topic, e))?;
         Ok(PublishReceipt {
             partition: 0,
             offset: i64::try_from(ack.sequence).unwrap_or(i64::MAX),
@@ -182,43 +185,38 @@ fn clone_publish_error(topic: &str, e: &Error) -> Error {
 #[async_trait]
 impl Producer for NatsProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
-        let _guard = self.in_flight.enter();
+        let _guard = self.in_flight.enter(1);
         self.prepare(topic).await?;
-        let ack = self.start(topic, &Subject::from(topic), message).await?;
+        let ack = self.start(topic, &Subject::from(topic), message).await;
         self.finish(topic, ack).await
     }
 
     /// Puts the whole batch on the wire before awaiting the PubAcks, up to
     /// 1024 at a time. Results come back in order, one per message; a failure
-    /// does not stop the others.
+    /// does not stop the others. PubAcks come back in publish order, so they
+    /// are awaited one after another: a wake-up now and then, no future per
+    /// record.
     async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<PublishReceipt>> {
         let n = messages.len();
-        let mut guards: VecDeque<InFlightGuard> = (0..n).map(|_| self.in_flight.enter()).collect();
+        let _guard = self.in_flight.enter(n);
         if let Err(e) = self.prepare(topic).await {
             return (0..n)
                 .map(|_| Err(clone_publish_error(topic, &e)))
                 .collect();
         }
         let mut results = Vec::with_capacity(n);
-        let mut window = futures::stream::FuturesOrdered::new();
+        let mut window = VecDeque::with_capacity(n.min(BATCH_WINDOW));
         let subject = Subject::from(topic);
         for message in messages {
             if window.len() >= BATCH_WINDOW {
-                if let Some(r) = futures::StreamExt::next(&mut window).await {
-                    results.push(r);
-                    guards.pop_front();
+                if let Some(oldest) = window.pop_front() {
+                    results.push(self.finish(topic, oldest).await);
                 }
             }
-            match self.start(topic, &subject, message).await {
-                Ok(ack) => window.push_back(futures::future::Either::Left(self.finish(topic, ack))),
-                Err(e) => window.push_back(futures::future::Either::Right(futures::future::ready(
-                    Err(e),
-                ))),
-            }
+            window.push_back(self.start(topic, &subject, message).await);
         }
-        while let Some(r) = futures::StreamExt::next(&mut window).await {
-            results.push(r);
-            guards.pop_front();
+        for pending in window {
+            results.push(self.finish(topic, pending).await);
         }
         results
     }
