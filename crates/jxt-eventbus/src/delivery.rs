@@ -72,8 +72,8 @@ impl Delivery {
         &self.message.headers
     }
 
-    /// Takes the message out.
-    /// (a copy only while the bus still holds it, e.g. for a retry).
+    /// Takes the message out. This copies it: the bus keeps the record
+    /// until the handler finished (for retries and dead letters).
     pub fn into_message(self) -> Message {
         Arc::unwrap_or_clone(self.message)
     }
