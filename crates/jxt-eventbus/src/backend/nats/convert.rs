@@ -198,6 +198,11 @@ fn header_str(name: &HeaderName) -> &str {
 mod tests {
     use super::*;
 
+    /// The message a consumer reads from `payload` published with `map`.
+    fn read_back(payload: &Bytes, map: &HeaderMap) -> Message {
+        message(payload.clone(), Some(map), || "unused".into(), UNIX_EPOCH)
+    }
+
     #[test]
     fn round_trip_keeps_id_key_timestamp_and_headers() {
         let mut m = Message::new("payload")
@@ -208,12 +213,7 @@ mod tests {
             .with_header("X-Message-Key", "spoofed");
         m.timestamp = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let map = headers("t", &m).unwrap();
-        let back = message(
-            m.payload.clone(),
-            Some(&map),
-            || "unused".into(),
-            UNIX_EPOCH,
-        );
+        let back = read_back(&m.payload, &map);
         assert_eq!(back.id, "id-1");
         assert_eq!(back.key.as_deref(), Some("order-1"));
         assert_eq!(back.timestamp, m.timestamp);
@@ -235,12 +235,7 @@ mod tests {
     fn a_uuid_v7_id_carries_the_timestamp() {
         let m = Message::new("x");
         let map = headers("t", &m).unwrap();
-        let back = message(
-            m.payload.clone(),
-            Some(&map),
-            || "unused".into(),
-            UNIX_EPOCH,
-        );
+        let back = read_back(&m.payload, &map);
         let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
         assert_eq!(millis(back.timestamp), millis(m.timestamp));
         if uuid_v7_millis(&m.id) == Some(millis(m.timestamp) as u64) {
@@ -251,12 +246,7 @@ mod tests {
         old.timestamp = UNIX_EPOCH + Duration::from_millis(1_000);
         let map = headers("t", &old).unwrap();
         assert_eq!(map.get(TIMESTAMP).map(|v| v.as_str()), Some("1000"));
-        let back = message(
-            old.payload.clone(),
-            Some(&map),
-            || "unused".into(),
-            UNIX_EPOCH,
-        );
+        let back = read_back(&old.payload, &map);
         assert_eq!(back.timestamp, old.timestamp);
     }
 
