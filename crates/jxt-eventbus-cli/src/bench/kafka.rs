@@ -79,11 +79,24 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
     let end_to_end = super::kafka_e2e::rounds(args, &brokers, &admin, &run_id).await?;
     let consumer_path = measure(args, &brokers, &topic, &run_id).await;
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+    let mut in_place = Vec::new();
+    let mut keyed = Vec::new();
+    for r in end_to_end {
+        in_place.push((r.bus.clone(), r.in_place));
+        keyed.push((r.bus, r.keyed));
+    }
     Ok(Outcome {
-        rounds: end_to_end,
+        rounds: in_place,
         baseline: super::kafka_e2e::BASELINE,
         publish_msgs_per_sec: None,
         consumer_path: Some(Box::new(consumer_path?)),
+        keyed_end_to_end: Some(Box::new(Outcome {
+            rounds: keyed,
+            baseline: super::kafka_e2e::KEYED_BASELINE,
+            publish_msgs_per_sec: None,
+            consumer_path: None,
+            keyed_end_to_end: None,
+        })),
     })
 }
 
@@ -107,6 +120,7 @@ async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> 
         baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → batches by key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
         publish_msgs_per_sec: Some(publish_msgs_per_sec),
         consumer_path: None,
+        keyed_end_to_end: None,
     })
 }
 
@@ -201,6 +215,41 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     consumer.subscribe(&[topic])?;
     let tally = Tally::new(args.messages, args.keys);
     let cpu_before = process_cpu();
+    let keyed = spawn_keyed(args, consumer, topic, &tally);
+    let result = tally.wait(TIMEOUT).await;
+    let cpu = cpu_since(cpu_before);
+    keyed.stop().await?;
+    let mut result = result?;
+    result.cpu = cpu;
+    Ok(without_latency(result))
+}
+
+/// A raw consumer's poll thread, running until stopped.
+pub(super) struct RawPoller {
+    pub(super) poller: std::thread::JoinHandle<Result<()>>,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Set once the group assigned every partition of the topic.
+    pub(super) assigned: Arc<AtomicBool>,
+}
+
+impl RawPoller {
+    /// Stops the poll thread; returns its error.
+    pub(super) async fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        join_poller(self.poller).await
+    }
+}
+
+/// Starts the hand-written keyed consumer on `consumer` (subscribed to
+/// `topic`): a poll thread handing records by key hash to `--concurrency`
+/// tokio tasks, each handling its records in order through `tally`, and
+/// storing the lowest unfinished offset per partition.
+pub(super) fn spawn_keyed(
+    args: &BenchArgs,
+    consumer: BaseConsumer,
+    topic: &str,
+    tally: &Arc<Tally>,
+) -> RawPoller {
     // Workers: one FIFO per key hash bucket, fed in batches (one per poll
     // batch and worker, as the bus's poll thread hands over batches).
     let workers = args.concurrency.max(1);
@@ -223,80 +272,108 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     }
     drop(done_tx);
     let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let topic = topic.to_string();
-    let poller = std::thread::spawn(move || raw_poll_loop(consumer, topic, queues, done_rx, &s));
-    let result = tally.wait(TIMEOUT).await;
-    let cpu = cpu_since(cpu_before);
-    stop.store(true, Ordering::Relaxed);
-    join_poller(poller).await?;
-    let mut result = result?;
-    result.cpu = cpu;
-    Ok(without_latency(result))
+    let assigned = Arc::new(AtomicBool::new(false));
+    let poll = PollLoop {
+        consumer,
+        topic: topic.to_string(),
+        partitions: args.partitions as usize,
+        queues,
+        done: done_rx,
+        stop: stop.clone(),
+        assigned: assigned.clone(),
+    };
+    let poller = std::thread::spawn(move || poll.run());
+    RawPoller {
+        poller,
+        stop,
+        assigned,
+    }
 }
 
-/// The baseline's poll thread: polls, hands records to workers by key
-/// hash, stores the lowest unfinished offset per partition.
-fn raw_poll_loop(
+/// The keyed consumer's poll thread.
+struct PollLoop {
     consumer: BaseConsumer,
     topic: String,
+    partitions: usize,
     queues: Vec<mpsc::Sender<Vec<RawJob>>>,
     done: std_mpsc::Receiver<Vec<(i32, i64)>>,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let mut offsets: HashMap<i32, PartitionOffsets> = HashMap::new();
-    let mut advanced: HashMap<i32, i64> = HashMap::new();
-    let mut batches: Vec<Vec<RawJob>> = (0..queues.len()).map(|_| Vec::new()).collect();
-    while !stop.load(Ordering::Relaxed) {
-        let mut wait = Duration::from_millis(50);
-        for _ in 0..POLL_BATCH {
-            let m = match consumer.poll(wait) {
-                None => break,
-                Some(Ok(m)) => m,
-                Some(Err(e)) => bail!("raw consumer failed: {e}"),
-            };
-            wait = Duration::ZERO;
-            let key = m.key().map(Bytes::copy_from_slice);
-            let shard = key.as_deref().map_or(0, fnv1a) as usize % queues.len();
-            offsets
-                .entry(m.partition())
-                .or_default()
-                .deliver(m.offset());
-            // The message id, for de-duplication, as the bus reads it.
-            let id = m.headers().and_then(|hs| {
-                hs.iter()
-                    .find(|h| h.key == MESSAGE_ID_HEADER)
-                    .and_then(|h| std::str::from_utf8(h.value?).ok().map(str::to_string))
-            });
-            let job = RawJob {
-                partition: m.partition(),
-                offset: m.offset(),
-                id,
-                key,
-                timestamp: m.timestamp().to_millis(),
-                payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
-            };
-            batches[shard].push(job);
-        }
-        for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
-            if !batch.is_empty() && queue.blocking_send(std::mem::take(batch)).is_err() {
-                return Ok(());
+    stop: Arc<AtomicBool>,
+    assigned: Arc<AtomicBool>,
+}
+
+impl PollLoop {
+    /// Polls, hands records to workers by key hash, stores the lowest
+    /// unfinished offset per partition.
+    fn run(self) -> Result<()> {
+        let PollLoop {
+            consumer,
+            topic,
+            partitions,
+            queues,
+            done,
+            stop,
+            assigned,
+        } = self;
+        let mut offsets: HashMap<i32, PartitionOffsets> = HashMap::new();
+        let mut advanced: HashMap<i32, i64> = HashMap::new();
+        let mut batches: Vec<Vec<RawJob>> = (0..queues.len()).map(|_| Vec::new()).collect();
+        while !stop.load(Ordering::Relaxed) {
+            let mut wait = Duration::from_millis(50);
+            for _ in 0..POLL_BATCH {
+                let m = match consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => bail!("raw consumer failed: {e}"),
+                };
+                wait = Duration::ZERO;
+                let key = m.key().map(Bytes::copy_from_slice);
+                let shard = key.as_deref().map_or(0, fnv1a) as usize % queues.len();
+                offsets
+                    .entry(m.partition())
+                    .or_default()
+                    .deliver(m.offset());
+                // The message id, for de-duplication, as the bus reads it.
+                let id = m.headers().and_then(|hs| {
+                    hs.iter()
+                        .find(|h| h.key == MESSAGE_ID_HEADER)
+                        .and_then(|h| std::str::from_utf8(h.value?).ok().map(str::to_string))
+                });
+                let job = RawJob {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    id,
+                    key,
+                    timestamp: m.timestamp().to_millis(),
+                    payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+                };
+                batches[shard].push(job);
+            }
+            for (queue, batch) in queues.iter().zip(batches.iter_mut()) {
+                if !batch.is_empty() && queue.blocking_send(std::mem::take(batch)).is_err() {
+                    return Ok(());
+                }
+            }
+            for (partition, offset) in done.try_iter().flatten() {
+                if let Some(position) = offsets.get_mut(&partition).and_then(|o| o.complete(offset))
+                {
+                    advanced.insert(partition, position);
+                }
+            }
+            if !advanced.is_empty() {
+                let mut tpl = TopicPartitionList::with_capacity(advanced.len());
+                for (partition, position) in advanced.drain() {
+                    tpl.add_partition_offset(&topic, partition, Offset::Offset(position))?;
+                }
+                consumer.store_offsets(&tpl)?;
+            }
+            if !assigned.load(Ordering::Relaxed)
+                && consumer.assignment().is_ok_and(|a| a.count() == partitions)
+            {
+                assigned.store(true, Ordering::Release);
             }
         }
-        for (partition, offset) in done.try_iter().flatten() {
-            if let Some(position) = offsets.get_mut(&partition).and_then(|o| o.complete(offset)) {
-                advanced.insert(partition, position);
-            }
-        }
-        if !advanced.is_empty() {
-            let mut tpl = TopicPartitionList::with_capacity(advanced.len());
-            for (partition, position) in advanced.drain() {
-                tpl.add_partition_offset(&topic, partition, Offset::Offset(position))?;
-            }
-            consumer.store_offsets(&tpl)?;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// FNV-1a: a cheap stable hash to pick a key's worker.

@@ -3,8 +3,8 @@
 //! bus against plain rdkafka — a producer and one consumer loop handling
 //! each record in place — on the same broker and the same messages.
 //!
-//! Each round runs both sides on a topic of their own with `--partitions`
-//! partitions, the side that goes first alternating. Both publish in windows
+//! Each round runs three sides, each on a topic of its own with
+//! `--partitions` partitions, the side that goes first rotating. All publish in windows
 //! of `--window` records whose acknowledgements are awaited together (the bus
 //! through `publish_batch`, rdkafka through a `FutureProducer` with the bus's
 //! producer settings: acks=all, idempotent, murmur2_random, linger 5ms) while
@@ -17,6 +17,10 @@
 //!   same fetch settings; auto-commit of stored offsets) polled in a loop
 //!   that handles each record where it polled it and stores its offset: no
 //!   keyed parallelism, nothing to hand over.
+//! - **keyed by hand** (reported apart, `keyed_end_to_end`): the same
+//!   producer, and the hand-written keyed consumer of the consumer-path
+//!   comparison ([`super::kafka`]). It shows what keyed parallel handling
+//!   costs by itself, so the bus's own share of the gap is visible.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +36,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::kafka::{bus_config, bus_with_topic};
+use super::kafka::{bus_config, bus_with_topic, spawn_keyed, RawPoller};
 use super::{cpu_since, key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -40,30 +44,64 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const BASELINE: &str =
     "rdkafka end to end: FutureProducer (bus's producer settings) + one BaseConsumer loop (bus's consumer properties) handling and storing each record in place, auto-commit";
 
-/// `--rounds` rounds of both sides, alternating which goes first.
+pub(crate) const KEYED_BASELINE: &str =
+    "rdkafka end to end, keyed by hand: FutureProducer (bus's producer settings) + the consumer_path baseline (poll thread -> batches by key hash -> --concurrency tokio tasks, lowest unfinished offset stored, auto-commit)";
+
+/// How a raw side consumes.
+#[derive(Clone, Copy, Debug)]
+enum RawConsumer {
+    /// One loop handling each record where it polled it.
+    InPlace,
+    /// The hand-written keyed consumer of the consumer-path comparison.
+    Keyed,
+}
+
+/// The three sides of one round.
+pub(crate) struct Round {
+    pub(crate) bus: SideResult,
+    pub(crate) in_place: SideResult,
+    pub(crate) keyed: SideResult,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Bus,
+    Raw(RawConsumer),
+}
+
+/// `--rounds` rounds of the three sides, the side that goes first rotating.
 pub(crate) async fn rounds(
     args: &BenchArgs,
     brokers: &str,
     admin: &AdminClient<DefaultClientContext>,
     run_id: &str,
-) -> Result<Vec<(SideResult, SideResult)>> {
+) -> Result<Vec<Round>> {
+    const SIDES: [Side; 3] = [
+        Side::Bus,
+        Side::Raw(RawConsumer::InPlace),
+        Side::Raw(RawConsumer::Keyed),
+    ];
     let mut rounds = Vec::new();
     for round in 0..args.rounds.max(1) {
-        let (bus_topic, raw_topic) = (
-            format!("bench-e2e-bus-{run_id}-{round}"),
-            format!("bench-e2e-raw-{run_id}-{round}"),
-        );
-        let sides = if round % 2 == 0 {
-            let bus = bus_side(args, brokers, &bus_topic).await;
-            (bus, raw_side(args, brokers, admin, &raw_topic).await)
-        } else {
-            let raw = raw_side(args, brokers, admin, &raw_topic).await;
-            (bus_side(args, brokers, &bus_topic).await, raw)
+        let mut results: [Option<SideResult>; 3] = [None, None, None];
+        for turn in 0..SIDES.len() {
+            let i = (round as usize + turn) % SIDES.len();
+            let topic = format!("bench-e2e-{i}-{run_id}-{round}");
+            let result = match SIDES[i] {
+                Side::Bus => bus_side(args, brokers, &topic).await,
+                Side::Raw(kind) => raw_side(args, brokers, admin, &topic, kind).await,
+            };
+            let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+            results[i] = Some(result?);
+        }
+        let [Some(bus), Some(in_place), Some(keyed)] = results else {
+            unreachable!("every side ran");
         };
-        let _ = admin
-            .delete_topics(&[&bus_topic, &raw_topic], &AdminOptions::new())
-            .await;
-        rounds.push((sides.0?, sides.1?));
+        rounds.push(Round {
+            bus,
+            in_place,
+            keyed,
+        });
     }
     Ok(rounds)
 }
@@ -81,6 +119,7 @@ async fn raw_side(
     brokers: &str,
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
+    kind: RawConsumer,
 ) -> Result<SideResult> {
     let new = NewTopic::new(topic, args.partitions as i32, TopicReplication::Fixed(1));
     for r in admin
@@ -110,34 +149,16 @@ async fn raw_side(
     let consumer: BaseConsumer = client.create()?;
     consumer.subscribe(&[topic])?;
     let tally = Tally::new(args.messages, args.keys);
-    let stop = Arc::new(AtomicBool::new(false));
-    let assigned = Arc::new(AtomicBool::new(false));
-    let (t, s, a) = (tally.clone(), stop.clone(), assigned.clone());
-    let partitions = args.partitions as usize;
     let cpu_before = process_cpu();
-    let poller = std::thread::spawn(move || -> Result<()> {
-        while !s.load(Ordering::Relaxed) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    t.record(m.payload().unwrap_or_default());
-                    consumer.store_offset(m.topic(), m.partition(), m.offset() + 1)?;
-                }
-                Some(Err(e)) => bail!("raw consumer failed: {e}"),
-                None => {}
-            }
-            if !a.load(Ordering::Relaxed)
-                && consumer.assignment().is_ok_and(|x| x.count() == partitions)
-            {
-                a.store(true, Ordering::Release);
-            }
-        }
-        Ok(())
-    });
+    let poller = match kind {
+        RawConsumer::InPlace => spawn_in_place(consumer, args.partitions as usize, &tally),
+        RawConsumer::Keyed => spawn_keyed(args, consumer, topic, &tally),
+    };
     // As the bus's subscribe does: publish once the group assigned.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !assigned.load(Ordering::Acquire) {
-        if tokio::time::Instant::now() > deadline || poller.is_finished() {
-            stop.store(true, Ordering::Relaxed);
+    while !poller.assigned.load(Ordering::Acquire) {
+        if tokio::time::Instant::now() > deadline || poller.poller.is_finished() {
+            poller.stop().await?;
             bail!("the raw consumer got no assignment within 60s");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -180,9 +201,39 @@ async fn raw_side(
     }
     let result = tally.wait(TIMEOUT).await;
     let cpu = cpu_since(cpu_before);
-    stop.store(true, Ordering::Relaxed);
-    super::kafka::join_poller(poller).await?;
+    poller.stop().await?;
     let mut result = result?;
     result.cpu = cpu;
     Ok(result)
+}
+
+/// Starts the in-place consumer on `consumer`: one loop handling each record
+/// where it polled it and storing its offset.
+fn spawn_in_place(consumer: BaseConsumer, partitions: usize, tally: &Arc<Tally>) -> RawPoller {
+    let stop = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new(AtomicBool::new(false));
+    let (t, s, a) = (tally.clone(), stop.clone(), assigned.clone());
+    let poller = std::thread::spawn(move || -> Result<()> {
+        while !s.load(Ordering::Relaxed) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    t.record(m.payload().unwrap_or_default());
+                    consumer.store_offset(m.topic(), m.partition(), m.offset() + 1)?;
+                }
+                Some(Err(e)) => bail!("raw consumer failed: {e}"),
+                None => {}
+            }
+            if !a.load(Ordering::Relaxed)
+                && consumer.assignment().is_ok_and(|x| x.count() == partitions)
+            {
+                a.store(true, Ordering::Release);
+            }
+        }
+        Ok(())
+    });
+    RawPoller {
+        poller,
+        stop,
+        assigned,
+    }
 }

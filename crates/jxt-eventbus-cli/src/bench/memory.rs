@@ -31,6 +31,7 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
         baseline: "tokio mpsc channel, one consumer task",
         publish_msgs_per_sec: None,
         consumer_path: None,
+        keyed_end_to_end: None,
     })
 }
 

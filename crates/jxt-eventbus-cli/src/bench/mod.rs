@@ -73,7 +73,7 @@ pub(crate) struct BenchArgs {
 }
 
 /// Figures of one side.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SideResult {
     pub(crate) elapsed: Duration,
     /// Publish → handler latency; `None` where records were published
@@ -97,6 +97,9 @@ pub(crate) struct Outcome {
     /// A second comparison reported beside the headline (Kafka: the consumer
     /// path on a filled topic against a hand-written keyed consumer).
     pub(crate) consumer_path: Option<Box<Outcome>>,
+    /// A third comparison (Kafka): the bus end to end against a keyed
+    /// consumer written by hand, on the same rounds.
+    pub(crate) keyed_end_to_end: Option<Box<Outcome>>,
 }
 
 impl Outcome {
@@ -106,6 +109,7 @@ impl Outcome {
             baseline,
             publish_msgs_per_sec: None,
             consumer_path: None,
+            keyed_end_to_end: None,
         }
     }
 }
@@ -190,6 +194,8 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_p99_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    keyed_end_to_end: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     consumer_path: Option<Summary>,
     per_key_order_held: bool,
     peak_rss_mb: f64,
@@ -229,6 +235,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         p99_us: first_bus.p99_us,
         baseline_p50_us: first_raw.p50_us,
         baseline_p99_us: first_raw.p99_us,
+        keyed_end_to_end: outcome
+            .keyed_end_to_end
+            .as_deref()
+            .map(|o| Summary::of(o, args.messages)),
         consumer_path: outcome
             .consumer_path
             .as_deref()
@@ -267,6 +277,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
             "ratio        {:.3} (median of {} rounds: {:?})",
             h.ratio, h.rounds, h.ratio_per_round
         );
+        if let Some(k) = &report.keyed_end_to_end {
+            println!(
+                "keyed by hand {:>11.0} msg/s   cpu {} us/msg, bus ratio {:.3} {:?}   ({})",
+                k.baseline_msgs_per_sec,
+                cpu(k.baseline_cpu_us_per_msg),
+                k.ratio,
+                k.ratio_per_round,
+                k.baseline
+            );
+        }
         if let Some(c) = &report.consumer_path {
             println!(
                 "consumer path, filled topic: bus {:.0} msg/s ({} us/msg) vs {:.0} msg/s ({} us/msg), ratio {:.3} {:?}   ({})",
