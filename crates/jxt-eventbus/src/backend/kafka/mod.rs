@@ -17,6 +17,7 @@
 //! |------|--------------|
 //! | `client_config` | `BusConfig` → librdkafka properties, checked at build |
 //! | `producer` | publish with delivery reports, pipelined batches |
+//! | `reports` | a batch's delivery reports, gathered with one wake-up |
 //! | `consumer` | the consumer handle the dispatcher talks to |
 //! | `poll_loop` | the consumer's own thread: poll, subscribe, close |
 //! | `rebalance` | rebalance callbacks: hand-over to the dispatcher, commits |
@@ -31,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::{Producer as _, ThreadedProducer};
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, Consumer, ConsumerEvent, Producer};
@@ -49,6 +50,7 @@ mod mapping;
 mod poll_loop;
 mod producer;
 mod rebalance;
+mod reports;
 
 pub use mapping::MESSAGE_ID_HEADER;
 
@@ -95,7 +97,7 @@ impl KafkaBackend {
         let k = &config.kafka;
         let producer_ctx = BusClientContext::default();
         let producer_errors = producer_ctx.last_error.clone();
-        let producer: FutureProducer<BusClientContext> = client_config::producer(config)
+        let producer: ThreadedProducer<BusClientContext> = client_config::producer(config)
             .create_with_context(producer_ctx)
             .map_err(|e| client_config::config_error(k, "producer", &e))?;
         let admin: AdminClient<BusClientContext> = client_config::admin(config)

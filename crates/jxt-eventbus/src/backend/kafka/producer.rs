@@ -4,21 +4,21 @@
 //! `send` ensures the topic (once), enqueues the record in librdkafka and
 //! awaits its delivery report. `send_batch` enqueues every record first, in
 //! order, and then awaits all reports, so a batch costs about one round trip
-//! instead of one per record. The idempotent producer keeps the order of
-//! records of a partition across retries.
+//! instead of one per record; its reports are gathered in one place and the
+//! publisher is woken once per batch ([`super::reports`]). The idempotent
+//! producer keeps the order of records of a partition across retries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::channel::oneshot::Canceled;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use tokio::time::Instant;
 
 use super::admin::TopicAdmin;
 use super::context::BusClientContext;
+use super::reports::{Reports, Ticket};
 use super::{errors, mapping};
 use crate::backend::{Producer, PublishReceipt};
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ const REPORT_GRACE: Duration = Duration::from_secs(5);
 
 /// The bus's producer.
 pub(super) struct KafkaProducer {
-    producer: FutureProducer<BusClientContext>,
+    producer: ThreadedProducer<BusClientContext>,
     topics: Arc<TopicAdmin>,
     message_timeout: Duration,
 }
@@ -47,7 +47,7 @@ impl std::fmt::Debug for KafkaProducer {
 
 impl KafkaProducer {
     pub(super) fn new(
-        producer: FutureProducer<BusClientContext>,
+        producer: ThreadedProducer<BusClientContext>,
         topics: Arc<TopicAdmin>,
         message_timeout: Duration,
     ) -> Self {
@@ -58,7 +58,7 @@ impl KafkaProducer {
         }
     }
 
-    pub(super) fn client(&self) -> &FutureProducer<BusClientContext> {
+    pub(super) fn client(&self) -> &ThreadedProducer<BusClientContext> {
         &self.producer
     }
 
@@ -86,13 +86,14 @@ impl KafkaProducer {
         })
     }
 
-    /// Hands the record to librdkafka, waiting (up to the message timeout)
-    /// while its local queue is full.
-    async fn enqueue(&self, topic: &str, message: &Message) -> Result<DeliveryFuture> {
+    /// Hands the record to librdkafka with its ticket, waiting (up to the
+    /// message timeout) while its local queue is full.
+    async fn enqueue(&self, topic: &str, message: &Message, ticket: Box<Ticket>) -> Result<()> {
         let headers = mapping::headers(message);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .payload(&message.payload[..])
-            .headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], Box<Ticket>> =
+            BaseRecord::with_opaque_to(topic, ticket)
+                .payload(&message.payload[..])
+                .headers(headers);
         if let Some(key) = &message.key {
             record = record.key(key.as_bytes());
         }
@@ -102,8 +103,8 @@ impl KafkaProducer {
         // Read the clock only once the queue is full: most records never wait.
         let mut deadline = None;
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     let deadline =
                         *deadline.get_or_insert_with(|| Instant::now() + self.message_timeout);
@@ -120,62 +121,39 @@ impl KafkaProducer {
         }
     }
 
-    async fn delivered(&self, topic: &str, delivery: DeliveryFuture) -> Result<PublishReceipt> {
-        let bound = self.message_timeout + REPORT_GRACE;
-        match tokio::time::timeout(bound, delivery).await {
-            Ok(report) => self.report(topic, report),
-            Err(_) => Err(self.timeout("kafka publish (no delivery report)")),
+    /// Enqueues `messages` in order and awaits their reports, all under one
+    /// timer; each record's result in its place.
+    async fn publish(&self, topic: &str, messages: &[Message]) -> Vec<Result<PublishReceipt>> {
+        let reports = Reports::new(messages.len());
+        let mut refused: Vec<Option<Error>> = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            // A refused record's ticket is dropped with it: nothing to await.
+            refused.push(self.enqueue(topic, m, reports.ticket(i)).await.err());
         }
-    }
-
-    fn report(
-        &self,
-        topic: &str,
-        report: std::result::Result<OwnedDeliveryResult, Canceled>,
-    ) -> Result<PublishReceipt> {
-        match report {
-            Ok(Ok(d)) => Ok(PublishReceipt {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Ok(Err((e, _))) => Err(errors::publish(topic, e, self.message_timeout)),
-            Err(Canceled) => Err(Error::Publish {
-                topic: topic.to_string(),
-                reason: "the producer was closed before the record was acknowledged".into(),
-                retryable: true,
-                source: None,
-            }),
+        let all_in = tokio::time::timeout(self.message_timeout + REPORT_GRACE, reports.all())
+            .await
+            .is_ok();
+        if !all_in {
+            tracing::warn!(
+                topic,
+                "kafka delivery reports missing after the message timeout"
+            );
         }
-    }
-
-    /// Awaits the reports of a batch in order, under one timer (not one per
-    /// record): reports arrive about in enqueue order, so waiting on each in
-    /// turn costs a wake-up now and then, not a future per record.
-    async fn delivered_all(
-        &self,
-        topic: &str,
-        pending: Vec<Result<DeliveryFuture>>,
-    ) -> Vec<Result<PublishReceipt>> {
-        let expiry = tokio::time::sleep(self.message_timeout + REPORT_GRACE);
-        tokio::pin!(expiry);
-        let mut expired = false;
-        let mut results = Vec::with_capacity(pending.len());
-        for p in pending {
-            let result = match p {
-                Err(e) => Err(e),
-                Ok(_) if expired => Err(self.timeout("kafka publish (no delivery report)")),
-                Ok(delivery) => tokio::select! {
-                    biased;
-                    report = delivery => self.report(topic, report),
-                    _ = &mut expiry => {
-                        expired = true;
-                        Err(self.timeout("kafka publish (no delivery report)"))
-                    }
-                },
-            };
-            results.push(result);
-        }
-        results
+        refused
+            .into_iter()
+            .enumerate()
+            .map(|(i, refused)| match (refused, reports.get(i)) {
+                (Some(e), _) => Err(e),
+                (None, Some(Ok((partition, offset)))) => Ok(PublishReceipt {
+                    partition: *partition,
+                    offset: *offset,
+                }),
+                (None, Some(Err(e))) => {
+                    Err(errors::publish(topic, e.clone(), self.message_timeout))
+                }
+                (None, None) => Err(self.timeout("kafka publish (no delivery report)")),
+            })
+            .collect()
     }
 }
 
@@ -184,8 +162,8 @@ impl Producer for KafkaProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
         let deadline = Instant::now() + self.message_timeout;
         self.ensure(topic, deadline).await?;
-        let delivery = self.enqueue(topic, &message).await?;
-        self.delivered(topic, delivery).await
+        let mut results = self.publish(topic, std::slice::from_ref(&message)).await;
+        results.pop().expect("one result per record")
     }
 
     async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<PublishReceipt>> {
@@ -205,12 +183,7 @@ impl Producer for KafkaProducer {
             }));
             return out;
         }
-        let mut pending = Vec::with_capacity(messages.len());
-        for m in &messages {
-            // Each record gets the full timeout from when it was enqueued.
-            pending.push(self.enqueue(topic, m).await);
-        }
-        self.delivered_all(topic, pending).await
+        self.publish(topic, &messages).await
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {
