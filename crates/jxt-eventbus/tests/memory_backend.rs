@@ -14,6 +14,14 @@ use jxt_eventbus::{
 use support::eventually;
 use tokio::sync::Semaphore;
 
+/// An in-memory broker with `partitions` partitions per topic, defaults otherwise.
+fn broker(partitions: u32) -> MemoryBroker {
+    MemoryBroker::new(MemoryConfig {
+        partitions,
+        ..MemoryConfig::default()
+    })
+}
+
 async fn bus(broker: &MemoryBroker, group: &str, tweak: impl FnOnce(&mut BusConfig)) -> EventBus {
     let mut config = BusConfig {
         group: group.into(),
@@ -49,10 +57,7 @@ fn gated(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_backlog_is_held_in_the_broker_not_in_the_bus() {
-    let broker = MemoryBroker::new(MemoryConfig {
-        partitions: 2,
-        ..MemoryConfig::default()
-    });
+    let broker = broker(2);
     let publisher = bus(&broker, "pub", |_| {}).await;
     for i in 0..20_000 {
         publisher
@@ -223,10 +228,7 @@ async fn start_from_latest_skips_what_came_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lane_cap_pauses_intake_without_evicting_lanes() {
-    let broker = MemoryBroker::new(MemoryConfig {
-        partitions: 1,
-        ..MemoryConfig::default()
-    });
+    let broker = broker(1);
     let b = bus(&broker, "lanes", |c| {
         c.dispatch.max_processors = 20;
         c.dispatch.max_concurrency = 2;
@@ -259,10 +261,7 @@ async fn lane_cap_pauses_intake_without_evicting_lanes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
-    let broker = MemoryBroker::new(MemoryConfig {
-        partitions: 2,
-        ..MemoryConfig::default()
-    });
+    let broker = broker(2);
     let a = bus(&broker, "shared", |c| {
         c.dispatch.revoke_timeout = Duration::from_secs(30)
     })
@@ -316,10 +315,7 @@ async fn health_answers_while_a_rebalance_waits_for_a_busy_member() {
 /// every other key was handled, so a held-back lane would never finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_record_never_holds_back_other_keys() {
-    let broker = MemoryBroker::new(MemoryConfig {
-        partitions: 1,
-        ..MemoryConfig::default()
-    });
+    let broker = broker(1);
     let b = bus(&broker, "shifts", |c| {
         c.dispatch.max_concurrency = 64;
         c.retry.initial_backoff = Duration::from_millis(20);
