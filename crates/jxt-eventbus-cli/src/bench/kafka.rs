@@ -56,7 +56,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{cpu_since, process_cpu, BenchArgs, Outcome, SideResult, Tally};
+use super::{cpu_since, process_cpu, BenchArgs, Outcome, Reference, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 /// Records the baseline's poll thread takes per loop turn at most, as the
@@ -86,17 +86,12 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
         keyed.push((r.bus, r.keyed));
     }
     Ok(Outcome {
-        rounds: in_place,
-        baseline: super::kafka_e2e::BASELINE,
-        publish_msgs_per_sec: None,
         consumer_path: Some(Box::new(consumer_path?)),
-        keyed_end_to_end: Some(Box::new(Outcome {
-            rounds: keyed,
-            baseline: super::kafka_e2e::KEYED_BASELINE,
-            publish_msgs_per_sec: None,
-            consumer_path: None,
-            keyed_end_to_end: None,
-        })),
+        reference: Some(Reference {
+            name: "keyed_end_to_end",
+            outcome: Box::new(Outcome::new(keyed, super::kafka_e2e::KEYED_BASELINE)),
+        }),
+        ..Outcome::new(in_place, super::kafka_e2e::BASELINE)
     })
 }
 
@@ -116,11 +111,8 @@ async fn measure(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> 
         rounds.push((bus, raw));
     }
     Ok(Outcome {
-        rounds,
-        baseline: "rdkafka BaseConsumer with the bus's consumer properties, poll thread → batches by key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit",
         publish_msgs_per_sec: Some(publish_msgs_per_sec),
-        consumer_path: None,
-        keyed_end_to_end: None,
+        ..Outcome::new(rounds, "rdkafka BaseConsumer with the bus's consumer properties, poll thread → batches by key hash → --concurrency tokio tasks, lowest unfinished offset stored, auto-commit")
     })
 }
 

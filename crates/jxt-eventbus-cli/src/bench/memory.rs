@@ -26,13 +26,10 @@ pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
             (bus_side(args).await?, raw)
         });
     }
-    Ok(Outcome {
+    Ok(Outcome::new(
         rounds,
-        baseline: "tokio mpsc channel, one consumer task",
-        publish_msgs_per_sec: None,
-        consumer_path: None,
-        keyed_end_to_end: None,
-    })
+        "tokio mpsc channel, one consumer task",
+    ))
 }
 
 fn message(args: &BenchArgs, i: u64) -> Message {
