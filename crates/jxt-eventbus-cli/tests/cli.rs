@@ -2,6 +2,11 @@
 
 use std::process::Command;
 
+// The library's broker helpers: the same addresses, and the same skip or
+// failure (`EVENTBUS_REQUIRE_BROKERS=1`) when a broker does not answer.
+#[path = "../../jxt-eventbus/tests/support/mod.rs"]
+mod support;
+
 fn eventbus(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_eventbus"))
         .args(args)
@@ -60,6 +65,79 @@ fn memory_bench_prints_one_json_line() {
     assert_eq!(v["messages"], 20000);
     assert_eq!(v["per_key_order_held"], true);
     assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+/// Runs a broker benchmark with a few records and returns its JSON line.
+fn broker_bench(backend: &str, env: (&str, String)) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+        .args([
+            "bench",
+            "--backend",
+            backend,
+            "--messages",
+            "3000",
+            "--keys",
+            "50",
+            "--partitions",
+            "2",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .env(env.0, env.1)
+        .output()
+        .expect("run eventbus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(v["backend"], backend);
+    assert_eq!(v["messages"], 3000);
+    assert_eq!(v["per_key_order_held"], true, "{v}");
+    v
+}
+
+/// A comparison of the JSON line: rounds ran, both sides moved records.
+fn assert_compared(v: &serde_json::Value, what: &str) {
+    let c = if what.is_empty() { v } else { &v[what] };
+    assert_eq!(c["rounds"], 1, "{what}: {v}");
+    for key in ["msgs_per_sec", "baseline_msgs_per_sec", "ratio"] {
+        let x = c[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what}.{key}: {v}"));
+        assert!(x > 0.0, "{what}.{key} = {x}: {v}");
+    }
+    assert!(c["baseline"].as_str().is_some_and(|b| !b.is_empty()), "{v}");
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn nats_bench_compares_with_a_plain_and_a_pinned_consumer() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let v = broker_bench("nats", ("EVENTBUS_NATS_URL", url));
+    assert_compared(&v, "");
+    assert_compared(&v, "pinned_end_to_end");
+    assert!(v["pinned_end_to_end"]["baseline"]
+        .as_str()
+        .unwrap()
+        .contains("pinned"));
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_bench_reports_end_to_end_and_the_consumer_path() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let v = broker_bench("kafka", ("EVENTBUS_KAFKA_BROKERS", brokers));
+    assert_compared(&v, "");
+    assert_compared(&v, "keyed_end_to_end");
+    assert_compared(&v, "consumer_path");
 }
 
 #[test]
