@@ -14,9 +14,9 @@
 //! - **pinned by hand** (reported apart, `pinned_end_to_end`): the same
 //!   baseline on a consumer with the pinned-client priority group the bus
 //!   uses (async-nats keeps the pin). The server writes a `Nats-Pin-Id`
-//!   header into every record it delivers to a pinned consumer, at a cost
-//!   per record that falls on the server, not on the client; this side
-//!   shows how much of the headline's gap that is, and what is the bus's own.
+//!   header into every record it delivers to a pinned consumer, a cost per
+//!   record that falls mostly on the server; this side shows how much of
+//!   the headline's gap that is, and what is the bus's own.
 //!
 //! Both raw sides set `Nats-Msg-Id`, as the bus does: de-duplication is the
 //! documented JetStream practice. Their ids are UUIDv7s in the same text
@@ -59,9 +59,9 @@ const PULL_BATCH: usize = 256;
 /// default, `dispatch.max_buffered`).
 const MAX_ACK_PENDING: i64 = 10_000;
 
-pub(crate) const BASELINE: &str = "async-nats: publish with Nats-Msg-Id and PubAck in the same windows, durable pull consumer with explicit acks, one handler task";
+const BASELINE: &str = "async-nats: publish with Nats-Msg-Id and PubAck in the same windows, durable pull consumer with explicit acks, one handler task";
 
-pub(crate) const PINNED_BASELINE: &str = "async-nats as the baseline, on a consumer with the pinned-client priority group the bus uses by default (async-nats keeps the pin)";
+const PINNED_BASELINE: &str = "async-nats as the baseline, on a consumer with the pinned-client priority group the bus uses by default (async-nats keeps the pin)";
 
 /// How a raw side's consumer is shared.
 #[derive(Clone, Copy, Debug)]
