@@ -3,9 +3,9 @@
 //! and per-key order holds across the group; when that bus shuts down,
 //! unsubscribes or is dropped mid-stream, another takes over at once and no
 //! record is lost or handled before an earlier record of its key; a busy
-//! pinned bus keeps its topic. `sharing: shared` spreads records over the
-//! group, and a group switches between the two only while none of its buses
-//! pulls.
+//! pinned bus keeps its topic; the group's topics spread over its buses.
+//! `sharing: shared` spreads records over the group, and a group switches
+//! between the two only while none of its buses pulls.
 #![cfg(feature = "nats")]
 
 mod nats_support;
@@ -80,6 +80,24 @@ impl Tracker {
     fn handled_by(&self, bus: &str) -> usize {
         let s = self.state.lock().unwrap();
         s.handled.iter().filter(|h| h.0 == bus).count()
+    }
+
+    /// The bus that started the latest record.
+    fn last_bus(&self) -> Option<&'static str> {
+        self.state.lock().unwrap().handled.last().map(|h| h.0)
+    }
+
+    fn handled_count(&self) -> usize {
+        self.state.lock().unwrap().handled.len()
+    }
+
+    /// The buses that started records since the first `from`.
+    fn buses_since(&self, from: usize) -> Vec<&'static str> {
+        let s = self.state.lock().unwrap();
+        let mut buses: Vec<_> = s.handled[from..].iter().map(|h| h.0).collect();
+        buses.sort_unstable();
+        buses.dedup();
+        buses
     }
 
     fn first(&self, bus: &str) -> Option<Instant> {
@@ -159,7 +177,7 @@ struct Setup {
     topic: String,
     group: String,
     publisher: EventBus,
-    _cleanup: StreamCleanup,
+    cleanup: StreamCleanup,
 }
 
 async fn setup(prefix: &str) -> Option<Setup> {
@@ -182,7 +200,7 @@ async fn setup(prefix: &str) -> Option<Setup> {
         url,
         topic,
         publisher,
-        _cleanup: cleanup,
+        cleanup,
     })
 }
 
@@ -344,6 +362,119 @@ async fn drop_hands_the_topic_over_in_key_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unsubscribe_hands_the_topic_over_in_key_order() {
     hand_over("handover-unsubscribe", LetGo::Unsubscribe).await;
+}
+
+/// The bus that subscribed first holds every topic of the group until a
+/// second bus subscribes; then it hands topics over until each holds two,
+/// while records flow, in key order and without losing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_spreads_its_topics_over_its_buses() {
+    let Some(s) = setup("balance").await else {
+        return;
+    };
+    let mut topics = vec![s.topic.clone()];
+    for _ in 0..3 {
+        let topic = support::unique_name("balance");
+        s.cleanup.add(&topic);
+        nats_support::create_stream(&s.url, &topic, StorageType::File).await;
+        topics.push(topic);
+    }
+    let mut config = s.config();
+    config.nats.consumer.balance_interval = Duration::from_secs(1);
+    let trackers: Vec<Arc<Tracker>> = topics.iter().map(|_| Arc::default()).collect();
+    let a = EventBus::from_config(config.clone()).await.unwrap();
+    for (topic, tracker) in topics.iter().zip(&trackers) {
+        subscribe(&a, topic, "a", tracker, true).await.unwrap();
+    }
+    let publish_all = |from: u64, to: u64| {
+        let publisher = s.publisher.clone();
+        let topics = topics.clone();
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for topic in &topics {
+                sent.push(publish(&publisher, topic, from, to).await);
+            }
+            sent
+        })
+    };
+    let mut sent = publish_all(0, 100).await.unwrap();
+    eventually("the first bus handles every topic", WAIT.as_secs(), || {
+        trackers
+            .iter()
+            .zip(&sent)
+            .all(|(t, sent)| t.distinct() == *sent)
+    })
+    .await;
+    assert!(trackers.iter().all(|t| t.handled_by("a") == 100));
+
+    let b = EventBus::from_config(config).await.unwrap();
+    for (topic, tracker) in topics.iter().zip(&trackers) {
+        subscribe(&b, topic, "b", tracker, true).await.unwrap();
+    }
+    // Records keep flowing while the topics move, in rounds of 20 per
+    // topic, until each bus handles two topics.
+    let started = Instant::now();
+    let mut next = 100;
+    loop {
+        for (all, more) in sent
+            .iter_mut()
+            .zip(publish_all(next, next + 20).await.unwrap())
+        {
+            all.extend(more);
+        }
+        next += 20;
+        eventually("every record so far", WAIT.as_secs(), || {
+            trackers
+                .iter()
+                .zip(&sent)
+                .all(|(t, sent)| t.distinct() == *sent)
+        })
+        .await;
+        if trackers
+            .iter()
+            .filter(|t| t.last_bus() == Some("b"))
+            .count()
+            == 2
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the topics did not spread: last handled by {:?}",
+            trackers.iter().map(|t| t.last_bus()).collect::<Vec<_>>()
+        );
+    }
+    // Settled: a later round is handled where the last one was.
+    let placed: Vec<_> = trackers.iter().map(|t| t.last_bus()).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = trackers
+        .iter()
+        .map(|t| t.handled_count())
+        .collect::<Vec<_>>();
+    for (all, more) in sent
+        .iter_mut()
+        .zip(publish_all(next, next + 100).await.unwrap())
+    {
+        all.extend(more);
+    }
+    eventually("every record", WAIT.as_secs(), || {
+        trackers
+            .iter()
+            .zip(&sent)
+            .all(|(t, sent)| t.distinct() == *sent)
+    })
+    .await;
+    for ((t, bus), from) in trackers.iter().zip(&placed).zip(from) {
+        assert_eq!(
+            t.buses_since(from),
+            vec![bus.unwrap()],
+            "a settled topic moved"
+        );
+        t.assert_clean();
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.publisher.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -112,7 +112,7 @@ impl Default for NatsConfig {
 }
 
 /// How the buses of one group share each topic's durable consumer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConsumerSettings {
     /// Which buses of the group receive a topic's records. Default `pinned`.
@@ -131,6 +131,28 @@ pub struct NatsConsumerSettings {
     /// later records of their keys. At least 1s.
     #[serde(with = "humantime_serde")]
     pub pinned_ttl: Option<Duration>,
+    /// With `sharing: pinned`, spread the group's topics over its buses: a
+    /// bus pinned to at least two topics more than another bus of the group
+    /// subscribed to one of them hands that topic over to it (in key order,
+    /// as when it unsubscribes), and a free topic goes to the bus with the
+    /// fewest. Without it a standby takes a topic only when its bus stops,
+    /// so the bus that started first keeps them all. Default `true`.
+    pub balance: bool,
+    /// How often a bus compares its topics with the rest of its group (one
+    /// core NATS request to the group's buses). Default `10s`, at least 1s.
+    #[serde(with = "humantime_serde")]
+    pub balance_interval: Duration,
+}
+
+impl Default for NatsConsumerSettings {
+    fn default() -> Self {
+        NatsConsumerSettings {
+            sharing: NatsSharing::default(),
+            pinned_ttl: None,
+            balance: true,
+            balance_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How the buses of one group share a topic (`nats.consumer.sharing`).
@@ -434,6 +456,15 @@ impl NatsConfig {
                 format!("{} is not allowed: use 1 to 10000", self.pull_batch),
             ));
         }
+        if self.consumer.balance_interval < Duration::from_secs(1) {
+            return Err(Error::config(
+                "nats.consumer.balance_interval",
+                format!(
+                    "{:?} is too short: use at least 1s",
+                    self.consumer.balance_interval
+                ),
+            ));
+        }
         if let Some(ttl) = self.consumer.pinned_ttl {
             if self.consumer.sharing == NatsSharing::Shared {
                 return Err(Error::config(
@@ -632,6 +663,10 @@ mod tests {
             (
                 "nats:\n  consumer:\n    pinned_ttl: 10ms\n",
                 "nats.consumer.pinned_ttl",
+            ),
+            (
+                "nats:\n  consumer:\n    balance_interval: 100ms\n",
+                "nats.consumer.balance_interval",
             ),
         ];
         for (text, field) in cases {

@@ -21,8 +21,10 @@ use async_nats::jetstream::Context;
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::acker::Acker;
+use super::balance::{self, Balance, Member};
 use super::durable::{self, DurableSpec};
 use super::pin::{self, Pin};
 use super::puller::{PullContext, Puller};
@@ -54,10 +56,17 @@ pub(crate) struct NatsConsumer {
     serial: tokio::sync::Mutex<()>,
     topics: Mutex<HashMap<Arc<str>, TopicHandle>>,
     closed: AtomicBool,
+    /// Tells this bus apart in its group's census (see `balance`).
+    bus_id: String,
+    /// Stops the census and balancing tasks (also when dropped).
+    stop_balancing: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
 struct TopicHandle {
+    /// What the pull loop started from, to start it again after a hand-over.
+    spec: DurableSpec,
+    consumer: PullConsumer,
     partition: TopicPartition,
     stream: String,
     durable: String,
@@ -78,14 +87,76 @@ struct Stopped {
 }
 
 impl NatsConsumer {
-    pub(crate) fn new(ctx: PullContext, group: &str, defaults: DurableDefaults) -> Self {
-        NatsConsumer {
+    /// The consumer, with its census and balancing tasks when the group is
+    /// pinned and balanced (see `balance`). Call it inside the runtime.
+    pub(crate) fn start_new(ctx: PullContext, group: &str, defaults: DurableDefaults) -> Arc<Self> {
+        let (stop_balancing, stop) = watch::channel(false);
+        let consumer = Arc::new(NatsConsumer {
             ctx: Arc::new(ctx),
             group: group.to_string(),
             defaults,
             serial: tokio::sync::Mutex::new(()),
             topics: Mutex::default(),
             closed: AtomicBool::new(false),
+            bus_id: uuid::Uuid::new_v4().simple().to_string(),
+            stop_balancing,
+        });
+        if let Some(interval) = consumer.ctx.balance.interval() {
+            let (client, subject) = (consumer.ctx.client.clone(), naming::census_subject(group));
+            let weak = Arc::downgrade(&consumer);
+            tokio::spawn(balance::answer(
+                weak.clone(),
+                client.clone(),
+                subject.clone(),
+                stop.clone(),
+            ));
+            tokio::spawn(balance::run(weak, client, subject, interval, stop));
+        }
+        consumer
+    }
+
+    pub(crate) fn balance(&self) -> &Balance {
+        &self.ctx.balance
+    }
+
+    /// What this bus tells its group; `None` once closed.
+    pub(crate) fn member(&self) -> Option<Member> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut topics: Vec<String> = self.topics().keys().map(|t| t.to_string()).collect();
+        topics.sort();
+        Some(Member {
+            bus: self.bus_id.clone(),
+            pinned: self.ctx.balance.held.load(Ordering::Relaxed),
+            topics,
+        })
+    }
+
+    /// The topics this bus is pinned to, by name.
+    pub(crate) fn pinned_topics(&self) -> Vec<String> {
+        let mut pinned: Vec<String> = self
+            .topics()
+            .iter()
+            .filter(|(_, h)| h.pin.id().is_some())
+            .map(|(t, _)| t.to_string())
+            .collect();
+        pinned.sort();
+        pinned
+    }
+
+    /// Lets `topic` go to the group as unsubscribing would (in key order),
+    /// and stands by for it again, leaving it to the others for
+    /// [`balance::HOLD_OFF`].
+    pub(crate) async fn hand_over_topic(&self, topic: &str) {
+        let _serial = self.serial.lock().await;
+        if self.closed.load(Ordering::Acquire) || !self.topics().contains_key(topic) {
+            return;
+        }
+        if let Some((spec, consumer)) = self.revoke(Arc::from(topic)).await {
+            let hold_off = Instant::now() + balance::HOLD_OFF;
+            // Fails only when the bus is going away.
+            let _ = self.assign(spec, consumer, Some(hold_off)).await;
         }
     }
 
@@ -131,7 +202,12 @@ impl NatsConsumer {
         Ok((spec, consumer))
     }
 
-    fn start(&self, spec: DurableSpec, consumer: PullConsumer) -> TopicHandle {
+    fn start(
+        &self,
+        spec: DurableSpec,
+        consumer: PullConsumer,
+        hold_off: Option<Instant>,
+    ) -> TopicHandle {
         let partition = TopicPartition::new(spec.topic.as_str(), 0);
         let ack_floor = Arc::new(AtomicU64::new(
             consumer.cached_info().ack_floor.stream_sequence,
@@ -139,18 +215,21 @@ impl NatsConsumer {
         let (paused, paused_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         let (stream, durable) = (spec.stream.clone(), spec.name.clone());
-        let pin = Arc::new(Pin::default());
+        let pin = Arc::new(Pin::counted_in(self.ctx.balance.held.clone()));
         let puller = Puller {
             partition: partition.clone(),
-            spec,
+            spec: spec.clone(),
             ack_floor: ack_floor.clone(),
             paused: paused_rx,
             stop: stop_rx,
             held: Arc::default(),
             pin: pin.clone(),
+            hold_off,
         };
-        let task = tokio::spawn(puller.run(self.ctx.clone(), consumer));
+        let task = tokio::spawn(puller.run(self.ctx.clone(), consumer.clone()));
         TopicHandle {
+            spec,
+            consumer,
             partition,
             stream,
             durable,
@@ -160,6 +239,63 @@ impl NatsConsumer {
             stop,
             task,
         }
+    }
+}
+
+impl NatsConsumer {
+    /// Stops pulling `topic`, revokes it from the dispatcher (which lets its
+    /// queued records go) and hands it over to the group. Returns what its
+    /// pull loop started from. Call it holding `serial`.
+    async fn revoke(&self, topic: Arc<str>) -> Option<(DurableSpec, PullConsumer)> {
+        let h = self.topics().remove(&topic)?;
+        let partition = h.partition.clone();
+        let start = (h.spec.clone(), h.consumer.clone());
+        // No record of the topic is sent after its revoke.
+        let stopped = [stop(h).await];
+        forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;
+        let (done, answered) = oneshot::channel();
+        let revoke = ConsumerEvent::Revoked {
+            partitions: vec![partition],
+            lost: false,
+            done,
+        };
+        if self.ctx.events.send(revoke).await.is_ok() {
+            let _ = answered.await;
+        }
+        // Its queued records were let go; the pull loop is gone, so the
+        // group (or this bus, on a later subscribe) gets them again.
+        hand_over(
+            &self.ctx,
+            &stopped,
+            self.defaults.request_timeout,
+            Acker::nak_released,
+        )
+        .await;
+        tracing::debug!(topic = %topic, "topic revoked");
+        Some(start)
+    }
+
+    /// Assigns a prepared topic to the dispatcher and starts pulling it,
+    /// standing by until `hold_off` at least. Call it holding `serial`.
+    async fn assign(
+        &self,
+        spec: DurableSpec,
+        consumer: PullConsumer,
+        hold_off: Option<Instant>,
+    ) -> Result<()> {
+        let partition = TopicPartition::new(spec.topic.as_str(), 0);
+        if self
+            .ctx
+            .events
+            .send(ConsumerEvent::Assigned(vec![partition.clone()]))
+            .await
+            .is_err()
+        {
+            return Err(Error::Closed);
+        }
+        let h = self.start(spec, consumer, hold_off);
+        self.topics().insert(partition.topic.clone(), h);
+        Ok(())
     }
 }
 
@@ -260,46 +396,10 @@ impl Consumer for NatsConsumer {
             prepared.push(self.prepare(topic).await?);
         }
         for topic in removed {
-            let Some(h) = self.topics().remove(&topic) else {
-                continue;
-            };
-            let partition = h.partition.clone();
-            // No record of the topic is sent after its revoke.
-            let stopped = [stop(h).await];
-            forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;
-            let (done, answered) = oneshot::channel();
-            let revoke = ConsumerEvent::Revoked {
-                partitions: vec![partition],
-                lost: false,
-                done,
-            };
-            if self.ctx.events.send(revoke).await.is_ok() {
-                let _ = answered.await;
-            }
-            // Its queued records were let go; the pull loop is gone, so the
-            // group (or this bus, on a later subscribe) gets them again.
-            hand_over(
-                &self.ctx,
-                &stopped,
-                self.defaults.request_timeout,
-                Acker::nak_released,
-            )
-            .await;
-            tracing::debug!(topic = %topic, "topic revoked");
+            self.revoke(topic).await;
         }
         for (spec, consumer) in prepared {
-            let partition = TopicPartition::new(spec.topic.as_str(), 0);
-            if self
-                .ctx
-                .events
-                .send(ConsumerEvent::Assigned(vec![partition.clone()]))
-                .await
-                .is_err()
-            {
-                return Err(Error::Closed);
-            }
-            let h = self.start(spec, consumer);
-            self.topics().insert(partition.topic.clone(), h);
+            self.assign(spec, consumer, None).await?;
         }
         Ok(())
     }
@@ -376,6 +476,7 @@ impl Consumer for NatsConsumer {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_balancing.send_replace(true);
         let handles: Vec<TopicHandle> = self.topics().drain().map(|(_, h)| h).collect();
         let stopped = futures::future::join_all(handles.into_iter().map(stop)).await;
         forget_pull_requests(&self.ctx.js, &stopped, self.defaults.request_timeout).await;

@@ -51,7 +51,7 @@
 //! group with the pinned-client policy: the server delivers a topic's
 //! records to one bus of the group at a time, and the others stand by. Per-key
 //! order then holds across the group, as on Kafka, at the price of one
-//! active bus per topic (different topics may be pinned to different buses).
+//! active bus per topic (the group's topics are spread over its buses).
 //!
 //! * The pinned bus keeps its pin with its pull requests, and with
 //!   record-less ones while it is paused, full or idle.
@@ -61,6 +61,10 @@
 //!   `NAK`s what it held, releases the pin and resumes: a standby takes over
 //!   within a second and gets those records first (the server redelivers
 //!   before anything new).
+//! * Buses spread the topics among themselves (`nats.consumer.balance`,
+//!   see `balance`): a bus pinned to two topics more than another bus of
+//!   the group subscribed to one of them hands that one over, as when
+//!   unsubscribing.
 //! * A bus that crashes or loses its connection keeps the pin until
 //!   `nats.consumer.pinned_ttl` (default twice `ack_wait`) passed without a
 //!   pull request; by then its unfinished records are due for redelivery,
@@ -85,6 +89,7 @@ use crate::config::{BusConfig, NatsConfig, StartFrom};
 use crate::error::{Error, Result};
 
 mod acker;
+mod balance;
 mod connect;
 mod consumer;
 mod convert;
@@ -97,6 +102,7 @@ mod puller;
 mod streams;
 
 use acker::Acker;
+use balance::Balance;
 use consumer::{DurableDefaults, NatsConsumer};
 use producer::NatsProducer;
 use puller::PullContext;
@@ -227,12 +233,12 @@ impl Backend for NatsBackend {
             heartbeat: self.config.idle_heartbeat,
             api_prefix: api_prefix(self.config.domain.as_deref()),
             pinned_ttl: self.defaults.pinned_ttl,
+            balance: Arc::new(Balance::new(
+                (self.defaults.pinned_ttl.is_some() && self.config.consumer.balance)
+                    .then_some(self.config.consumer.balance_interval),
+            )),
         };
-        Ok(Arc::new(NatsConsumer::new(
-            ctx,
-            group,
-            self.defaults.clone(),
-        )))
+        Ok(NatsConsumer::start_new(ctx, group, self.defaults.clone()))
     }
 }
 

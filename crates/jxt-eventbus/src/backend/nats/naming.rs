@@ -37,6 +37,12 @@ pub(crate) fn durable_name(group: &str, topic: &str) -> String {
     format!("{readable}_{hash:08x}")
 }
 
+/// The core NATS subject on which the buses of `group` answer who they are
+/// and which topics they hold (see `balance`).
+pub(crate) fn census_subject(group: &str) -> String {
+    format!("_EVENTBUS.census.{}", jetstream_name(group))
+}
+
 fn jetstream_name(name: &str) -> String {
     let plain = name.len() <= MAX_PLAIN
         && !name.is_empty()

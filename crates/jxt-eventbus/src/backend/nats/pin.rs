@@ -15,7 +15,8 @@
 //! may be served moves the record to the back of its redelivery queue,
 //! which would reorder the hand-over.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
@@ -27,9 +28,19 @@ use super::durable::PRIORITY_GROUP;
 #[derive(Debug, Default)]
 pub(crate) struct Pin {
     id: Mutex<Option<String>>,
+    /// Pins this bus holds, over all its topics (see `balance`).
+    held: Arc<AtomicUsize>,
 }
 
 impl Pin {
+    /// A topic's pin, counted in `held` while this bus holds it.
+    pub(crate) fn counted_in(held: Arc<AtomicUsize>) -> Self {
+        Pin {
+            id: Mutex::default(),
+            held,
+        }
+    }
+
     /// The pin id to send with pull requests.
     pub(crate) fn id(&self) -> Option<String> {
         self.lock().clone()
@@ -42,17 +53,29 @@ impl Pin {
         if held.as_deref() == Some(id) {
             return false;
         }
-        *held = Some(id.to_string());
+        if held.replace(id.to_string()).is_none() {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        }
         true
     }
 
     /// The server moved the pin to another bus (or forgot it).
     pub(crate) fn lost(&self) {
-        self.lock().take();
+        if self.lock().take().is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Pin {
+    /// A topic let go without releasing its pin (the release failed) is no
+    /// longer this bus's to count.
+    fn drop(&mut self) {
+        self.lost();
     }
 }
 

@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::acker::{Acker, Held, Tracking};
+use super::balance::Balance;
 use super::convert;
 use super::durable::{self, DurableSpec};
 use super::pin::Pin;
@@ -70,6 +71,8 @@ pub(crate) struct PullContext {
     pub(crate) api_prefix: String,
     /// `sharing: pinned`: the pin lifetime. `None` shares record by record.
     pub(crate) pinned_ttl: Option<Duration>,
+    /// Spreading the group's topics over its buses (`sharing: pinned`).
+    pub(crate) balance: Arc<Balance>,
 }
 
 /// The pull loop of one topic.
@@ -85,6 +88,9 @@ pub(crate) struct Puller {
     pub(crate) held: Arc<Held>,
     /// The pin this bus holds on the topic (`sharing: pinned`).
     pub(crate) pin: Arc<Pin>,
+    /// Before this, a free pin is left to the other buses of the group: this
+    /// bus just handed the topic over (see `balance`).
+    pub(crate) hold_off: Option<Instant>,
 }
 
 enum End {
@@ -155,25 +161,38 @@ impl Puller {
     }
 
     /// With `sharing: pinned` and no pin: waits until no bus of the group
-    /// holds the topic's pin. `None` when the session may start.
+    /// holds the topic's pin, and then as long as balancing asks (see
+    /// `balance`). `None` when the session may start.
     async fn stand_by(&mut self, ctx: &PullContext, consumer: &PullConsumer) -> Option<End> {
         if ctx.pinned_ttl.is_none() || self.pin.id().is_some() {
             return None;
         }
+        let mut free_since = None;
         loop {
+            let mut wait = STANDBY_POLL;
             match consumer.get_info().await {
                 Ok(info) => {
-                    if info
+                    let free = info
                         .priority_groups
                         .iter()
-                        .all(|g| g.pinned_client_id.is_none())
-                    {
-                        return None;
+                        .all(|g| g.pinned_client_id.is_none());
+                    if !free {
+                        free_since = None;
+                    } else {
+                        let now = Instant::now();
+                        let since = *free_since.get_or_insert(now);
+                        let deferred = (since + ctx.balance.defer(&self.partition.topic))
+                            .max(self.hold_off.unwrap_or(now));
+                        if deferred <= now {
+                            self.hold_off = None;
+                            return None;
+                        }
+                        wait = wait.min(deferred - now);
                     }
                 }
                 Err(e) => return Some(End::Restart(format!("cannot read the consumer: {e}"))),
             }
-            if self.pause_for(STANDBY_POLL).await {
+            if self.pause_for(wait).await {
                 return Some(End::Stop);
             }
         }
