@@ -437,8 +437,10 @@ impl Tally {
 
     /// Waits until every message was handled, or fails after `timeout`.
     pub(crate) async fn wait(&self, timeout: Duration) -> Result<SideResult> {
+        // `ended` rather than the count: the handler that counts the last
+        // record sets it a moment after counting.
         let all = async {
-            while self.done.load(Ordering::Acquire) < self.expected {
+            while self.ended.get().is_none() {
                 let _ =
                     tokio::time::timeout(Duration::from_millis(50), self.finished.notified()).await;
             }

@@ -170,42 +170,21 @@ impl MemoryBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
+        let mut message = match self.try_append(topic, message)? {
+            Ok(receipt) => return Ok(receipt),
+            Err(message) => message,
+        };
+        // Full: wait for room, registered before looking again so that room
+        // made in between is not missed.
         let deadline = tokio::time::Instant::now() + self.inner.config.publish_timeout;
         loop {
             let space = self.inner.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut state = self.inner.lock();
-                if state.unavailable.contains(topic) {
-                    return Err(Error::Publish {
-                        topic: topic.to_string(),
-                        reason: "topic is unavailable (MemoryBroker::set_unavailable)".into(),
-                        retryable: true,
-                        source: None,
-                    });
-                }
-                if !state.topics.contains_key(topic) {
-                    let partitions = self.inner.config.partitions;
-                    state
-                        .topics
-                        .insert(Arc::from(topic), TopicLog::new(partitions));
-                }
-                let Some(log) = state.topics.get_mut(topic) else {
-                    unreachable!("inserted above");
-                };
-                let p = log.partition_for(message.key.as_deref());
-                let plog = &mut log.partitions[p];
-                if plog.records.len() < self.inner.config.max_retained_per_partition {
-                    let offset = plog.append(message);
-                    drop(state);
-                    self.inner.data.notify_waiters();
-                    return Ok(PublishReceipt {
-                        partition: p as i32,
-                        offset,
-                    });
-                }
-            }
+            message = match self.try_append(topic, message)? {
+                Ok(receipt) => return Ok(receipt),
+                Err(message) => message,
+            };
             if tokio::time::timeout_at(deadline, space).await.is_err() {
                 return Err(Error::Publish {
                     topic: topic.to_string(),
@@ -221,6 +200,45 @@ impl MemoryBroker {
                 });
             }
         }
+    }
+
+    /// Appends `message` to its partition of `topic` (created on first
+    /// use), or hands it back when the partition is full.
+    fn try_append(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> Result<std::result::Result<PublishReceipt, Message>> {
+        let mut state = self.inner.lock();
+        if state.unavailable.contains(topic) {
+            return Err(Error::Publish {
+                topic: topic.to_string(),
+                reason: "topic is unavailable (MemoryBroker::set_unavailable)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        if !state.topics.contains_key(topic) {
+            let partitions = self.inner.config.partitions;
+            state
+                .topics
+                .insert(Arc::from(topic), TopicLog::new(partitions));
+        }
+        let Some(log) = state.topics.get_mut(topic) else {
+            unreachable!("inserted above");
+        };
+        let p = log.partition_for(message.key.as_deref());
+        let plog = &mut log.partitions[p];
+        if plog.records.len() >= self.inner.config.max_retained_per_partition {
+            return Ok(Err(message));
+        }
+        let offset = plog.append(message);
+        drop(state);
+        self.inner.data.notify_waiters();
+        Ok(Ok(PublishReceipt {
+            partition: p as i32,
+            offset,
+        }))
     }
 }
 
