@@ -112,7 +112,8 @@ impl Balance {
             .min();
         match fewest {
             Some(fewest) if fewest < held => {
-                (DEFER_PER_PIN * u32::try_from(held - fewest).unwrap_or(u32::MAX)).min(MAX_DEFER)
+                let above = u32::try_from(held - fewest).unwrap_or(u32::MAX);
+                DEFER_PER_PIN.saturating_mul(above).min(MAX_DEFER)
             }
             _ => Duration::ZERO,
         }
