@@ -25,8 +25,9 @@
 //!
 //! A bus without the pin stands by without a pull request waiting on the
 //! server: it reads the consumer's pin every [`STANDBY_POLL`] and, once no
-//! bus holds it, sends one short request that takes the pin with the next
-//! record. Waiting requests would reorder redeliveries: while requests wait
+//! bus holds it (and balancing does not leave it to a bus with fewer
+//! topics, see `balance`), sends one short request that takes the pin with
+//! the next record. Waiting requests would reorder redeliveries: while requests wait
 //! and none may be served (they lack the pin), the server moves each
 //! redelivery it tries to the back of its queue, so the records a bus hands
 //! over would reach the next one out of order.
