@@ -386,26 +386,26 @@ async fn a_group_spreads_its_topics_over_its_buses() {
     for (topic, tracker) in topics.iter().zip(&trackers) {
         subscribe(&a, topic, "a", tracker, true).await.unwrap();
     }
-    let publish_all = |from: u64, to: u64| {
-        let publisher = s.publisher.clone();
-        let topics = topics.clone();
-        tokio::spawn(async move {
-            let mut sent = Vec::new();
-            for topic in &topics {
-                sent.push(publish(&publisher, topic, from, to).await);
-            }
-            sent
+    // Publishes records `from..to` to every topic, then waits until every
+    // record published so far was handled.
+    let mut sent: Vec<HashSet<(u64, u64)>> = vec![HashSet::new(); topics.len()];
+    let round = async |sent: &mut Vec<HashSet<(u64, u64)>>, from: u64, to: u64| {
+        for (topic, sent) in topics.iter().zip(sent.iter_mut()) {
+            sent.extend(publish(&s.publisher, topic, from, to).await);
+        }
+        eventually("every record so far", WAIT.as_secs(), || {
+            trackers
+                .iter()
+                .zip(sent.iter())
+                .all(|(t, sent)| t.distinct() == *sent)
         })
+        .await;
     };
-    let mut sent = publish_all(0, 100).await.unwrap();
-    eventually("the first bus handles every topic", WAIT.as_secs(), || {
-        trackers
-            .iter()
-            .zip(&sent)
-            .all(|(t, sent)| t.distinct() == *sent)
-    })
-    .await;
-    assert!(trackers.iter().all(|t| t.handled_by("a") == 100));
+    round(&mut sent, 0, 100).await;
+    assert!(
+        trackers.iter().all(|t| t.handled_by("a") == 100),
+        "the first bus handles every topic"
+    );
 
     let b = EventBus::from_config(config).await.unwrap();
     for (topic, tracker) in topics.iter().zip(&trackers) {
@@ -416,26 +416,10 @@ async fn a_group_spreads_its_topics_over_its_buses() {
     let started = Instant::now();
     let mut next = 100;
     loop {
-        for (all, more) in sent
-            .iter_mut()
-            .zip(publish_all(next, next + 20).await.unwrap())
-        {
-            all.extend(more);
-        }
+        round(&mut sent, next, next + 20).await;
         next += 20;
-        eventually("every record so far", WAIT.as_secs(), || {
-            trackers
-                .iter()
-                .zip(&sent)
-                .all(|(t, sent)| t.distinct() == *sent)
-        })
-        .await;
-        if trackers
-            .iter()
-            .filter(|t| t.last_bus() == Some("b"))
-            .count()
-            == 2
-        {
+        let on_b = trackers.iter().filter(|t| t.last_bus() == Some("b"));
+        if on_b.count() == 2 {
             break;
         }
         assert!(
@@ -447,23 +431,8 @@ async fn a_group_spreads_its_topics_over_its_buses() {
     // Settled: a later round is handled where the last one was.
     let placed: Vec<_> = trackers.iter().map(|t| t.last_bus()).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let from = trackers
-        .iter()
-        .map(|t| t.handled_count())
-        .collect::<Vec<_>>();
-    for (all, more) in sent
-        .iter_mut()
-        .zip(publish_all(next, next + 100).await.unwrap())
-    {
-        all.extend(more);
-    }
-    eventually("every record", WAIT.as_secs(), || {
-        trackers
-            .iter()
-            .zip(&sent)
-            .all(|(t, sent)| t.distinct() == *sent)
-    })
-    .await;
+    let from: Vec<_> = trackers.iter().map(|t| t.handled_count()).collect();
+    round(&mut sent, next, next + 100).await;
     for ((t, bus), from) in trackers.iter().zip(&placed).zip(from) {
         assert_eq!(
             t.buses_since(from),
