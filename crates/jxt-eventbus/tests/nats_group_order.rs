@@ -366,7 +366,8 @@ async fn unsubscribe_hands_the_topic_over_in_key_order() {
 
 /// The bus that subscribed first holds every topic of the group until a
 /// second bus subscribes; then it hands topics over until each holds two,
-/// while records flow, in key order and without losing one.
+/// while records flow, in key order and without losing one. After a rolling
+/// restart (one bus stops, a new one starts) the topics spread again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_spreads_its_topics_over_its_buses() {
     let Some(s) = setup("balance").await else {
@@ -407,27 +408,30 @@ async fn a_group_spreads_its_topics_over_its_buses() {
         "the first bus handles every topic"
     );
 
-    let b = EventBus::from_config(config).await.unwrap();
+    let b = EventBus::from_config(config.clone()).await.unwrap();
     for (topic, tracker) in topics.iter().zip(&trackers) {
         subscribe(&b, topic, "b", tracker, true).await.unwrap();
     }
     // Records keep flowing while the topics move, in rounds of 20 per
     // topic, until each bus handles two topics.
-    let started = Instant::now();
     let mut next = 100;
-    loop {
-        round(&mut sent, next, next + 20).await;
-        next += 20;
-        let on_b = trackers.iter().filter(|t| t.last_bus() == Some("b"));
-        if on_b.count() == 2 {
-            break;
+    let spread = async |sent: &mut Vec<HashSet<(u64, u64)>>, next: &mut u64, bus: &str| {
+        let started = Instant::now();
+        loop {
+            round(sent, *next, *next + 20).await;
+            *next += 20;
+            let on_bus = trackers.iter().filter(|t| t.last_bus() == Some(bus));
+            if on_bus.count() == 2 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "the topics did not spread: last handled by {:?}",
+                trackers.iter().map(|t| t.last_bus()).collect::<Vec<_>>()
+            );
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "the topics did not spread: last handled by {:?}",
-            trackers.iter().map(|t| t.last_bus()).collect::<Vec<_>>()
-        );
-    }
+    };
+    spread(&mut sent, &mut next, "b").await;
     // Settled: a later round is handled where the last one was.
     let placed: Vec<_> = trackers.iter().map(|t| t.last_bus()).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -439,10 +443,25 @@ async fn a_group_spreads_its_topics_over_its_buses() {
             vec![bus.unwrap()],
             "a settled topic moved"
         );
+    }
+    next += 100;
+
+    // A rolling restart: b stops and a takes its topics back at once; a
+    // new bus gets two of them again.
+    b.shutdown().await.unwrap();
+    round(&mut sent, next, next + 50).await;
+    next += 50;
+    assert!(trackers.iter().all(|t| t.last_bus() == Some("a")));
+    let c = EventBus::from_config(config).await.unwrap();
+    for (topic, tracker) in topics.iter().zip(&trackers) {
+        subscribe(&c, topic, "c", tracker, true).await.unwrap();
+    }
+    spread(&mut sent, &mut next, "c").await;
+    for t in &trackers {
         t.assert_clean();
     }
     a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
     s.publisher.shutdown().await.unwrap();
 }
 
