@@ -69,7 +69,7 @@ fn memory_bench_prints_one_json_line() {
 
 /// Runs a broker benchmark with a few records and returns its JSON line,
 /// its headline checked.
-fn broker_bench(backend: &str, env: (&str, String)) -> serde_json::Value {
+fn broker_bench(backend: &str, env: (&str, String), extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
         .args([
             "bench",
@@ -85,6 +85,7 @@ fn broker_bench(backend: &str, env: (&str, String)) -> serde_json::Value {
             "1",
             "--json",
         ])
+        .args(extra)
         .env(env.0, env.1)
         .output()
         .expect("run eventbus");
@@ -117,16 +118,23 @@ fn assert_compared(v: &serde_json::Value, what: &str) {
 
 #[cfg(feature = "nats")]
 #[test]
-fn nats_bench_compares_with_a_plain_and_a_pinned_consumer() {
+fn nats_bench_compares_with_a_plain_and_a_pinned_consumer_in_either_sharing() {
     let Some(url) = support::nats_url() else {
         return;
     };
-    let v = broker_bench("nats", ("EVENTBUS_NATS_URL", url));
+    let v = broker_bench("nats", ("EVENTBUS_NATS_URL", url.clone()), &[]);
+    assert_eq!(v["nats_sharing"], "pinned");
     assert_compared(&v, "pinned_end_to_end");
     assert!(v["pinned_end_to_end"]["baseline"]
         .as_str()
         .unwrap()
         .contains("pinned"));
+    let v = broker_bench(
+        "nats",
+        ("EVENTBUS_NATS_URL", url),
+        &["--nats-sharing", "shared"],
+    );
+    assert_eq!(v["nats_sharing"], "shared");
 }
 
 #[cfg(feature = "kafka")]
@@ -135,7 +143,8 @@ fn kafka_bench_reports_end_to_end_and_the_consumer_path() {
     let Some(brokers) = support::kafka_brokers() else {
         return;
     };
-    let v = broker_bench("kafka", ("EVENTBUS_KAFKA_BROKERS", brokers));
+    let v = broker_bench("kafka", ("EVENTBUS_KAFKA_BROKERS", brokers), &[]);
+    assert!(v.get("nats_sharing").is_none());
     assert_compared(&v, "keyed_end_to_end");
     assert_compared(&v, "consumer_path");
 }

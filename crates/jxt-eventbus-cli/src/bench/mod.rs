@@ -63,13 +63,27 @@ pub(crate) struct BenchArgs {
     /// both sides (Kafka; the bus through `publish_batch`).
     #[arg(long, default_value_t = 10_000)]
     pub(crate) window: u64,
-    /// Measured rounds, each running both sides, the first side
-    /// alternating; the report gives medians.
+    /// Measured rounds, each running every side, the first side
+    /// rotating; the report gives medians.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
+    /// NATS: how the bus's group shares a topic (`nats.consumer.sharing`).
+    /// `pinned`, the default, keeps per-key order across a group; `shared`
+    /// does not, and saves the server the pin header on every record. The
+    /// baselines are the same either way.
+    #[arg(long, value_enum, default_value = "pinned")]
+    pub(crate) nats_sharing: NatsSharingArg,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `--nats-sharing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NatsSharingArg {
+    Pinned,
+    Shared,
 }
 
 /// Figures of one side.
@@ -196,6 +210,9 @@ struct Report {
     keys: u64,
     size: usize,
     partitions: u32,
+    /// NATS: the bus's `nats.consumer.sharing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_sharing: Option<NatsSharingArg>,
     #[serde(flatten)]
     headline: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,6 +258,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
         keys: args.keys,
         size: args.size,
         partitions: args.partitions,
+        nats_sharing: matches!(args.backend, BenchBackend::Nats).then_some(args.nats_sharing),
         headline: Summary::of(&outcome, args.messages),
         p50_us: first_bus.p50_us,
         p99_us: first_bus.p99_us,
@@ -262,7 +280,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("backend      {:?}", report.backend);
+        match report.nats_sharing {
+            Some(sharing) => println!("backend      {:?} (sharing: {sharing:?})", report.backend),
+            None => println!("backend      {:?}", report.backend),
+        }
         println!(
             "messages     {} over {} keys, {} bytes, {} partitions",
             report.messages, report.keys, report.size, report.partitions

@@ -4,8 +4,9 @@
 //! - **bus**: `publish_batch` in windows of [`WINDOW`] (every PubAck of a
 //!   window awaited together; `Nats-Msg-Id` and key headers) → the bus's
 //!   pull loop ([`PULL_BATCH`] per request, pinned priority group: the
-//!   default `nats.consumer.sharing`) → keyed dispatch (`--concurrency`
-//!   lanes) → handler → `+ACK` after the handler.
+//!   default `nats.consumer.sharing`; `--nats-sharing shared` for none) →
+//!   keyed dispatch (`--concurrency` lanes) → handler → `+ACK` after the
+//!   handler.
 //! - **baseline** (the headline, as the NATS issue defines it): plain
 //!   async-nats: `send_publish` of the same windows with PubAcks awaited
 //!   together, a durable pull consumer (explicit acks, the same
@@ -44,10 +45,12 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
+use jxt_eventbus::config::NatsSharing;
 use jxt_eventbus::{BackendKind, BusConfig, EventBus};
 
 use super::{
-    cpu_since, key_of, payload, process_cpu, BenchArgs, Outcome, Reference, SideResult, Tally,
+    cpu_since, key_of, payload, process_cpu, BenchArgs, NatsSharingArg, Outcome, Reference,
+    SideResult, Tally,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -180,6 +183,10 @@ async fn bus_side(args: &BenchArgs, url: &str, topic: &str) -> Result<SideResult
     config.nats.pull_batch = PULL_BATCH;
     config.nats.max_ack_pending = Some(MAX_ACK_PENDING as u32);
     config.dispatch.max_concurrency = args.concurrency;
+    config.nats.consumer.sharing = match args.nats_sharing {
+        NatsSharingArg::Pinned => NatsSharing::Pinned,
+        NatsSharingArg::Shared => NatsSharing::Shared,
+    };
     let bus = EventBus::from_config(config).await?;
     super::bus_side_windowed(bus, topic, args, WINDOW).await
 }
