@@ -14,6 +14,17 @@ fn eventbus(args: &[&str]) -> std::process::Output {
         .expect("run eventbus")
 }
 
+/// The one JSON line a successful `eventbus bench --json` printed.
+fn json_line(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(line.trim()).expect("one JSON object")
+}
+
 #[test]
 fn demo_exits_zero_and_verifies_order() {
     let out = eventbus(&["demo"]);
@@ -43,13 +54,7 @@ fn memory_bench_prints_one_json_line() {
         "100",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    let v = json_line(out);
     for key in [
         "backend",
         "messages",
@@ -89,13 +94,7 @@ fn broker_bench(backend: &str, env: (&str, String), extra: &[&str]) -> serde_jso
         .env(env.0, env.1)
         .output()
         .expect("run eventbus");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    let v = json_line(out);
     assert_eq!(v["backend"], backend);
     assert_eq!(v["messages"], 3000);
     assert_eq!(v["per_key_order_held"], true, "{v}");
