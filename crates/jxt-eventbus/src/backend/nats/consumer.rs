@@ -240,9 +240,7 @@ impl NatsConsumer {
             task,
         }
     }
-}
 
-impl NatsConsumer {
     /// Stops pulling `topic`, revokes it from the dispatcher (which lets its
     /// queued records go) and hands it over to the group. Returns what its
     /// pull loop started from. Call it holding `serial`.
