@@ -59,6 +59,15 @@
 //! and per bus; at the cap the consumer pauses those partitions (it keeps
 //! polling, so the group does not evict it) instead of buffering more.
 //!
+//! **Shutdown keeps handlers working.** [`EventBus::shutdown`] stops intake,
+//! lets the records running in handlers finish and commits; records fetched
+//! but not started stay unacknowledged for the group's next owner
+//! ([`ShutdownMode::FinishRunning`], the default) or are handled first
+//! ([`ShutdownMode::DrainBuffered`]). Publishing closes only after that, so a
+//! handler that publishes through the same bus never sees
+//! [`Error::Closed`] while its record counts; a record that fails after the
+//! shutdown began is redelivered, never dead-lettered.
+//!
 //! **Nothing is dropped.** Full queues pause intake; they never discard
 //! records or acknowledgements. A handler panic is caught and treated as a
 //! permanent failure, so it cannot stall its partition.
@@ -91,7 +100,7 @@ pub use bus::{
     DeadLetter, EventBus, EventBusBuilder, ReplayReport, SubscribeOptions, REPLAYED_FROM_ID_HEADER,
     REPLAYED_HEADER,
 };
-pub use config::{BackendKind, BusConfig, Ordering};
+pub use config::{BackendKind, BusConfig, Ordering, ShutdownMode};
 pub use delivery::Delivery;
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, Result};

@@ -105,7 +105,7 @@ impl EventBus {
         idle: Duration,
         timeout: Duration,
     ) -> Result<Vec<DeadLetter>> {
-        self.ensure_open()?;
+        self.ensure_not_shutting_down()?;
         let dlq = self.dead_letter_topic(topic);
         let (tx, mut events) = mpsc::channel(EVENT_CHANNEL);
         let consumer = self
@@ -182,7 +182,7 @@ impl EventBus {
         topic: &str,
         timeout: Duration,
     ) -> Result<ReplayReport> {
-        self.ensure_open()?;
+        self.ensure_not_shutting_down()?;
         let dlq = self.dead_letter_topic(topic);
         let group = self.replay_group();
         let (tx, events) = mpsc::channel(EVENT_CHANNEL);
@@ -200,6 +200,7 @@ impl EventBus {
             // Unregistered: a replay's records and gauges must not be mixed
             // into the bus's consumer metrics.
             metrics: Arc::new(crate::metrics::BusMetrics::new().bind(self.inner.backend.name())),
+            shutdown: Arc::default(),
         });
         let dispatcher = Dispatcher::spawn(
             consumer.clone(),
@@ -273,6 +274,7 @@ impl EventBus {
         if dispatcher
             .send(Command::Drain {
                 deadline: Instant::now() + self.inner.config.dispatch.shutdown_timeout,
+                leave_buffered: false,
                 reply,
             })
             .await

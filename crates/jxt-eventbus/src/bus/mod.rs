@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use crate::backend::{Backend, Consumer, PartitionLag, Producer, PublishReceipt};
 use crate::backlog::{self, BacklogChange, BacklogShared, BacklogState};
 use crate::config::BusConfig;
+use crate::config::ShutdownMode;
 use crate::delivery::Delivery;
+use crate::dispatch::lease::ShutdownSignal;
 use crate::dispatch::{
     Command, DispatchStats, Dispatcher, DispatcherHandle, WorkerContext, EVENT_CHANNEL,
 };
@@ -70,7 +72,13 @@ struct Inner {
     /// The running consumer, readable without waiting for a subscription
     /// change in progress (health and lag never block behind a rebalance).
     running: std::sync::Mutex<Option<Running>>,
+    /// `shutdown` was called: no new subscriptions.
+    shutting_down: AtomicBool,
+    /// Publishing refused: set by `shutdown` only after the consumer side
+    /// drained, so handlers that publish keep working until then.
     closed: AtomicBool,
+    /// Tells workers the shutdown began (and in which mode).
+    shutdown: Arc<ShutdownSignal>,
     recovering: Arc<AtomicBool>,
     backlog: Arc<BacklogShared>,
     publish_limiter: Option<governor::DefaultDirectRateLimiter>,
@@ -95,7 +103,7 @@ impl fmt::Debug for EventBus {
         f.debug_struct("EventBus")
             .field("backend", &self.inner.backend.name())
             .field("group", &self.inner.config.group)
-            .field("closed", &self.inner.closed.load(AtomicOrdering::Relaxed))
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
@@ -131,8 +139,18 @@ impl EventBus {
             .clone()
     }
 
+    /// Publishing is open until `shutdown` has drained the consumer side.
     fn ensure_open(&self) -> Result<()> {
         if self.inner.closed.load(AtomicOrdering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Subscription changes stop as soon as `shutdown` is called.
+    pub(crate) fn ensure_not_shutting_down(&self) -> Result<()> {
+        if self.is_closed() {
             Err(Error::Closed)
         } else {
             Ok(())
@@ -319,13 +337,13 @@ impl EventBus {
         options: SubscribeOptions,
     ) -> Result<()> {
         let handler = options.layer(handler)?;
-        self.ensure_open()?;
+        self.ensure_not_shutting_down()?;
         validate::topic(topic).map_err(|e| Error::Subscribe {
             topic: topic.to_string(),
             reason: e.to_string(),
         })?;
         let mut subscribed = self.inner.topics.lock().await;
-        self.ensure_open()?;
+        self.ensure_not_shutting_down()?;
         if subscribed.contains(topic) {
             return Err(Error::Subscribe {
                 topic: topic.to_string(),
@@ -391,6 +409,7 @@ impl EventBus {
             group: self.inner.config.group.clone(),
             recovering: self.inner.recovering.clone(),
             metrics: self.inner.metrics.clone(),
+            shutdown: self.inner.shutdown.clone(),
         });
         let dispatcher = Dispatcher::spawn(
             consumer.clone(),
@@ -459,11 +478,29 @@ impl EventBus {
         self.inner.topics.lock().await.iter().cloned().collect()
     }
 
-    /// Stops the bus: new publishes and subscribes fail with
-    /// [`Error::Closed`]; intake stops; buffered and running records finish
-    /// (up to `dispatch.shutdown_timeout`); positions are committed; the
-    /// consumer leaves its group; the producer is flushed. Calling it again
-    /// does nothing.
+    /// Stops the bus in the configured `dispatch.shutdown_mode`; see
+    /// [`EventBus::shutdown_with`].
+    ///
+    /// # Errors
+    /// As [`EventBus::shutdown_with`].
+    ///
+    /// # Cancel safety
+    /// As [`EventBus::shutdown_with`].
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shutdown_with(self.inner.config.dispatch.shutdown_mode)
+            .await
+    }
+
+    /// Stops the bus. In order: subscribing fails with [`Error::Closed`] and
+    /// intake stops; records running in handlers finish — with
+    /// [`ShutdownMode::DrainBuffered`] every buffered record too, with
+    /// [`ShutdownMode::FinishRunning`] the others stay unacknowledged for the
+    /// group's next owner — up to `dispatch.shutdown_timeout`; positions are
+    /// committed; the consumer leaves its group; only then does publishing
+    /// close (handlers that publish through this bus keep working while they
+    /// finish), and the producer is flushed. A record that fails after the
+    /// shutdown began is neither retried nor dead-lettered: it stays
+    /// unacknowledged and is redelivered. Calling it again does nothing.
     ///
     /// # Errors
     /// [`Error::Timeout`] when records were still unfinished at the deadline:
@@ -473,10 +510,14 @@ impl EventBus {
     /// # Cancel safety
     /// Not cancel safe: dropping it midway leaves the bus closed to new work
     /// with the consumer possibly still in its group until the bus drops.
-    pub async fn shutdown(&self) -> Result<()> {
-        if self.inner.closed.swap(true, AtomicOrdering::AcqRel) {
+    pub async fn shutdown_with(&self, mode: ShutdownMode) -> Result<()> {
+        if self.inner.shutting_down.swap(true, AtomicOrdering::AcqRel) {
             return Ok(());
         }
+        // Before the dispatcher hears of it: no worker starts a record the
+        // mode leaves for redelivery, even one already handed to it.
+        let leave_buffered = !matches!(mode, ShutdownMode::DrainBuffered);
+        self.inner.shutdown.begin(leave_buffered);
         self.inner.broker.stop();
         let timeout = self.inner.config.dispatch.shutdown_timeout;
         let deadline = Instant::now() + timeout;
@@ -491,7 +532,12 @@ impl EventBus {
             .take();
         if let Some(r) = running {
             let (reply, drained) = oneshot::channel();
-            if r.dispatcher.send(Command::Drain { deadline, reply }).await {
+            let drain = Command::Drain {
+                deadline,
+                leave_buffered,
+                reply,
+            };
+            if r.dispatcher.send(drain).await {
                 if let Ok(report) = drained.await {
                     abandoned = report.abandoned;
                 }
@@ -501,6 +547,9 @@ impl EventBus {
             }
             r.consumer.close().await?;
         }
+        // The consumer side is done: nothing that runs a handler of this bus
+        // publishes any more.
+        self.inner.closed.store(true, AtomicOrdering::Release);
         let left = deadline.saturating_duration_since(Instant::now());
         self.inner.producer.flush(left).await?;
         if abandoned > 0 {
@@ -513,7 +562,7 @@ impl EventBus {
                 after: timeout,
             });
         }
-        tracing::info!(group = %self.inner.config.group, "event bus shut down");
+        tracing::info!(group = %self.inner.config.group, ?mode, "event bus shut down");
         Ok(())
     }
 
@@ -531,9 +580,10 @@ impl EventBus {
         self.inner.metrics.recent_errors.list()
     }
 
-    /// Whether [`EventBus::shutdown`] was called.
+    /// Whether [`EventBus::shutdown`] was called (publishing may still be
+    /// open while the consumer side drains).
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(AtomicOrdering::Acquire)
+        self.inner.shutting_down.load(AtomicOrdering::Acquire)
     }
 
     /// Whether the bus is in recovery mode (catching up on a backlog).

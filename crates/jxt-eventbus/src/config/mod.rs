@@ -68,6 +68,22 @@ pub enum StartFrom {
     Latest,
 }
 
+/// What [`shutdown`](crate::EventBus::shutdown) does with records fetched
+/// but not started yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ShutdownMode {
+    /// Records already running in handlers finish; buffered records are left
+    /// unacknowledged and go to the group's next owner. A Ctrl-C stops in
+    /// about one handler's time, whatever was prefetched. The default.
+    #[default]
+    FinishRunning,
+    /// Every buffered record is handled before the bus stops (bounded by
+    /// `dispatch.shutdown_timeout`): fewer redeliveries, a longer stop.
+    DrainBuffered,
+}
+
 /// The whole bus configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -149,10 +165,17 @@ pub struct DispatchConfig {
     /// before releasing them uncommitted (they are redelivered). Default 30s.
     #[serde(with = "humantime_serde")]
     pub revoke_timeout: Duration,
-    /// How long [`shutdown`](crate::EventBus::shutdown) lets buffered and
-    /// running records finish before it commits and closes. Default 30s.
+    /// How long [`shutdown`](crate::EventBus::shutdown) lets records finish
+    /// (those running, or with `drain_buffered` every buffered one too)
+    /// before it commits and closes. Default 30s.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Whether shutdown finishes only the running records (`finish_running`,
+    /// the rest is redelivered to the group) or every buffered record
+    /// (`drain_buffered`). Either way publishing stays open until the
+    /// records finished, so handlers that publish keep working. Default
+    /// `finish_running`.
+    pub shutdown_mode: ShutdownMode,
 }
 
 impl Default for DispatchConfig {
@@ -166,6 +189,7 @@ impl Default for DispatchConfig {
             max_batch: 32,
             revoke_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_mode: ShutdownMode::FinishRunning,
         }
     }
 }

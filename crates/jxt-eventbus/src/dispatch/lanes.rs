@@ -141,6 +141,18 @@ impl<J> KeyedLanes<J> {
         dropped
     }
 
+    /// Drops the queued (not running) records of one lane; returns them.
+    pub(crate) fn clear(&mut self, id: LaneId) -> Vec<J> {
+        let Some(lane) = self.lanes.get_mut(&id) else {
+            return Vec::new();
+        };
+        let dropped = lane.queue.drain(..).collect();
+        if !lane.running {
+            self.lanes.remove(&id);
+        }
+        dropped
+    }
+
     /// Lanes alive (queued or running records).
     pub(crate) fn live(&self) -> usize {
         self.lanes.len()

@@ -164,6 +164,8 @@ pub(crate) enum Command {
     },
     Drain {
         deadline: Instant,
+        /// Drop the records not started yet (`ShutdownMode::FinishRunning`).
+        leave_buffered: bool,
         reply: oneshot::Sender<DrainReport>,
     },
     Stats {
@@ -400,11 +402,20 @@ impl Dispatcher {
                 }
                 let _ = reply.send(());
             }
-            Command::Drain { deadline, reply } => {
+            Command::Drain {
+                deadline,
+                leave_buffered,
+                reply,
+            } => {
                 let all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
                 self.consumer.pause(&all);
                 for ps in self.partitions.values_mut() {
                     ps.paused = true;
+                }
+                if leave_buffered {
+                    // Not acknowledged and not completed: the commit position
+                    // stays at the first of them, the next owner reads them.
+                    self.drop_queued(|_| false);
                 }
                 self.draining = Some(Draining { deadline, reply });
             }
@@ -569,16 +580,7 @@ impl Dispatcher {
         }
         // Queued records of revoked partitions are dropped: the next owner
         // reads them from the committed position.
-        let mut dropped = Vec::new();
-        for sub in self.subs.values_mut() {
-            dropped.extend(sub.lanes.retain(|j| !revoking.contains(&j.partition)));
-        }
-        for job in dropped {
-            if let Some(ps) = self.partitions.get_mut(&job.partition) {
-                ps.buffered -= 1;
-                self.buffered -= 1;
-            }
-        }
+        self.drop_queued(|j| !revoking.contains(&j.partition));
         if lost {
             for tp in &tps {
                 if let Some(ps) = self.partitions.get(tp) {
@@ -592,6 +594,27 @@ impl Dispatcher {
             deadline: Instant::now() + self.config.revoke_timeout,
             done,
         });
+    }
+
+    /// Drops queued (not running) records for which `keep` is false, without
+    /// acknowledging them.
+    fn drop_queued(&mut self, keep: impl Fn(&Job) -> bool) {
+        let mut dropped = Vec::new();
+        for sub in self.subs.values_mut() {
+            dropped.extend(sub.lanes.retain(&keep));
+        }
+        self.forget_dropped(dropped);
+    }
+
+    fn forget_dropped(&mut self, dropped: Vec<Job>) {
+        for job in dropped {
+            if let Some(ps) = self.partitions.get_mut(&job.partition) {
+                if ps.generation == job.generation {
+                    ps.buffered -= 1;
+                    self.buffered -= 1;
+                }
+            }
+        }
     }
 
     /// Releases revoked partitions whose running records finished (or whose
@@ -666,6 +689,15 @@ impl Dispatcher {
             outcome,
             last,
         } = c;
+        let abandoned = matches!(outcome, Outcome::Abandoned);
+        if abandoned && self.draining.is_some() {
+            // A record given up during shutdown: the later records of its
+            // lane must not run before it, so they are left too.
+            if let Some(sub) = self.subs.get_mut(&partition.topic) {
+                let dropped = sub.lanes.clear(lane);
+                self.forget_dropped(dropped);
+            }
+        }
         if last {
             if let Some(sub) = self.subs.get_mut(&partition.topic) {
                 sub.lanes.finish(lane);

@@ -14,6 +14,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
+use super::lease::{sleep_unless, ShutdownSignal};
 use super::{Completion, Completions, Job, Outcome};
 use crate::backend::Producer;
 use crate::config::{DeadLetterConfig, RetryConfig};
@@ -56,6 +57,7 @@ pub(crate) struct WorkerContext {
     pub(crate) group: String,
     pub(crate) recovering: Arc<AtomicBool>,
     pub(crate) metrics: Arc<BoundMetrics>,
+    pub(crate) shutdown: Arc<ShutdownSignal>,
 }
 
 impl WorkerContext {
@@ -172,12 +174,20 @@ pub(crate) async fn run_shift(
     let mut clock = std::time::Instant::now();
     while let Some((lane, jobs)) = shift.queued.pop_front() {
         let n = jobs.len();
+        // Once a record of the lane is given up, the lane's later records
+        // must not run before it: they are given up too.
+        let mut abandoned = false;
         for (i, job) in jobs.into_iter().enumerate() {
             if shift.report.tx.is_closed() {
                 // The dispatcher is gone (bus dropped): nothing left to report to.
                 return;
             }
-            let outcome = process(&mut shift, &job, &mut clock).await;
+            let outcome = if abandoned {
+                Outcome::Abandoned
+            } else {
+                process(&mut shift, &job, &mut clock).await
+            };
+            abandoned = matches!(outcome, Outcome::Abandoned);
             if !matches!(outcome, Outcome::Done) {
                 // Dead-letter writes and retries took time the next record must
                 // not be charged for.
@@ -204,6 +214,10 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
     let mut attempt = 1u32;
     loop {
         if job.lease.is_cancelled() {
+            return Outcome::Abandoned;
+        }
+        if attempt == 1 && shift.ctx.shutdown.leaves_buffered() {
+            // Not started when the shutdown began: left for the next owner.
             return Outcome::Abandoned;
         }
         let ctx = &*shift.ctx;
@@ -266,6 +280,18 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
             Err(e) => e,
         };
         metrics.failed(job.partition.partition, job.offset, attempt, &err);
+        if ctx.shutdown.has_begun() || job.lease.is_cancelled() {
+            // A failure after the shutdown began (often the handler's own
+            // publish racing the close) is neither retried, which would hold
+            // the shutdown, nor dead-lettered: the record stays
+            // unacknowledged and the group's next owner handles it.
+            tracing::debug!(
+                topic = %job.partition.topic, partition = job.partition.partition,
+                offset = job.offset, error = %err.message(),
+                "handler failed during shutdown; record left for redelivery"
+            );
+            return Outcome::Abandoned;
+        }
         let now = SystemTime::now();
         let first = *first_failure.get_or_insert(now);
         let out_of_time = ctx
@@ -313,7 +339,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
                 "retries exhausted and dead letters are disabled; the record holds its key and is tried again"
             );
         }
-        if !Box::pin(job.lease.sleep(delay)).await {
+        if !Box::pin(sleep_unless(&job.lease, &ctx.shutdown, delay)).await {
             return Outcome::Abandoned;
         }
         attempt = attempt.saturating_add(1);
@@ -366,7 +392,7 @@ async fn dead_letter(
             }
         }
         let delay = backoff.next().unwrap_or(ctx.retry.max_backoff);
-        if !job.lease.sleep(delay).await {
+        if !sleep_unless(&job.lease, &ctx.shutdown, delay).await {
             return Outcome::Abandoned;
         }
     }
