@@ -219,6 +219,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// The librdkafka handle of the producer, for fault-injection tests
+    /// (librdkafka's `rd_kafka_test_fatal_error`). Not part of the API.
+    #[cfg(feature = "kafka")]
+    #[doc(hidden)]
+    fn kafka_native_producer(&self) -> Option<*mut rdkafka::bindings::rd_kafka_t> {
+        None
+    }
+
     /// Creates the bus's one consumer in `group`, reporting to `events`.
     ///
     /// # Errors

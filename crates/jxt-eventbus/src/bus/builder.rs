@@ -99,6 +99,16 @@ impl EventBusBuilder {
     pub async fn build(self) -> Result<EventBus> {
         let config = self.config;
         config.validate()?;
+        let (metrics, metrics_registry) = match self.metrics {
+            Some(m) => (m, None),
+            None => {
+                let m = BusMetrics::new();
+                let mut registry = prometheus_client::registry::Registry::default();
+                m.register(&mut registry);
+                (m, Some(Arc::new(registry)))
+            }
+        };
+        let metrics = Arc::new(metrics.bind(config.backend.as_str()));
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => {
                 let broker = self
@@ -108,7 +118,8 @@ impl EventBusBuilder {
             }
             #[cfg(feature = "kafka")]
             BackendKind::Kafka => {
-                Arc::new(crate::backend::kafka::KafkaBackend::connect(&config).await?)
+                let restarts = metrics.producer_restarts.clone();
+                Arc::new(crate::backend::kafka::KafkaBackend::connect(&config, restarts).await?)
             }
             #[cfg(not(feature = "kafka"))]
             BackendKind::Kafka => return Err(not_compiled("kafka")),
@@ -120,16 +131,6 @@ impl EventBusBuilder {
             BackendKind::Nats => return Err(not_compiled("nats")),
         };
         let producer = backend.producer();
-        let (metrics, metrics_registry) = match self.metrics {
-            Some(m) => (m, None),
-            None => {
-                let m = BusMetrics::new();
-                let mut registry = prometheus_client::registry::Registry::default();
-                m.register(&mut registry);
-                (m, Some(Arc::new(registry)))
-            }
-        };
-        let metrics = Arc::new(metrics.bind(backend.name()));
         let recovering = Arc::new(AtomicBool::new(false));
         let publish_limiter = config.publish_rate_limit.map(|l| l.limiter());
         let backlog = Arc::new(crate::backlog::BacklogShared::new(

@@ -586,6 +586,14 @@ impl EventBus {
         self.inner.shutting_down.load(AtomicOrdering::Acquire)
     }
 
+    /// The librdkafka handle of the producer, for fault-injection tests.
+    /// Not part of the API.
+    #[cfg(feature = "kafka")]
+    #[doc(hidden)]
+    pub fn kafka_native_producer(&self) -> Option<*mut rdkafka::bindings::rd_kafka_t> {
+        self.inner.backend.kafka_native_producer()
+    }
+
     /// Whether the bus is in recovery mode (catching up on a backlog).
     pub fn is_recovering(&self) -> bool {
         self.inner.recovering.load(AtomicOrdering::Relaxed)

@@ -42,6 +42,17 @@ pub enum BackendKind {
     Nats,
 }
 
+impl BackendKind {
+    /// Stable lower-case name, used in errors and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Kafka => "kafka",
+            BackendKind::Nats => "nats",
+        }
+    }
+}
+
 /// How records of one subscription are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

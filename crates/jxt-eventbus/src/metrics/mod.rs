@@ -180,6 +180,8 @@ pub struct BusMetrics {
     pub broker_reachable: Family<BackendLabels, Gauge>,
     /// `stalled_partitions{backend}`.
     pub stalled_partitions: Family<BackendLabels, Gauge>,
+    /// `producer_restarts_total{backend}`.
+    pub producer_restarts: Family<BackendLabels, Counter>,
 }
 
 impl Default for BusMetrics {
@@ -212,6 +214,7 @@ impl BusMetrics {
             recovery_mode: Family::default(),
             broker_reachable: Family::default(),
             stalled_partitions: Family::default(),
+            producer_restarts: Family::default(),
         }
     }
 
@@ -322,6 +325,11 @@ impl BusMetrics {
             "Partitions with unfinished records whose commit position stood still past health.stall_after",
             self.stalled_partitions.clone(),
         );
+        r.register(
+            "producer_restarts",
+            "Producers rebuilt after a fatal client error (Kafka: fenced or out-of-sequence idempotent producer)",
+            self.producer_restarts.clone(),
+        );
     }
 
     /// Handles bound to one backend, cached for the hot paths.
@@ -346,6 +354,7 @@ impl BusMetrics {
             recovery_mode: self.recovery_mode.get_or_create_owned(&b),
             broker_reachable: self.broker_reachable.get_or_create_owned(&b),
             stalled_partitions: self.stalled_partitions.get_or_create_owned(&b),
+            producer_restarts: self.producer_restarts.get_or_create_owned(&b),
             publish: RwLock::default(),
             lag_partitions: Mutex::default(),
             recent_errors: Arc::default(),
@@ -377,6 +386,7 @@ pub(crate) struct BoundMetrics {
     recovery_mode: Gauge,
     pub(crate) broker_reachable: Gauge,
     pub(crate) stalled_partitions: Gauge,
+    pub(crate) producer_restarts: Counter,
     /// Per-topic publish handles: one map read per publish, no allocation
     /// once a topic was seen.
     publish: RwLock<HashMap<Box<str>, PublishHandles>>,

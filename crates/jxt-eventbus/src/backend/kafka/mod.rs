@@ -30,9 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::admin::AdminClient;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{Producer as _, ThreadedProducer};
+use rdkafka::producer::Producer as _;
 use tokio::sync::mpsc;
 
 use crate::backend::{Backend, Consumer, ConsumerEvent, Producer};
@@ -92,25 +93,25 @@ impl KafkaBackend {
     /// [`Error::Config`] for settings librdkafka refuses or a listed topic
     /// the strategy rejects; [`Error::Backend`] naming the brokers when none
     /// answers within `kafka.connect_timeout`.
-    pub(crate) async fn connect(config: &BusConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: &BusConfig, producer_restarts: Counter) -> Result<Self> {
         client_config::validate(config)?;
         let k = &config.kafka;
-        let producer_ctx = BusClientContext::default();
-        let producer_errors = producer_ctx.last_error.clone();
-        let producer: ThreadedProducer<BusClientContext> = client_config::producer(config)
-            .create_with_context(producer_ctx)
-            .map_err(|e| client_config::config_error(k, "producer", &e))?;
+        let producer_errors = LastError::default();
         let admin: AdminClient<BusClientContext> = client_config::admin(config)
             .create_with_context(BusClientContext::default())
             .map_err(|e| client_config::config_error(k, "admin client", &e))?;
         let topics = Arc::new(TopicAdmin::new(Arc::new(admin), Arc::new(k.clone())));
+        let config = Arc::new(config.clone());
+        let producer = KafkaProducer::new(
+            config.clone(),
+            producer_errors.clone(),
+            topics.clone(),
+            producer_restarts,
+        )?;
+        let k = &config.kafka;
         let backend = KafkaBackend {
-            config: Arc::new(config.clone()),
-            producer: Arc::new(KafkaProducer::new(
-                producer,
-                topics.clone(),
-                k.producer.message_timeout,
-            )),
+            config: config.clone(),
+            producer: Arc::new(producer),
             topics,
             producer_errors,
         };
@@ -149,7 +150,10 @@ impl Backend for KafkaBackend {
         let k = &self.config.kafka;
         let timeout = k.connect_timeout;
         let started = std::time::Instant::now();
-        let client = self.producer.client().clone();
+        // A producer in librdkafka's fatal state is rebuilt here too, so a bus
+        // that publishes rarely recovers; if it cannot be, health says why.
+        self.producer.recover().await?;
+        let client = self.producer.client();
         let answer = tokio::task::spawn_blocking(move || {
             // One small metadata request; the topic need not exist.
             client
@@ -190,6 +194,11 @@ impl Backend for KafkaBackend {
                 ))
             }
         }
+    }
+
+    fn kafka_native_producer(&self) -> Option<*mut rdkafka::bindings::rd_kafka_t> {
+        use rdkafka::producer::Producer as _;
+        Some(self.producer.client().client().native_ptr())
     }
 
     async fn consumer(

@@ -7,20 +7,31 @@
 //! instead of one per record; its reports are gathered in one place and the
 //! publisher is woken once per batch ([`super::reports`]). The idempotent
 //! producer keeps the order of records of a partition across retries.
+//!
+//! A fatal client error (an idempotent producer fenced, or out of sequence)
+//! makes a librdkafka producer unusable for good. The first publish that
+//! meets it, or the next health check, rebuilds the producer — a new
+//! idempotent session with the same settings — counts it in
+//! `producer_restarts_total`, and publishes the records that failed with it
+//! once more on the new one. Until a rebuild succeeds, health says why.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use tokio::time::Instant;
 
 use super::admin::TopicAdmin;
-use super::context::BusClientContext;
+use super::client_config;
+use super::context::{BusClientContext, LastError};
 use super::reports::{Reports, Ticket};
 use super::{errors, mapping};
 use crate::backend::{Producer, PublishReceipt};
+use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
@@ -30,9 +41,19 @@ const QUEUE_FULL_NAP: Duration = Duration::from_millis(2);
 /// reports a timeout itself by then, this only guards against a lost report.
 const REPORT_GRACE: Duration = Duration::from_secs(5);
 
+type Client = ThreadedProducer<BusClientContext>;
+
 /// The bus's producer.
 pub(super) struct KafkaProducer {
-    producer: ThreadedProducer<BusClientContext>,
+    /// Swapped whole when a fatal error forces a rebuild; a publish loads it
+    /// without taking a lock.
+    producer: ArcSwap<Client>,
+    config: Arc<BusConfig>,
+    /// Shared by every producer this one builds, for health's reasons.
+    last_error: LastError,
+    /// One rebuild at a time (a rare path: an async lock is fine).
+    rebuilding: tokio::sync::Mutex<()>,
+    restarts: Counter,
     topics: Arc<TopicAdmin>,
     message_timeout: Duration,
 }
@@ -45,21 +66,76 @@ impl std::fmt::Debug for KafkaProducer {
     }
 }
 
+/// A producer client with the bus's settings, reporting to `last_error`.
+fn create(config: &BusConfig, last_error: &LastError) -> Result<Client> {
+    let context = BusClientContext {
+        last_error: last_error.clone(),
+    };
+    client_config::producer(config)
+        .create_with_context(context)
+        .map_err(|e| client_config::config_error(&config.kafka, "producer", &e))
+}
+
 impl KafkaProducer {
+    /// Creates the producer client.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for settings librdkafka refuses.
     pub(super) fn new(
-        producer: ThreadedProducer<BusClientContext>,
+        config: Arc<BusConfig>,
+        last_error: LastError,
         topics: Arc<TopicAdmin>,
-        message_timeout: Duration,
-    ) -> Self {
-        KafkaProducer {
-            producer,
+        restarts: Counter,
+    ) -> Result<Self> {
+        let producer = create(&config, &last_error)?;
+        Ok(KafkaProducer {
+            producer: ArcSwap::from_pointee(producer),
+            message_timeout: config.kafka.producer.message_timeout,
+            config,
+            last_error,
+            rebuilding: tokio::sync::Mutex::new(()),
+            restarts,
             topics,
-            message_timeout,
-        }
+        })
     }
 
-    pub(super) fn client(&self) -> &ThreadedProducer<BusClientContext> {
-        &self.producer
+    /// The current producer client.
+    pub(super) fn client(&self) -> Arc<Client> {
+        self.producer.load_full()
+    }
+
+    /// Rebuilds the producer if librdkafka put it in its fatal state.
+    ///
+    /// # Errors
+    /// A backend error naming the fatal error when the new producer cannot
+    /// be created.
+    pub(super) async fn recover(&self) -> Result<()> {
+        if self.producer.load().client().fatal_error().is_none() {
+            return Ok(());
+        }
+        let _one = self.rebuilding.lock().await;
+        let current = self.producer.load_full();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return Ok(()); // rebuilt by another caller meanwhile
+        };
+        let fresh = create(&self.config, &self.last_error).map_err(|e| {
+            errors::backend(
+                format!("the producer hit a fatal error ({code:?}: {reason}) and could not be rebuilt: {e}"),
+                true,
+                None,
+            )
+        })?;
+        self.producer.store(Arc::new(fresh));
+        self.restarts.inc();
+        tracing::warn!(
+            ?code,
+            %reason,
+            "kafka producer hit a fatal error; rebuilt it with a new idempotent session"
+        );
+        // Destroying a librdkafka client joins its threads: not on a runtime
+        // worker (publishes still holding it drop it wherever they end).
+        tokio::task::spawn_blocking(move || drop(current));
+        Ok(())
     }
 
     fn timeout(&self, operation: &'static str) -> Error {
@@ -88,7 +164,13 @@ impl KafkaProducer {
 
     /// Hands the record to librdkafka with its ticket, waiting (up to the
     /// message timeout) while its local queue is full.
-    async fn enqueue(&self, topic: &str, message: &Message, ticket: Box<Ticket>) -> Result<()> {
+    async fn enqueue(
+        &self,
+        producer: &Client,
+        topic: &str,
+        message: &Message,
+        ticket: Box<Ticket>,
+    ) -> Result<(), KafkaError> {
         let headers = mapping::headers(message);
         let mut record: BaseRecord<'_, [u8], [u8], Box<Ticket>> =
             BaseRecord::with_opaque_to(topic, ticket)
@@ -103,32 +185,60 @@ impl KafkaProducer {
         // Read the clock only once the queue is full: most records never wait.
         let mut deadline = None;
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err((e @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     let deadline =
                         *deadline.get_or_insert_with(|| Instant::now() + self.message_timeout);
                     if Instant::now() >= deadline {
-                        return Err(self.timeout(
-                            "kafka publish (local queue full: kafka.producer.buffer_max_messages)",
-                        ));
+                        return Err(e);
                     }
                     record = back;
                     tokio::time::sleep(QUEUE_FULL_NAP).await;
                 }
-                Err((e, _)) => return Err(errors::publish(topic, e, self.message_timeout)),
+                Err((e, _)) => return Err(e),
             }
         }
     }
 
+    /// Publishes `messages` in order; records that failed because the
+    /// producer hit a fatal error are published once more after a rebuild.
+    async fn publish_recovering(
+        &self,
+        topic: &str,
+        messages: &[Message],
+    ) -> Vec<Result<PublishReceipt>> {
+        let (mut results, fatal) = self.publish(topic, messages).await;
+        if fatal.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.recover().await {
+            tracing::error!(error = %e, "kafka producer rebuild failed");
+            return results;
+        }
+        let again: Vec<Message> = fatal.iter().map(|&i| messages[i].clone()).collect();
+        let (retried, _) = self.publish(topic, &again).await;
+        for (i, r) in fatal.into_iter().zip(retried) {
+            results[i] = r;
+        }
+        results
+    }
+
     /// Enqueues `messages` in order and awaits their reports, all under one
-    /// timer; each record's result in its place.
-    async fn publish(&self, topic: &str, messages: &[Message]) -> Vec<Result<PublishReceipt>> {
+    /// timer; each record's result in its place, and the places of those
+    /// that failed with a fatal producer error.
+    async fn publish(
+        &self,
+        topic: &str,
+        messages: &[Message],
+    ) -> (Vec<Result<PublishReceipt>>, Vec<usize>) {
+        let producer = self.client();
         let reports = Reports::new(messages.len());
-        let mut refused: Vec<Option<Error>> = Vec::with_capacity(messages.len());
+        let mut refused: Vec<Option<KafkaError>> = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             // A refused record's ticket is dropped with it: nothing to await.
-            refused.push(self.enqueue(topic, m, reports.ticket(i)).await.err());
+            let enqueued = self.enqueue(&producer, topic, m, reports.ticket(i)).await;
+            refused.push(enqueued.err());
         }
         let all_in = tokio::time::timeout(self.message_timeout + REPORT_GRACE, reports.all())
             .await
@@ -139,21 +249,34 @@ impl KafkaProducer {
                 "kafka delivery reports missing after the message timeout"
             );
         }
-        refused
+        let mut fatal = Vec::new();
+        let results = refused
             .into_iter()
             .enumerate()
-            .map(|(i, refused)| match (refused, reports.get(i)) {
-                (Some(e), _) => Err(e),
-                (None, Some(Ok((partition, offset)))) => Ok(PublishReceipt {
-                    partition: *partition,
-                    offset: *offset,
-                }),
-                (None, Some(Err(e))) => {
-                    Err(errors::publish(topic, e.clone(), self.message_timeout))
+            .map(|(i, refused)| {
+                let failed = match (refused, reports.get(i)) {
+                    (None, Some(Ok((partition, offset)))) => {
+                        return Ok(PublishReceipt {
+                            partition: *partition,
+                            offset: *offset,
+                        })
+                    }
+                    (None, None) => return Err(self.timeout("kafka publish (no delivery report)")),
+                    (Some(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)), _) => {
+                        return Err(self.timeout(
+                            "kafka publish (local queue full: kafka.producer.buffer_max_messages)",
+                        ))
+                    }
+                    (Some(e), _) => e,
+                    (None, Some(Err(e))) => e.clone(),
+                };
+                if failed.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+                    fatal.push(i);
                 }
-                (None, None) => Err(self.timeout("kafka publish (no delivery report)")),
+                Err(errors::publish(topic, failed, self.message_timeout))
             })
-            .collect()
+            .collect();
+        (results, fatal)
     }
 }
 
@@ -162,7 +285,9 @@ impl Producer for KafkaProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
         let deadline = Instant::now() + self.message_timeout;
         self.ensure(topic, deadline).await?;
-        let mut results = self.publish(topic, std::slice::from_ref(&message)).await;
+        let mut results = self
+            .publish_recovering(topic, std::slice::from_ref(&message))
+            .await;
         results.pop().expect("one result per record")
     }
 
@@ -183,11 +308,11 @@ impl Producer for KafkaProducer {
             }));
             return out;
         }
-        self.publish(topic, &messages).await
+        self.publish_recovering(topic, &messages).await
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {
-        let producer = self.producer.clone();
+        let producer = self.client();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|e| errors::backend(format!("flush task failed: {e}"), true, None))?
