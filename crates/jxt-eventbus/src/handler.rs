@@ -117,6 +117,69 @@ impl std::error::Error for HandlerError {
     }
 }
 
+/// `?` on a bus error inside a handler (a publish from the handler, say):
+/// retryable when [`Error::is_retryable`](crate::Error::is_retryable) says so,
+/// else permanent; the error is kept as the source.
+impl From<crate::Error> for HandlerError {
+    fn from(e: crate::Error) -> Self {
+        let kind = if e.is_retryable() {
+            ErrorKind::Retryable
+        } else {
+            ErrorKind::Permanent
+        };
+        HandlerError::new(kind, e.to_string()).with_source(e)
+    }
+}
+
+/// `?` on a JSON error inside a handler: the payload could not be decoded
+/// ([`ErrorKind::Decode`]: dead-lettered, not retried).
+impl From<serde_json::Error> for HandlerError {
+    fn from(e: serde_json::Error) -> Self {
+        HandlerError::new(ErrorKind::Decode, e.to_string()).with_source(e)
+    }
+}
+
+/// Says how an application error is to be treated, so `?` works on any
+/// `Result` inside a handler:
+///
+/// ```
+/// use jxt_eventbus::{Delivery, HandlerResult, ResultExt};
+///
+/// async fn handle(delivery: Delivery) -> HandlerResult {
+///     let text = std::str::from_utf8(delivery.payload()).permanent()?;
+///     let amount: u64 = text.parse().permanent()?;
+///     charge(amount).await.retryable()?; // a flaky dependency: retried
+///     Ok(())
+/// }
+/// # async fn charge(_: u64) -> std::io::Result<()> { Ok(()) }
+/// ```
+pub trait ResultExt<T> {
+    /// On error, a [`ErrorKind::Retryable`] failure with the error as source.
+    ///
+    /// # Errors
+    /// The converted error.
+    fn retryable(self) -> Result<T, HandlerError>;
+
+    /// On error, a [`ErrorKind::Permanent`] failure with the error as source.
+    ///
+    /// # Errors
+    /// The converted error.
+    fn permanent(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E> ResultExt<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn retryable(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::retryable(e.to_string()).with_source(e))
+    }
+
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::permanent(e.to_string()).with_source(e))
+    }
+}
+
 /// What a handler returns.
 pub type HandlerResult = Result<(), HandlerError>;
 
@@ -147,5 +210,51 @@ where
 {
     fn handle(&self, delivery: Delivery) -> BoxFuture<'static, HandlerResult> {
         Box::pin(self(delivery))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn bus_errors_convert_by_retryability_and_keep_their_source() {
+        let closed: HandlerError = crate::Error::Closed.into();
+        assert_eq!(closed.kind(), ErrorKind::Permanent);
+        assert!(matches!(
+            closed
+                .source()
+                .and_then(|s| s.downcast_ref::<crate::Error>()),
+            Some(crate::Error::Closed)
+        ));
+        let timeout: HandlerError = crate::Error::Timeout {
+            operation: "publish",
+            after: std::time::Duration::from_secs(1),
+        }
+        .into();
+        assert_eq!(timeout.kind(), ErrorKind::Retryable);
+        assert_eq!(timeout.message(), "publish timed out after 1s");
+    }
+
+    #[test]
+    fn json_errors_are_decode_failures() {
+        fn decode(bytes: &[u8]) -> Result<u64, HandlerError> {
+            Ok(serde_json::from_slice::<u64>(bytes)?)
+        }
+        let e = decode(b"{").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        assert!(!e.is_retryable());
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn any_result_says_retryable_or_permanent() {
+        let io: std::io::Result<()> = Err(std::io::Error::other("db down"));
+        let e = io.retryable().unwrap_err();
+        assert_eq!((e.kind(), e.message()), (ErrorKind::Retryable, "db down"));
+        let parsed = "x".parse::<u32>().permanent().unwrap_err();
+        assert_eq!(parsed.kind(), ErrorKind::Permanent);
+        assert!(parsed.source().is_some());
     }
 }

@@ -104,7 +104,7 @@ pub use config::{BackendKind, BusConfig, Ordering, ShutdownMode};
 pub use delivery::Delivery;
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, Result};
-pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult};
+pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, ResultExt};
 pub use health::{HealthState, HealthStatus};
 pub use message::{Headers, Message};
 
