@@ -4,6 +4,7 @@
 //! Use it from a test file with `mod nats_support;` (next to `mod support;`).
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod proxy;
 pub mod server;
 pub mod tls;
 
