@@ -15,7 +15,10 @@
 //!   pull request open would come straight back to it, behind the others;
 //! * still held after `ack_wait / 3`: `+WPI` (in progress), again every
 //!   `ack_wait / 3`, so JetStream does not redeliver a record that is only
-//!   waiting behind its key or running a slow handler.
+//!   waiting behind its key or running a slow handler;
+//! * of a topic whose ownership this bus lost ([`Acker::forget`]): nothing
+//!   more, neither `+WPI` nor an acknowledgement: the server redelivers them
+//!   to the topic's new owner once `ack_wait` has passed.
 //!
 //! The records of one read from the pull inbox are tracked with one command
 //! ([`Tracking`]), sent before any of them is handed over, so a record's
@@ -49,17 +52,20 @@ enum Command {
     Ack { id: u64 },
     Term { id: u64 },
     Release { id: u64 },
+    Forget { topic: u64 },
     NakReleased,
     ReleaseAll,
     Flush(oneshot::Sender<()>),
 }
 
-/// A delivered record to track: its id, ack subject and stream sequence.
-struct Tracked(u64, Subject, u64);
+/// A delivered record to track: its id, ack subject, stream sequence and
+/// topic ([`Held::topic`]).
+struct Tracked(u64, Subject, u64, u64);
 
 struct Entry {
     reply: Subject,
     seq: u64,
+    topic: u64,
     touched: Instant,
 }
 
@@ -89,6 +95,15 @@ impl Acker {
             acker: self,
             records: Vec::new(),
         }
+    }
+
+    /// Stops tracking every record of a topic (`held`) whose ownership was
+    /// lost: no more `+WPI`s, and whatever the dispatcher still reports for
+    /// them (`+ACK`, `+TERM`, `-NAK`) is not sent. The server redelivers
+    /// them to the topic's owner once `ack_wait` has passed since the last
+    /// `+WPI`, so that is when no delivery of this bus is outstanding.
+    pub(crate) fn forget(&self, held: &Held) {
+        let _ = self.tx.send(Command::Forget { topic: held.topic });
     }
 
     /// Sends `-NAK` for every record let go so far, in stream order. Call it
@@ -129,7 +144,7 @@ impl Tracking<'_> {
         held: Arc<Held>,
     ) -> Box<dyn RecordAck> {
         let id = self.acker.next_id.fetch_add(1, Ordering::Relaxed);
-        self.records.push(Tracked(id, reply, seq));
+        self.records.push(Tracked(id, reply, seq, held.topic));
         held.count.fetch_add(1, Ordering::AcqRel);
         Box::new(NatsRecordAck {
             id,
@@ -162,11 +177,24 @@ struct NatsRecordAck {
 /// let go, whether queued in the dispatcher's channel, in a key lane or
 /// running. The topic's pull loop asks for more only while this is low, a
 /// bound that holds however late a pause takes effect.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Held {
+    /// Tells the topics of the acknowledging task apart.
+    topic: u64,
     count: AtomicUsize,
     /// Woken when a record is acknowledged or let go.
     pub(crate) freed: Notify,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        static TOPICS: AtomicU64 = AtomicU64::new(1);
+        Held {
+            topic: TOPICS.fetch_add(1, Ordering::Relaxed),
+            count: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
 }
 
 impl Held {
@@ -233,8 +261,8 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                 for command in buf.drain(..) {
                     match command {
                         Command::Track(records) => {
-                            pending.extend(records.into_iter().map(|Tracked(id, reply, seq)| {
-                                (id, Entry { reply, seq, touched: now })
+                            pending.extend(records.into_iter().map(|Tracked(id, reply, seq, topic)| {
+                                (id, Entry { reply, seq, topic, touched: now })
                             }));
                         }
                         Command::Ack { id } => {
@@ -251,6 +279,10 @@ async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<Command>, ack_wait:
                             if let Some(e) = pending.remove(&id) {
                                 released.push(e);
                             }
+                        }
+                        Command::Forget { topic } => {
+                            pending.retain(|_, e| e.topic != topic);
+                            released.retain(|e| e.topic != topic);
                         }
                         Command::NakReleased => nak_now = true,
                         Command::ReleaseAll => {

@@ -1,5 +1,10 @@
-//! The bus's one NATS connection: options, credentials, TLS, and a signal
-//! that fires on every reconnect.
+//! The bus's one NATS connection: options, credentials, TLS, a ping interval
+//! that notices a stalled connection, and a signal that fires when the
+//! connection is lost and when it is re-established.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use tokio::sync::watch;
@@ -8,12 +13,42 @@ use super::backend_error;
 use crate::config::{BusConfig, NatsConfig};
 use crate::error::{Error, Result};
 
-/// A connected client and a counter that increases on every (re)connect.
-/// Pull requests live on the server only while their connection does, so
-/// pullers ask again when it changes.
+/// A connected client and the state of its link to the server.
 pub(crate) struct Connection {
     pub(crate) client: Client,
-    pub(crate) connects: watch::Receiver<u64>,
+    pub(crate) link: watch::Receiver<Link>,
+}
+
+/// The state of the connection as the pull loops see it. Pull requests live
+/// on the server only while their connection does, and a lost connection
+/// may have lost a topic's pin: pullers start again when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// Increases on every (re)connect.
+    pub(crate) connects: u64,
+    /// False from the moment the client declared the connection lost until
+    /// it is re-established.
+    pub(crate) up: bool,
+}
+
+/// The longest the client waits between pings (the client's own default).
+const MAX_PING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often the client pings a server that sent nothing meanwhile. The
+/// client declares the connection lost when its third ping goes unanswered,
+/// so a stalled connection (a network that drops packets without closing
+/// anything) is noticed after about three intervals. With `sharing: pinned`
+/// that must happen well inside the pin lifetime: a bus that lost its
+/// connection must stop handling its topics before a standby may be pinned
+/// (`pinned_ttl / 8`, so about `3/8` of it). Otherwise a quarter of
+/// `ack_wait`, so that records are not handled long after their
+/// redelivery.
+pub(crate) fn ping_interval(nats: &NatsConfig) -> Duration {
+    let wanted = match nats.pinned_ttl() {
+        Some(ttl) => ttl / 8,
+        None => nats.ack_wait / 4,
+    };
+    wanted.clamp(Duration::from_millis(100), MAX_PING_INTERVAL)
 }
 
 /// Connects to the configured servers.
@@ -23,7 +58,13 @@ pub(crate) struct Connection {
 /// server accepts the connection within `nats.connect_timeout`.
 pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
     let nats = &config.nats;
-    let (connects_tx, connects) = watch::channel(0u64);
+    // Connected once `connect` returns; the client reports that first
+    // connection with an event too, which changes nothing.
+    let (link_tx, link) = watch::channel(Link {
+        connects: 1,
+        up: true,
+    });
+    let first = Arc::new(AtomicBool::new(true));
     let name = nats
         .connection_name
         .clone()
@@ -33,15 +74,25 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
         .name(name)
         .connection_timeout(nats.connect_timeout)
         .request_timeout(Some(nats.request_timeout))
+        .ping_interval(ping_interval(nats))
         .event_callback(move |event| {
-            let connects_tx = connects_tx.clone();
+            let link_tx = link_tx.clone();
+            let first = first.clone();
             async move {
                 match event {
+                    Event::Connected if first.swap(false, Ordering::AcqRel) => {}
                     Event::Connected => {
-                        tracing::info!("NATS connection (re)established");
-                        connects_tx.send_modify(|n| *n += 1);
+                        tracing::info!("NATS connection re-established");
+                        link_tx.send_modify(|l| {
+                            l.connects += 1;
+                            l.up = true;
+                        });
                     }
-                    Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    Event::Disconnected => {
+                        first.store(false, Ordering::Release);
+                        tracing::warn!("NATS connection lost; reconnecting");
+                        link_tx.send_modify(|l| l.up = false);
+                    }
                     Event::SlowConsumer(sid) => {
                         tracing::error!(
                             sid,
@@ -65,7 +116,7 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
         .connect(servers)
         .await
         .map_err(|e| connect_error(nats, e))?;
-    Ok(Connection { client, connects })
+    Ok(Connection { client, link })
 }
 
 /// A failed first connection as a backend error, with what to check when

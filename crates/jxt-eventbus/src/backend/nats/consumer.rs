@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::acker::Acker;
 use super::balance::{self, Balance, Member};
 use super::durable::{self, DurableSpec};
+use super::ownership::Ownership;
 use super::pin::{self, Pin};
 use super::puller::{PullContext, Puller};
 use super::{backend_error, naming};
@@ -225,6 +226,7 @@ impl NatsConsumer {
             held: Arc::default(),
             pin: pin.clone(),
             hold_off,
+            ownership: Ownership::default(),
         };
         let task = tokio::spawn(puller.run(self.ctx.clone(), consumer.clone()));
         TopicHandle {

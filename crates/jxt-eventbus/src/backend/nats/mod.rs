@@ -69,6 +69,15 @@
 //!   `nats.consumer.pinned_ttl` (default twice `ack_wait`) passed without a
 //!   pull request; by then its unfinished records are due for redelivery,
 //!   so the standby again gets them before later records of their keys.
+//! * A bus that loses a topic — the server answers with a pin-id mismatch,
+//!   the connection is lost, or the pull session fails — takes it as a
+//!   *lost* revoke, as on Kafka (see `ownership`): the records it holds are
+//!   dropped unacknowledged and no longer marked in progress, and it takes
+//!   no new record of the topic until what it had out is acknowledged or
+//!   due again. The client pings a silent server every `pinned_ttl / 8`
+//!   (at most 60 s) and declares the connection lost at the third
+//!   unanswered ping, so a bus whose connection stalls stops well before a
+//!   standby can be pinned.
 //!
 //! With `sharing: shared` every bus pulls and JetStream spreads records one
 //! by one: more throughput for a group of several buses, but per-key order
@@ -95,6 +104,7 @@ mod consumer;
 mod convert;
 mod durable;
 mod naming;
+mod ownership;
 mod pin;
 mod producer;
 mod pull_request;
@@ -116,7 +126,7 @@ pub(crate) struct NatsBackend {
     config: Arc<NatsConfig>,
     streams: Arc<StreamRegistry>,
     producer: Arc<NatsProducer>,
-    connects: watch::Receiver<u64>,
+    link: watch::Receiver<connect::Link>,
     defaults: DurableDefaults,
     pull_batch: usize,
     held_limit: usize,
@@ -167,7 +177,7 @@ impl NatsBackend {
             js,
             streams,
             producer,
-            connects: conn.connects,
+            link: conn.link,
             defaults: DurableDefaults {
                 ack_wait: nats.ack_wait,
                 max_ack_pending,
@@ -226,7 +236,8 @@ impl Backend for NatsBackend {
             streams: self.streams.clone(),
             events,
             acker: Acker::spawn(self.client.clone(), self.config.ack_wait),
-            connects: self.connects.clone(),
+            link: self.link.clone(),
+            ack_wait: self.config.ack_wait,
             batch: self.pull_batch,
             limit: self.held_limit,
             expires: self.config.pull_expires,

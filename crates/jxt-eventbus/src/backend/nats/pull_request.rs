@@ -60,11 +60,13 @@ impl<'a> PullRequest<'a> {
     /// pin's lifetime on every request that carries it, and a one-byte limit
     /// is smaller than any record, so a record the request would get ends it
     /// instead (`409 Message Size Exceeds MaxBytes`) and goes to the next
-    /// request. A paused or full bus so keeps its topic.
-    pub(crate) fn keep_pin(expires: Duration, pin: &'a str) -> Self {
+    /// request. A paused or full bus so keeps its topic. While it waits (no
+    /// record pending) the server sends `heartbeat`s, so a paused topic with
+    /// nothing pending does not take a healthy connection for a dead one.
+    pub(crate) fn keep_pin(expires: Duration, heartbeat: Duration, pin: &'a str) -> Self {
         PullRequest {
             max_bytes: Some(1),
-            ..Self::records(1, expires, Duration::ZERO, true, Some(pin))
+            ..Self::records(1, expires, heartbeat, true, Some(pin))
         }
     }
 
@@ -102,10 +104,10 @@ mod tests {
         );
         let standby = PullRequest::records(5, Duration::from_secs(2), Duration::ZERO, true, None);
         assert!(!serde_json::to_string(&standby).unwrap().contains("\"id\""));
-        let keep = PullRequest::keep_pin(Duration::from_secs(2), "P1");
+        let keep = PullRequest::keep_pin(Duration::from_secs(2), Duration::from_secs(1), "P1");
         assert_eq!(
             serde_json::to_string(&keep).unwrap(),
-            r#"{"batch":1,"expires":2000000000,"max_bytes":1,"group":"bus","id":"P1"}"#
+            r#"{"batch":1,"expires":2000000000,"max_bytes":1,"idle_heartbeat":1000000000,"group":"bus","id":"P1"}"#
         );
     }
 }

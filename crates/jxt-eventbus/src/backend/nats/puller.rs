@@ -21,7 +21,8 @@
 //! request goes out at least every `pinned_ttl / 4` — a pin-keeping request
 //! that takes no record when the topic is paused, full or idle — so a live
 //! bus never loses its topic to a standby. A `423` says the pin moved to
-//! another bus.
+//! another bus. In pinned mode a `423`, a lost connection and a failed
+//! session are losses of the topic, carried out as `ownership` says.
 //!
 //! A bus without the pin stands by without a pull request waiting on the
 //! server: it reads the consumer's pin every [`STANDBY_POLL`] and, once no
@@ -45,8 +46,10 @@ use tokio::time::Instant;
 
 use super::acker::{Acker, Held, Tracking};
 use super::balance::Balance;
+use super::connect::Link;
 use super::convert;
 use super::durable::{self, DurableSpec};
+use super::ownership::{self, Ownership};
 use super::pin::Pin;
 use super::pull_request::PullRequest;
 use super::streams::StreamRegistry;
@@ -60,8 +63,10 @@ pub(crate) struct PullContext {
     pub(crate) streams: Arc<StreamRegistry>,
     pub(crate) events: mpsc::Sender<ConsumerEvent>,
     pub(crate) acker: Acker,
-    /// Increases on every (re)connect.
-    pub(crate) connects: watch::Receiver<u64>,
+    /// The connection's state: lost, re-established.
+    pub(crate) link: watch::Receiver<Link>,
+    /// The consumers' `ack_wait`.
+    pub(crate) ack_wait: Duration,
     pub(crate) batch: usize,
     /// Records of a topic held by the bus plus records asked for: no pull
     /// request is sent that could take the topic past it.
@@ -92,14 +97,18 @@ pub(crate) struct Puller {
     /// Before this, a free pin is left to the other buses of the group: this
     /// bus just handed the topic over (see `balance`).
     pub(crate) hold_off: Option<Instant>,
+    /// Whether records may be handed over (`sharing: pinned`).
+    pub(crate) ownership: Ownership,
 }
 
 enum End {
     Stop,
     Restart(String),
-    /// Not pinned (the pin moved to another bus, or a request for it went
-    /// unanswered): stand by again.
+    /// A request for the pin went unanswered: stand by again.
     Standby,
+    /// The server answered with a pin-id mismatch: another bus holds the
+    /// topic now.
+    PinLost,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -111,6 +120,12 @@ const PROBE_EXPIRES: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// A stopping pull loop that receives nothing for this long stops waiting.
 const STOP_QUIET: Duration = Duration::from_millis(100);
+/// How often a bus that lost a topic asks whether its deliveries are all
+/// acknowledged, while it waits for them to be due again.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// How long a bus that lost a topic waits for what it sent to reach the
+/// server before it counts `ack_wait` anyway.
+const ANCHOR_WAIT: Duration = Duration::from_secs(5);
 
 type Inbound = futures::stream::ReadyChunks<async_nats::Subscriber>;
 
@@ -120,6 +135,7 @@ impl Puller {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
+            self.anchor(&ctx).await;
             let end = match self.stand_by(&ctx, &consumer).await {
                 Some(end) => end,
                 None => self.session(&ctx, &consumer).await,
@@ -127,7 +143,19 @@ impl Puller {
             let why = match end {
                 End::Stop => return,
                 End::Standby => continue,
-                End::Restart(why) => why,
+                End::PinLost => {
+                    tracing::info!(
+                        topic = %self.partition.topic,
+                        "another bus of the group holds the topic now; standing by"
+                    );
+                    self.lose(&ctx, "the pin moved to another bus").await;
+                    self.pin.lost();
+                    continue;
+                }
+                End::Restart(why) => {
+                    self.lose(&ctx, &why).await;
+                    why
+                }
             };
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
@@ -153,6 +181,39 @@ impl Puller {
         }
     }
 
+    /// With `sharing: pinned`, the topic may have been lost: records held
+    /// are revoked from the dispatcher (lost), and no new ones are taken
+    /// until what was out with this bus is due again (see `ownership`).
+    async fn lose(&mut self, ctx: &PullContext, why: &str) {
+        if ctx.pinned_ttl.is_none() {
+            return;
+        }
+        let loss = self.ownership.lost();
+        if loss.revoke {
+            tracing::warn!(
+                topic = %self.partition.topic, reason = %why,
+                "the topic may be another bus's now: records held are dropped unacknowledged \
+                 and handed out again once due"
+            );
+        }
+        ownership::revoke_lost(loss, &ctx.events, &ctx.acker, &self.held, &self.partition).await;
+    }
+
+    /// After a loss: once what this bus sent reached the server, the
+    /// deliveries it had out are due again `ack_wait` later.
+    async fn anchor(&mut self, ctx: &PullContext) {
+        if !self.ownership.needs_anchor() {
+            return;
+        }
+        if tokio::time::timeout(ANCHOR_WAIT, ctx.acker.flush())
+            .await
+            .is_err()
+        {
+            tracing::debug!(topic = %self.partition.topic, "acknowledgements not flushed in time");
+        }
+        self.ownership.anchor(Instant::now(), ctx.ack_wait);
+    }
+
     /// Sleeps, or returns true when stopped meanwhile.
     async fn pause_for(&mut self, delay: Duration) -> bool {
         tokio::select! {
@@ -173,6 +234,9 @@ impl Puller {
             let mut wait = STANDBY_POLL;
             match consumer.get_info().await {
                 Ok(info) => {
+                    if info.num_ack_pending == 0 {
+                        self.ownership.nothing_pending();
+                    }
                     let free = info
                         .priority_groups
                         .iter()
@@ -183,7 +247,8 @@ impl Puller {
                         let now = Instant::now();
                         let since = *free_since.get_or_insert(now);
                         let deferred = (since + ctx.balance.defer(&self.partition.topic))
-                            .max(self.hold_off.unwrap_or(now));
+                            .max(self.hold_off.unwrap_or(now))
+                            .max(self.ownership.settling_until().unwrap_or(now));
                         if deferred <= now {
                             self.hold_off = None;
                             return None;
@@ -226,27 +291,38 @@ impl Puller {
             Err(e) => return End::Restart(format!("cannot subscribe to a pull inbox: {e}")),
         };
         let mut inbound = subscriber.ready_chunks(ctx.batch.max(16));
-        let mut connects = ctx.connects.clone();
-        connects.borrow_and_update();
+        let mut link = ctx.link.clone();
+        let at_start = *link.borrow_and_update();
+        if !at_start.up {
+            return End::Restart("not connected to NATS".into());
+        }
         let silence = ctx.heartbeat * 2 + Duration::from_millis(500);
         let subject = PullRequest::subject(
             &ctx.api_prefix,
             &consumer.cached_info().stream_name,
             &consumer.cached_info().name,
         );
-        // Pin renewals live two renewal periods (no heartbeat: the server
-        // answers each when it expires), so at most two or three wait.
+        // Pin renewals live two renewal periods, so at most two or three
+        // wait, with heartbeats at most half as long (the server's rule):
+        // without them a paused topic with nothing pending would be taken
+        // for a dead session, and a failed session is a lost topic.
         let keep_every = ctx.pinned_ttl.map(|ttl| ttl / 4);
         let keep_expires = keep_every.map(|every| (every * 2).min(ctx.expires));
+        let keep_heartbeat = keep_expires.map_or(ctx.heartbeat, |e| (e / 2).min(ctx.heartbeat));
         let mut owed: usize = 0;
         let mut deadline = Instant::now() + silence;
-        let mut last_request = Instant::now();
+        // No request yet: a pin kept while the topic is paused or settling
+        // is renewed at once.
+        let mut last_request: Option<Instant> = None;
         let mut probed = false;
+        let mut settle_check = Instant::now();
         loop {
             let room = ctx.limit.saturating_sub(self.held.count() + owed);
             // Shared consumers have no pin: no lock per read.
             let pin = ctx.pinned_ttl.and_then(|_| self.pin.id());
-            let may_ask = !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch;
+            let settling = self.ownership.settling(Instant::now());
+            let may_ask =
+                !*self.paused.borrow() && owed <= ctx.batch / 2 && room >= ctx.batch && !settling;
             let standby = ctx.pinned_ttl.is_some() && pin.is_none();
             if standby && probed && owed == 0 {
                 // The request for the pin ended without a record.
@@ -273,9 +349,10 @@ impl Puller {
                     ctx.batch,
                 ))
             } else {
+                let due = |every| last_request.is_none_or(|at| at.elapsed() >= every);
                 match (pin.as_deref(), keep_every, keep_expires) {
-                    (Some(pin), Some(every), Some(expires)) if last_request.elapsed() >= every => {
-                        Some((PullRequest::keep_pin(expires, pin), 1))
+                    (Some(pin), Some(every), Some(expires)) if due(every) => {
+                        Some((PullRequest::keep_pin(expires, keep_heartbeat, pin), 1))
                     }
                     _ => None,
                 }
@@ -287,22 +364,38 @@ impl Puller {
                 if owed == 0 {
                     deadline = Instant::now() + silence;
                 }
+                if request.max_bytes.is_none() {
+                    self.ownership.asked();
+                }
                 owed += asked;
-                last_request = Instant::now();
+                last_request = Some(Instant::now());
             }
             // While pinned, wake up to renew the pin in time.
             let renew_at = match (&pin, keep_every) {
-                (Some(_), Some(every)) => Some(last_request + every),
+                (Some(_), Some(every)) => {
+                    Some(last_request.map_or_else(Instant::now, |at| at + every))
+                }
                 _ => None,
             };
+            // While settling, wake up to see whether it is over.
+            let settle_at = settling.then(|| {
+                let until = self.ownership.settling_until();
+                until.map_or(settle_check, |u| u.min(settle_check))
+            });
             tokio::select! {
                 biased;
                 _ = self.stop.changed() => return self.drain(ctx, &mut inbound, owed).await,
-                r = connects.changed() => {
+                r = link.changed() => {
                     if r.is_err() {
                         return End::Stop;
                     }
-                    return End::Restart("reconnected to NATS".into());
+                    let now = *link.borrow_and_update();
+                    if !now.up {
+                        return End::Restart("connection to NATS lost".into());
+                    }
+                    if now.connects != at_start.connects {
+                        return End::Restart("reconnected to NATS".into());
+                    }
                 }
                 r = self.paused.changed() => {
                     if r.is_err() {
@@ -318,6 +411,7 @@ impl Puller {
                     let mut records = Vec::with_capacity(chunk.len());
                     let end = self.take(ctx, chunk, &mut owed, &mut records);
                     if !records.is_empty() {
+                        self.ownership.handed_over();
                         tokio::select! {
                             biased;
                             // Records not handed over are let go (NAKed
@@ -338,6 +432,12 @@ impl Puller {
                     return End::Restart("missed idle heartbeats".into());
                 }
                 _ = sleep_until_some(renew_at), if renew_at.is_some() => {}
+                _ = sleep_until_some(settle_at), if settle_at.is_some() => {
+                    if Instant::now() >= settle_check {
+                        settle_check = Instant::now() + SETTLE_POLL;
+                        self.check_settled(consumer).await;
+                    }
+                }
             }
         }
     }
@@ -354,6 +454,12 @@ impl Puller {
     ) -> Option<End> {
         let mut end = None;
         let mut tracking = ctx.acker.tracking();
+        // A read that says the pin moved hands nothing over: its records may
+        // already be another bus's (see `ownership`).
+        let pin_lost = ctx.pinned_ttl.is_some()
+            && chunk
+                .iter()
+                .any(|m| m.status == Some(StatusCode::PIN_ID_MISMATCH));
         // Records carry the pin id: the read's last record has the newest.
         let last_record = chunk
             .iter()
@@ -362,6 +468,9 @@ impl Puller {
             match m.status {
                 None | Some(StatusCode::OK) => {
                     *owed = owed.saturating_sub(1);
+                    if pin_lost {
+                        continue;
+                    }
                     if ctx.pinned_ttl.is_some() && Some(i) == last_record {
                         self.note_pin(&m);
                     }
@@ -372,15 +481,9 @@ impl Puller {
                 Some(StatusCode::IDLE_HEARTBEAT) => {}
                 Some(StatusCode::PIN_ID_MISMATCH) => {
                     // Requests that carry the old id are all refused; a new
-                    // session (new inbox, no credit owed) stands by.
-                    if self.pin.id().is_some() {
-                        tracing::info!(
-                            topic = %self.partition.topic,
-                            "another bus of the group holds the topic now; standing by"
-                        );
-                    }
-                    self.pin.lost();
-                    end = Some(End::Standby);
+                    // session (new inbox, no credit owed) stands by once the
+                    // topic's records are revoked.
+                    end = Some(End::PinLost);
                 }
                 Some(status) => {
                     if let Some(why) = request_ended(status, &m, owed, ctx.batch) {
@@ -390,6 +493,15 @@ impl Puller {
             }
         }
         end
+    }
+
+    /// Ends settling when the consumer has no delivery pending.
+    async fn check_settled(&mut self, consumer: &PullConsumer) {
+        if let Ok(Ok(info)) = tokio::time::timeout(SETTLE_POLL, consumer.get_info()).await {
+            if info.num_ack_pending == 0 {
+                self.ownership.nothing_pending();
+            }
+        }
     }
 
     /// Records carry the pin id of the bus they are delivered to.
