@@ -78,7 +78,8 @@ async fn records_held_past_ack_wait_are_not_redelivered() {
     let cleanup = StreamCleanup::new(&url);
     let topic = support::unique_name("slow");
     cleanup.add(&topic);
-    let mut config = nats_support::config(&url, &support::unique_name("g"));
+    let group = support::unique_name("g");
+    let mut config = nats_support::config(&url, &group);
     config.nats.ack_wait = Duration::from_secs(1);
     let bus = EventBus::from_config(config).await.unwrap();
     let seen: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
@@ -105,12 +106,21 @@ async fn records_held_past_ack_wait_are_not_redelivered() {
             .await
             .unwrap();
     }
+    // Both acknowledged: nothing can be redelivered any more. The server
+    // counts every delivery, redeliveries included.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.lock().unwrap().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let info = loop {
+        let info = nats_support::group_consumer_info(&url, &topic, &group).await;
+        if info.ack_floor.stream_sequence >= 2 {
+            break info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{info:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        info.delivered.consumer_sequence, 2,
+        "each record delivered once: {info:?}"
+    );
     assert_eq!(
         *seen.lock().unwrap(),
         vec![("first".to_string(), 1), ("second".to_string(), 1)],

@@ -4,18 +4,18 @@
 //! Two deaths: dropping the bus without shutdown (its unfinished records are
 //! handed back at once), and killing the process that runs it with SIGKILL
 //! (JetStream redelivers them after `ack_wait`, and the new bus takes the
-//! topic's pin once `pinned_ttl` passed, still in key order). The second runs the bus in
-//! a child process: this test binary started again on the ignored test
-//! `child_process_bus`.
+//! topic's pin once `pinned_ttl` passed, still in key order across both
+//! processes). The second runs the bus in a child process: this test binary
+//! started again on the ignored test `child_process_bus`.
 #![cfg(feature = "nats")]
 
 mod nats_support;
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jxt_eventbus::{Delivery, EventBus, Message, SubscribeOptions};
 use nats_support::StreamCleanup;
@@ -54,6 +54,94 @@ async fn publish_all(
         }
     }
     sent
+}
+
+/// One handler run, by wall clock (comparable across processes on one
+/// machine); `end` is `None` for a run the kill interrupted.
+#[derive(Clone, Debug)]
+struct Run {
+    child: bool,
+    key: String,
+    seq: u64,
+    start: u128,
+    end: Option<u128>,
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The child's runs from its log of `start key seq nanos` and `end key seq
+/// nanos` lines (whole lines only: it may have been writing one).
+fn child_runs(text: &str) -> Vec<Run> {
+    let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    let mut runs: Vec<Run> = Vec::new();
+    for line in whole.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [what, key, seq, at] = parts[..] else {
+            panic!("bad child log line {line:?}");
+        };
+        let (seq, at): (u64, u128) = (seq.parse().unwrap(), at.parse().unwrap());
+        if what == "start" {
+            let (key, start, end) = (key.to_string(), at, None);
+            runs.push(Run {
+                child: true,
+                key,
+                seq,
+                start,
+                end,
+            });
+        } else if let Some(r) = runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.key == key && r.seq == seq && r.end.is_none())
+        {
+            r.end = Some(at);
+        }
+    }
+    runs
+}
+
+/// Per-key order across the killed process and the bus that took over.
+/// Returns the violations: runs of one key in both processes at once (a run
+/// the kill interrupted lasts until `killed`), and runs that started after
+/// a later record of their key had started, unless the killed process had
+/// finished that record (its acknowledgement may have died with it, so it
+/// is handled again, in order).
+fn order_violations(runs: &[Run], killed: u128) -> Vec<String> {
+    let mut by_key: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_key.entry(&r.key).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (key, mut runs) in by_key {
+        runs.sort_by_key(|r| r.start);
+        let finished_by_child: HashSet<u64> = runs
+            .iter()
+            .filter(|r| r.child && r.end.is_some())
+            .map(|r| r.seq)
+            .collect();
+        for (i, a) in runs.iter().enumerate() {
+            for b in &runs[i + 1..] {
+                if a.child != b.child && b.start < a.end.unwrap_or(killed) {
+                    out.push(format!("{key}: seq {} and seq {} at once", a.seq, b.seq));
+                }
+            }
+            let later_started = runs[..i].iter().any(|b| b.seq > a.seq);
+            let replay = !a.child && finished_by_child.contains(&a.seq);
+            if later_started && !replay {
+                out.push(format!(
+                    "{key}: seq {} ({}) started after a later record",
+                    a.seq,
+                    if a.child { "killed process" } else { "new bus" }
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A handler that takes `slow` per record and logs it when done.
@@ -163,14 +251,10 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
         .expect("start child process");
     let read_child = || -> HashSet<(String, u64)> {
         let text = std::fs::read_to_string(&child_log).unwrap_or_default();
-        // The child may be writing a line right now: only whole lines.
-        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
-        whole
-            .lines()
-            .filter_map(|l| {
-                l.rsplit_once(':')
-                    .map(|(k, s)| (k.to_string(), s.parse().unwrap()))
-            })
+        child_runs(&text)
+            .into_iter()
+            .filter(|r| r.end.is_some())
+            .map(|r| (r.key, r.seq))
             .collect()
     };
     eventually("the child handled some", WAIT.as_secs(), || {
@@ -179,6 +263,7 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
     .await;
     child.kill().expect("SIGKILL the child");
     child.wait().unwrap();
+    let killed = now_nanos();
     let done_by_child = read_child();
     assert!(
         done_by_child.len() < sent.len(),
@@ -189,10 +274,30 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
     config.nats.ack_wait = CHILD_ACK_WAIT;
     let b = EventBus::from_config(config).await.unwrap();
     let by_b: Seen = Arc::default();
+    let runs_b: Arc<Mutex<Vec<Run>>> = Arc::default();
     let started = std::time::Instant::now();
+    let (seen, runs) = (by_b.clone(), runs_b.clone());
     b.subscribe(
         &topic,
-        slow_handler(&by_b, Duration::ZERO),
+        move |d: Delivery| {
+            let (seen, runs) = (seen.clone(), runs.clone());
+            async move {
+                let (key, seq) = parse(&d);
+                let start = now_nanos();
+                tokio::task::yield_now().await;
+                let (child, end) = (false, Some(now_nanos()));
+                let run = Run {
+                    child,
+                    key: key.clone(),
+                    seq,
+                    start,
+                    end,
+                };
+                runs.lock().unwrap().push(run);
+                seen.lock().unwrap().push((key, seq));
+                Ok(())
+            }
+        },
         SubscribeOptions::new(),
     )
     .await
@@ -227,6 +332,16 @@ async fn a_killed_process_hands_its_unfinished_records_to_the_group() {
     }
     b.shutdown().await.unwrap();
     publisher.shutdown().await.unwrap();
+    // And across both processes.
+    let mut runs = child_runs(&std::fs::read_to_string(&child_log).unwrap());
+    runs.extend(runs_b.lock().unwrap().iter().cloned());
+    let violations = order_violations(&runs, killed);
+    assert!(
+        violations.is_empty(),
+        "{} per-key violations across the killed process and the new bus, first: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
 }
 
 /// The bus of the killed process; runs only when started by the test above.
@@ -256,9 +371,10 @@ async fn child_process_bus() {
         move |d: Delivery| {
             let log = log.clone();
             async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
                 let (k, s) = parse(&d);
-                writeln!(log.lock().unwrap(), "{k}:{s}").unwrap();
+                writeln!(log.lock().unwrap(), "start {k} {s} {}", now_nanos()).unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                writeln!(log.lock().unwrap(), "end {k} {s} {}", now_nanos()).unwrap();
                 Ok(())
             }
         },
@@ -329,7 +445,14 @@ async fn a_deleted_consumer_is_recreated_where_the_group_was() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Everything delivered is acknowledged: a consumer recreated from the
+    // start would have delivered (and the bus handled) the first records
+    // again by now.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bus.lag().await.unwrap()[0].lag() > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         seen.lock().unwrap().len(),
         first.len() + later.len(),
@@ -337,4 +460,38 @@ async fn a_deleted_consumer_is_recreated_where_the_group_was() {
     );
     assert!(stream.consumer_info(&name).await.is_ok(), "recreated");
     bus.shutdown().await.unwrap();
+}
+
+/// The cross-process check finds what it is meant to find.
+#[test]
+fn order_violations_across_processes_are_found() {
+    let run = |child: bool, seq: u64, start: u128, end: Option<u128>| Run {
+        child,
+        key: "k".into(),
+        seq,
+        start,
+        end,
+    };
+    // Killed at 100 while running seq 2; seq 1 finished but maybe not
+    // acknowledged: the new bus handles 1 again, then 2, 3.
+    let clean = [
+        run(true, 1, 10, Some(20)),
+        run(true, 2, 30, None),
+        run(false, 1, 110, Some(111)),
+        run(false, 2, 112, Some(113)),
+        run(false, 3, 114, Some(115)),
+    ];
+    assert!(order_violations(&clean, 100).is_empty());
+    // The new bus starts before the killed process stopped.
+    let mut early = clean.clone();
+    early[2].start = 90;
+    assert!(!order_violations(&early, 100).is_empty());
+    // The new bus skips seq 2, which the killed process never finished.
+    let skipped = [
+        run(true, 1, 10, Some(20)),
+        run(true, 2, 30, None),
+        run(false, 3, 110, Some(111)),
+        run(false, 2, 112, Some(113)),
+    ];
+    assert!(!order_violations(&skipped, 100).is_empty());
 }

@@ -95,7 +95,15 @@ async fn server_restart_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Down until the publisher felt it: a publish timed out meanwhile.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while *failures.lock().unwrap() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no publish failed while the server was down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.restart();
 
     producing.await.unwrap();

@@ -131,3 +131,27 @@ impl Drop for StreamCleanup {
         let _ = cleanup.join();
     }
 }
+
+/// The server's info on the durable consumer of `group` for `topic`.
+pub async fn group_consumer_info(
+    url: &str,
+    topic: &str,
+    group: &str,
+) -> async_nats::jetstream::consumer::Info {
+    use futures::TryStreamExt;
+    let js = jetstream::new(async_nats::connect(url).await.expect("connect to NATS"));
+    let stream = js
+        .get_stream(
+            js.stream_by_subject(topic)
+                .await
+                .expect("the topic's stream"),
+        )
+        .await
+        .expect("stream");
+    let names: Vec<String> = stream.consumer_names().try_collect().await.expect("names");
+    let name = names
+        .iter()
+        .find(|n| n.contains(group))
+        .expect("the group's consumer");
+    stream.consumer_info(name).await.expect("consumer info")
+}
