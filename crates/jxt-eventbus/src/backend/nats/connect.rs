@@ -197,3 +197,23 @@ async fn options(nats: &NatsConfig) -> Result<ConnectOptions> {
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NatsSharing;
+
+    #[test]
+    fn a_stalled_connection_is_noticed_well_inside_the_pin_lifetime() {
+        let mut nats = NatsConfig::default();
+        // Pin lifetime 60 s (twice ack_wait): lost after about 22.5 s.
+        assert_eq!(ping_interval(&nats), Duration::from_millis(7500));
+        nats.ack_wait = Duration::from_secs(2);
+        assert_eq!(ping_interval(&nats), Duration::from_millis(500));
+        nats.consumer.pinned_ttl = Some(Duration::from_secs(3600));
+        assert_eq!(ping_interval(&nats), MAX_PING_INTERVAL);
+        nats.consumer.pinned_ttl = None;
+        nats.consumer.sharing = NatsSharing::Shared;
+        assert_eq!(ping_interval(&nats), Duration::from_millis(500));
+    }
+}

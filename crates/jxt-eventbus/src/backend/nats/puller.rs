@@ -456,10 +456,7 @@ impl Puller {
         let mut tracking = ctx.acker.tracking();
         // A read that says the pin moved hands nothing over: its records may
         // already be another bus's (see `ownership`).
-        let pin_lost = ctx.pinned_ttl.is_some()
-            && chunk
-                .iter()
-                .any(|m| m.status == Some(StatusCode::PIN_ID_MISMATCH));
+        let pin_lost = ctx.pinned_ttl.is_some() && says_pin_moved(&chunk);
         // Records carry the pin id: the read's last record has the newest.
         let last_record = chunk
             .iter()
@@ -586,6 +583,14 @@ async fn send(
         .map_err(|e| e.to_string())
 }
 
+/// True when a read from the pull inbox says the pin moved to another bus:
+/// none of its records may be handed over.
+fn says_pin_moved(chunk: &[async_nats::Message]) -> bool {
+    chunk
+        .iter()
+        .any(|m| m.status == Some(StatusCode::PIN_ID_MISMATCH))
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -683,6 +688,20 @@ mod tests {
             256,
         );
         (why, owed)
+    }
+
+    #[test]
+    fn a_read_with_a_pin_id_mismatch_anywhere_says_the_pin_moved() {
+        let record = || async_nats::Message {
+            status: None,
+            description: None,
+            ..status(200, "", None)
+        };
+        let mismatch = || status(423, "Nats-Pin-Id mismatch", None);
+        assert!(!says_pin_moved(&[record(), record()]));
+        assert!(says_pin_moved(&[record(), record(), mismatch()]));
+        assert!(says_pin_moved(&[mismatch(), record()]));
+        assert!(!says_pin_moved(&[status(408, "Request Timeout", Some(1))]));
     }
 
     #[test]
