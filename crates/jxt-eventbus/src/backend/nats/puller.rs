@@ -167,7 +167,17 @@ impl Puller {
                     return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                match self.recover(&ctx).await {
+                // A request sent on a connection that is lost meanwhile
+                // would only time out: ask again on the new one.
+                let mut link = ctx.link.clone();
+                if !self.connected(&mut link).await {
+                    return;
+                }
+                let recovered = tokio::select! {
+                    r = self.recover(&ctx) => r,
+                    _ = link.changed() => continue,
+                };
+                match recovered {
                     Ok(c) => {
                         consumer = c;
                         break;
@@ -212,6 +222,24 @@ impl Puller {
             tracing::debug!(topic = %self.partition.topic, "acknowledgements not flushed in time");
         }
         self.ownership.anchor(Instant::now(), ctx.ack_wait);
+    }
+
+    /// Waits until the connection is up (marking what `link` has seen);
+    /// false when stopped meanwhile or the connection is gone for good.
+    async fn connected(&mut self, link: &mut watch::Receiver<Link>) -> bool {
+        loop {
+            if link.borrow_and_update().up {
+                return true;
+            }
+            tokio::select! {
+                r = link.changed() => {
+                    if r.is_err() {
+                        return false;
+                    }
+                }
+                _ = self.stop.changed() => return false,
+            }
+        }
     }
 
     /// Sleeps, or returns true when stopped meanwhile.
