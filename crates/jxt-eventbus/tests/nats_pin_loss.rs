@@ -1,9 +1,14 @@
 //! A pinned bus (`nats.consumer.sharing: pinned`) whose connection stalls —
-//! a loopback proxy stops forwarding without closing the sockets — for
-//! longer than the pin lifetime loses its topic to the group's standby.
-//! Nothing it held may run once the standby may have started: no key is
-//! handled on two buses at overlapping times, no record starts after a later
-//! record of its key started on another bus, and nothing is lost.
+//! a loopback proxy stops forwarding without closing the sockets:
+//!
+//! * for longer than the pin lifetime: it loses its topic to the group's
+//!   standby, and nothing it held may run once the standby may have
+//!   started: no key is handled on two buses at overlapping times, no record
+//!   starts after a later record of its key started on another bus, and
+//!   nothing is lost;
+//! * or it is reset, losing what the server had sent: the bus reconnects at
+//!   once, keeps its topic, and takes no new record before those it had out
+//!   are due again, so no key goes backwards.
 #![cfg(feature = "nats")]
 
 mod nats_support;
@@ -147,14 +152,68 @@ fn violations(runs: &[Run]) -> (Vec<String>, Vec<String>) {
     (overlaps, overtaken)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_bus_whose_connection_stalls_past_its_pin_runs_nothing_after_the_standby_took_over() {
+/// Runs, in start order per key, that started after a later record of their
+/// key had started (on any bus).
+fn backwards(runs: &[Run]) -> Vec<String> {
+    let mut by_key: BTreeMap<u64, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_key.entry(r.key).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (key, mut runs) in by_key {
+        runs.sort_by_key(|r| r.start);
+        let mut highest = None;
+        for r in runs {
+            if highest.is_some_and(|h| r.seq < h) {
+                out.push(format!("key {key}: seq {} after seq {highest:?}", r.seq));
+            }
+            highest = highest.max(Some(r.seq));
+        }
+    }
+    out
+}
+
+fn log_if_asked() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
     }
+}
+
+/// Publishes about 500 records a second (record `n` is key `n % KEYS`, its
+/// `n / KEYS`-th record) until `stop`; returns what was acknowledged.
+fn produce(
+    publisher: &EventBus,
+    topic: &str,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<HashSet<(u64, u64)>> {
+    let (publisher, topic, stop) = (publisher.clone(), topic.to_string(), stop.clone());
+    tokio::spawn(async move {
+        let mut sent = HashSet::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let batch: Vec<Message> = (n..n + 25)
+                .map(|i| {
+                    let (key, seq) = (i % KEYS, i / KEYS);
+                    sent.insert((key, seq));
+                    Message::new(format!("{key}:{seq}")).with_key(format!("k{key}"))
+                })
+                .collect();
+            n += 25;
+            for r in publisher.publish_batch(&topic, batch).await.unwrap() {
+                r.expect("publish");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sent
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bus_whose_connection_stalls_past_its_pin_runs_nothing_after_the_standby_took_over() {
+    log_if_asked();
     let Some(url) = support::nats_url() else {
         return;
     };
@@ -178,30 +237,8 @@ async fn a_bus_whose_connection_stalls_past_its_pin_runs_nothing_after_the_stand
     let a = EventBus::from_config(config(&proxy.url())).await.unwrap();
     subscribe(&a, &topic, "a", &journal).await;
 
-    // About 500 records a second, each key's in order, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = {
-        let (publisher, topic, stop) = (publisher.clone(), topic.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut sent = HashSet::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let batch: Vec<Message> = (n..n + 25)
-                    .map(|i| {
-                        let (key, seq) = (i % KEYS, i / KEYS);
-                        sent.insert((key, seq));
-                        Message::new(format!("{key}:{seq}")).with_key(format!("k{key}"))
-                    })
-                    .collect();
-                n += 25;
-                for r in publisher.publish_batch(&topic, batch).await.unwrap() {
-                    r.expect("publish");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            sent
-        })
-    };
+    let producing = produce(&publisher, &topic, &stop);
     eventually("bus a handles the topic", 20, || journal.by("a") >= 200).await;
     let b = EventBus::from_config(config(&url)).await.unwrap();
     subscribe(&b, &topic, "b", &journal).await;
@@ -250,5 +287,65 @@ async fn a_bus_whose_connection_stalls_past_its_pin_runs_nothing_after_the_stand
         "{} runs started after a later record of their key started on another bus, first: {:?}",
         overtaken.len(),
         &overtaken[..overtaken.len().min(5)]
+    );
+}
+
+/// How long the server's deliveries pile up in the proxy before the reset
+/// drops them.
+const BEFORE_RESET: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bus_whose_connection_is_reset_keeps_each_key_in_order() {
+    log_if_asked();
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let cleanup = StreamCleanup::new(&url);
+    let topic = support::unique_name("reset");
+    cleanup.add(&topic);
+    nats_support::create_stream(&url, &topic, StorageType::File).await;
+    let proxy = TcpProxy::start(&url).await;
+    let mut config = nats_support::config(&proxy.url(), &support::unique_name("g"));
+    config.nats.ack_wait = ACK_WAIT;
+    config.dispatch.shutdown_timeout = Duration::from_secs(10);
+    let publisher = EventBus::from_config(nats_support::config(&url, &support::unique_name("pub")))
+        .await
+        .unwrap();
+    let journal = Journal::default();
+    let a = EventBus::from_config(config).await.unwrap();
+    subscribe(&a, &topic, "a", &journal).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = produce(&publisher, &topic, &stop);
+    eventually("the bus handles the topic", 20, || journal.by("a") >= 200).await;
+
+    // What the server sends meanwhile is lost with the connection.
+    proxy.freeze();
+    tokio::time::sleep(BEFORE_RESET).await;
+    proxy.cut();
+    proxy.thaw();
+    let reset = journal.runs().len();
+    eventually("records after the reset", 30, || {
+        journal.runs().len() >= reset + 1000
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = producing.await.unwrap();
+    eventually("every record handled", 60, || journal.distinct() == sent).await;
+    a.shutdown().await.unwrap();
+    publisher.shutdown().await.unwrap();
+
+    let runs = journal.runs();
+    let backwards = backwards(&runs);
+    eprintln!(
+        "{} records, {} runs; {} runs started after a later record of their key",
+        sent.len(),
+        runs.len(),
+        backwards.len()
+    );
+    assert!(
+        backwards.is_empty(),
+        "{} runs started after a later record of their key, first: {:?}",
+        backwards.len(),
+        &backwards[..backwards.len().min(5)]
     );
 }

@@ -2,6 +2,8 @@
 //! the way a network does: [`TcpProxy::freeze`] stops forwarding in both
 //! directions without closing a socket (connections accepted meanwhile wait
 //! too), and [`TcpProxy::thaw`] lets everything held through, in order.
+//! [`TcpProxy::cut`] closes every open connection at once, dropping what it
+//! held, as a connection reset does.
 //!
 //! It only ever connects to the upstream address it was given (a local
 //! server) and stops with the test's runtime or when dropped.
@@ -19,6 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct TcpProxy {
     addr: SocketAddr,
     frozen: watch::Sender<bool>,
+    cuts: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -34,16 +37,33 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (frozen, frozen_rx) = watch::channel(false);
+        let (cuts, cuts_rx) = watch::channel(0);
         let task = tokio::spawn(async move {
             // Dropped with the accept loop: every connection stops with it.
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
                 let _ = client.set_nodelay(true);
-                connections.spawn(forward(client, upstream.clone(), frozen_rx.clone()));
+                let (frozen, mut cut) = (frozen_rx.clone(), cuts_rx.clone());
+                cut.borrow_and_update();
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    // A cut wins over a thaw sent right after it: what was
+                    // held is dropped, not forwarded.
+                    tokio::select! {
+                        biased;
+                        _ = cut.changed() => {}
+                        _ = forward(client, upstream, frozen) => {}
+                    }
+                });
                 while connections.try_join_next().is_some() {}
             }
         });
-        TcpProxy { addr, frozen, task }
+        TcpProxy {
+            addr,
+            frozen,
+            cuts,
+            task,
+        }
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -59,6 +79,11 @@ impl TcpProxy {
     /// Forwards again, starting with what was held.
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
+    }
+
+    /// Closes every connection open now; what they held is lost.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
     }
 }
 
