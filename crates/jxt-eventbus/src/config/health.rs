@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::at_least;
+use super::bounds::timer;
 use crate::error::{Error, Result};
 
 /// Health monitoring settings.
@@ -79,12 +80,17 @@ impl Default for ProbeConfig {
 
 impl HealthConfig {
     pub(crate) fn validate(&self) -> Result<()> {
-        at_least(
+        timer(
             "health.check_interval",
             self.check_interval,
             Duration::from_millis(10),
         )?;
-        at_least(
+        timer(
+            "health.broker_unreachable_after",
+            self.broker_unreachable_after,
+            Duration::ZERO,
+        )?;
+        timer(
             "health.stall_after",
             self.stall_after,
             Duration::from_millis(100),
@@ -99,12 +105,12 @@ impl HealthConfig {
                 format!("{:?} is not a valid topic name", p.topic),
             ));
         }
-        at_least(
+        timer(
             "health.probe.interval",
             p.interval,
             Duration::from_millis(10),
         )?;
-        at_least("health.probe.timeout", p.timeout, Duration::from_millis(10))?;
+        timer("health.probe.timeout", p.timeout, Duration::from_millis(10))?;
         at_least("health.probe.max_missed", p.max_missed, 1)?;
         Ok(())
     }

@@ -159,6 +159,8 @@ impl KafkaConfig {
         }
         positive("kafka.connect_timeout", self.connect_timeout)?;
         positive("kafka.admin_timeout", self.admin_timeout)?;
+        super::bounds::at_most_timer("kafka.connect_timeout", self.connect_timeout)?;
+        super::bounds::at_most_timer("kafka.admin_timeout", self.admin_timeout)?;
         if let Some(id) = &self.group_instance_id {
             if id.is_empty() || crate::validate::topic(id).is_err() {
                 return Err(Error::config(

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod bounds;
 mod health;
 mod kafka;
 mod load;
@@ -165,8 +166,10 @@ pub struct DispatchConfig {
     /// paused (it resumes at half). Default 1000.
     pub max_buffered_per_partition: usize,
     /// Records buffered or running in the whole bus before every partition is
-    /// paused (resumes at half). Bounds memory whatever the backlog.
-    /// Default 10000.
+    /// paused (resumes at half). Bounds memory whatever the backlog. On
+    /// NATS it is also the consumer's `max_ack_pending` unless
+    /// `nats.max_ack_pending` is set. Counts of this section are 1 to
+    /// 4294967295. Default 10000.
     pub max_buffered: usize,
     /// Records of one lane handed to a handler task in one go (they still run
     /// one after another). Larger batches cost less per record but hold a
@@ -213,10 +216,14 @@ pub struct RetryConfig {
     /// Attempts per record, the first included, for retryable errors. After
     /// the last, the record is dead-lettered. Default 5.
     pub max_attempts: u32,
-    /// Delay before the second attempt. Default 100ms.
+    /// Delay before the second attempt; at least 1ms (zero would retry a
+    /// failing record, or a dead letter that cannot be written, in a busy
+    /// loop). Default 100ms.
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
-    /// Longest delay between attempts. Default 10s.
+    /// Longest delay between attempts, and the delay between attempts of a
+    /// record that is retried without end (`dead_letter.enabled: false`);
+    /// 1ms to 365 days. Default 10s.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Growth factor of the delay, at least 1. Default 2.0.
@@ -355,16 +362,7 @@ impl BusConfig {
                 ),
             ));
         }
-        let d = &self.dispatch;
-        at_least("dispatch.max_concurrency", d.max_concurrency, 1)?;
-        at_least("dispatch.max_processors", d.max_processors, 1)?;
-        at_least(
-            "dispatch.max_buffered_per_partition",
-            d.max_buffered_per_partition,
-            1,
-        )?;
-        at_least("dispatch.max_buffered", d.max_buffered, 1)?;
-        at_least("dispatch.max_batch", d.max_batch, 1)?;
+        bounds::check(self)?;
         let r = &self.retry;
         at_least("retry.max_attempts", r.max_attempts as usize, 1)?;
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
@@ -416,11 +414,6 @@ impl BusConfig {
                 format!("{} is not allowed: use 1 to 10000", m.partitions),
             ));
         }
-        at_least(
-            "memory.max_retained_per_partition",
-            m.max_retained_per_partition,
-            1,
-        )?;
         self.kafka.validate()?;
         self.nats.validate()?;
         Ok(())
@@ -465,5 +458,74 @@ mod tests {
             ..BusConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("`group`"));
+    }
+
+    /// Values serde accepts but the bus cannot run with: a zero backoff is a
+    /// hot loop, huge durations overflow `Instant + Duration`, huge counts
+    /// overflow the sums made of them, and a buffer larger than NATS's
+    /// `max_ack_pending` range was cast into it.
+    #[test]
+    fn values_that_would_misbehave_are_refused_with_the_field() {
+        type Change = fn(&mut BusConfig);
+        let cases: &[(&str, Change)] = &[
+            ("retry.max_backoff", |c| {
+                c.retry.initial_backoff = Duration::ZERO;
+                c.retry.max_backoff = Duration::ZERO;
+            }),
+            ("retry.initial_backoff", |c| {
+                c.retry.initial_backoff = Duration::ZERO
+            }),
+            ("retry.max_backoff", |c| c.retry.max_backoff = Duration::MAX),
+            ("retry.max_elapsed", |c| {
+                c.retry.max_elapsed = Some(Duration::MAX)
+            }),
+            ("dispatch.revoke_timeout", |c| {
+                c.dispatch.revoke_timeout = Duration::MAX
+            }),
+            ("dispatch.shutdown_timeout", |c| {
+                c.dispatch.shutdown_timeout = Duration::MAX
+            }),
+            ("dispatch.max_processors", |c| {
+                c.dispatch.max_processors = usize::MAX
+            }),
+            ("dispatch.max_buffered_per_partition", |c| {
+                c.dispatch.max_buffered_per_partition = usize::MAX;
+                c.dispatch.max_buffered = usize::MAX;
+            }),
+            ("memory.publish_timeout", |c| {
+                c.memory.publish_timeout = Duration::MAX
+            }),
+            ("backlog.check_interval", |c| {
+                c.backlog.check_interval = Duration::MAX
+            }),
+            ("health.stall_after", |c| {
+                c.health.stall_after = Duration::MAX
+            }),
+            ("nats.idle_heartbeat", |c| {
+                c.nats.idle_heartbeat = Duration::MAX
+            }),
+            ("nats.ack_wait", |c| c.nats.ack_wait = Duration::MAX),
+            ("kafka.connect_timeout", |c| {
+                c.kafka.connect_timeout = Duration::MAX
+            }),
+            ("dispatch.max_buffered", |c| {
+                c.backend = BackendKind::Nats;
+                c.dispatch.max_buffered = u32::MAX as usize + 1;
+            }),
+        ];
+        for (field, change) in cases {
+            let mut c = BusConfig::default();
+            change(&mut c);
+            let outcome = std::panic::catch_unwind(|| c.validate());
+            match outcome {
+                Ok(Err(e)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(field), "{field}: {e}");
+                    assert!(e.contains("use"), "{field}: says what is allowed: {e}");
+                }
+                Ok(Ok(())) => panic!("{field}: accepted"),
+                Err(_) => panic!("{field}: validation panicked"),
+            }
+        }
     }
 }

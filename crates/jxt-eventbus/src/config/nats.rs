@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Secret, TopicStrategy};
+use super::{bounds, Secret, TopicStrategy};
 use crate::error::{Error, Result};
 
 /// NATS settings (used when `backend: nats`).
@@ -432,13 +432,13 @@ impl NatsConfig {
                 self.idle_heartbeat,
                 Duration::from_millis(100),
             ),
+            (
+                "nats.consumer.balance_interval",
+                self.consumer.balance_interval,
+                Duration::from_secs(1),
+            ),
         ] {
-            if value < min {
-                return Err(Error::config(
-                    field,
-                    format!("{value:?} is too short: use at least {min:?}"),
-                ));
-            }
+            bounds::timer(field, value, min)?;
         }
         if self.idle_heartbeat * 2 > self.pull_expires {
             return Err(Error::config(
@@ -456,15 +456,6 @@ impl NatsConfig {
                 format!("{} is not allowed: use 1 to 10000", self.pull_batch),
             ));
         }
-        if self.consumer.balance_interval < Duration::from_secs(1) {
-            return Err(Error::config(
-                "nats.consumer.balance_interval",
-                format!(
-                    "{:?} is too short: use at least 1s",
-                    self.consumer.balance_interval
-                ),
-            ));
-        }
         if let Some(ttl) = self.consumer.pinned_ttl {
             if self.consumer.sharing == NatsSharing::Shared {
                 return Err(Error::config(
@@ -472,12 +463,7 @@ impl NatsConfig {
                     "only applies to nats.consumer.sharing: pinned; remove it or use pinned",
                 ));
             }
-            if ttl < Duration::from_secs(1) {
-                return Err(Error::config(
-                    "nats.consumer.pinned_ttl",
-                    format!("{ttl:?} is too short: use at least 1s"),
-                ));
-            }
+            bounds::timer("nats.consumer.pinned_ttl", ttl, Duration::from_secs(1))?;
         }
         if self.max_ack_pending == Some(0) {
             return Err(Error::config(

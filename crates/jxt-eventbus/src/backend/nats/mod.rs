@@ -166,9 +166,12 @@ impl NatsBackend {
             streams.clone(),
             nats.publish_timeout,
         ));
-        let max_ack_pending = nats
-            .max_ack_pending
-            .map_or(config.dispatch.max_buffered as i64, i64::from);
+        // Validation keeps `dispatch.max_buffered` within `u32` (the range of
+        // `nats.max_ack_pending`); a cast could wrap to -1, "unlimited".
+        let max_ack_pending = nats.max_ack_pending.map_or_else(
+            || i64::try_from(config.dispatch.max_buffered).unwrap_or(i64::from(u32::MAX)),
+            i64::from,
+        );
         let pull_batch = nats
             .pull_batch
             .min((config.dispatch.max_buffered_per_partition / 2).max(1));
