@@ -327,6 +327,19 @@ mod tests {
         }
     }
 
+    /// Loads `path` in a jail with no environment variables, so that the
+    /// caller's `EVENTBUS_*` variables do not apply.
+    #[allow(clippy::result_large_err)]
+    fn load_without_env(path: &std::path::Path) -> Result<BusConfig> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            out = Some(BusConfig::load(Some(path)));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
     #[test]
     fn loads_from_yaml_with_durations_and_maps() {
         let dir = tempfile::tempdir().unwrap();
@@ -363,7 +376,7 @@ kafka:
 "#,
         )
         .unwrap();
-        let c = BusConfig::load(Some(&path)).unwrap();
+        let c = load_without_env(&path).unwrap();
         let k = &c.kafka;
         assert_eq!(k.brokers, ["k1:9092", "k2:9092"]);
         assert_eq!(k.producer.compression, Compression::Zstd);
@@ -383,7 +396,7 @@ kafka:
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bus.yaml");
         std::fs::write(&path, "kafka:\n  producer:\n    lingr: 5ms\n").unwrap();
-        let e = BusConfig::load(Some(&path)).unwrap_err().to_string();
+        let e = load_without_env(&path).unwrap_err().to_string();
         assert!(e.contains("lingr"), "{e}");
     }
 }

@@ -2,45 +2,31 @@
 
 use std::path::Path;
 
-use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::providers::{Format, Serialized, Toml, Yaml};
 use figment::Figment;
 
-use super::BusConfig;
+use super::{env, BusConfig};
 use crate::error::{Error, Result};
-
-/// Environment variables starting with this are configuration overrides.
-pub const ENV_PREFIX: &str = "EVENTBUS_";
-
-/// Top-level keys an environment override may start with. Variables with the
-/// prefix whose first segment is not one of these (such as the test rig's
-/// `EVENTBUS_KAFKA_BROKERS`) are not configuration and are left alone; inside
-/// a section, unknown keys are errors as in files.
-const ENV_SECTIONS: &[&str] = &[
-    "backend",
-    "group",
-    "start_from",
-    "dispatch",
-    "retry",
-    "dead_letter",
-    "health",
-    "backlog",
-    "publish_rate_limit",
-    "memory",
-    "kafka",
-    "nats",
-];
 
 impl BusConfig {
     /// Loads the configuration: defaults, then the file at `path` (YAML for
     /// `.yaml`/`.yml`, TOML for `.toml`) if given, then `EVENTBUS_*`
     /// environment overrides, then [`BusConfig::validate`].
     ///
-    /// Environment keys nest with `__`: `EVENTBUS_DISPATCH__MAX_CONCURRENCY=8`
-    /// sets `dispatch.max_concurrency`; `EVENTBUS_GROUP=orders` sets `group`.
+    /// Every `EVENTBUS_*` variable is configuration, except those starting
+    /// with the reserved `EVENTBUS_DEV_`: a variable that names no field is
+    /// an error, never ignored. Levels nest with `__`
+    /// (`EVENTBUS_DISPATCH__MAX_CONCURRENCY=8` sets `dispatch.max_concurrency`);
+    /// a single `_` works too when exactly one field matches
+    /// (`EVENTBUS_KAFKA_BROKERS`). Lists take `a,b`. See
+    /// `docs/configuration.md` for the rules.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field path: unknown keys, wrong types,
-    /// bad durations, out-of-range values, unreadable files.
+    /// [`Error::Config`] naming the field path (and the variable, for a value
+    /// from the environment): unknown keys, wrong types, bad durations,
+    /// out-of-range values, unreadable files; an `EVENTBUS_*` variable that
+    /// names no field or several; two variables setting one field to
+    /// different values.
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(BusConfig::default()));
         if let Some(path) = path {
@@ -64,7 +50,10 @@ impl BusConfig {
                 }
             };
         }
-        Self::extract(figment.merge(env_overrides()))
+        for variable in env::overrides()? {
+            figment = figment.merge(variable);
+        }
+        Self::extract(figment)
     }
 
     /// Parses YAML text (no environment overrides), then validates.
@@ -92,13 +81,6 @@ impl BusConfig {
         config.validate()?;
         Ok(config)
     }
-}
-
-fn env_overrides() -> Env {
-    Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
-        let first = key.as_str().split('.').next().unwrap_or_default();
-        ENV_SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
-    })
 }
 
 fn figment_error(err: figment::Error) -> Error {
@@ -163,36 +145,155 @@ mod tests {
         assert!(e.contains("memory.partitions"), "{e}");
     }
 
-    #[test]
+    /// Loads `bus.yaml` (if any) in a jail whose environment holds only
+    /// `vars`.
     #[allow(clippy::result_large_err)]
-    fn env_overrides_files_and_ignores_foreign_variables() {
+    fn load_with_env(file: Option<&str>, vars: &[(&str, &str)]) -> Result<BusConfig> {
+        let mut out = None;
         figment::Jail::expect_with(|jail| {
-            jail.create_file("bus.yaml", "group: from-file\ndispatch:\n  max_batch: 4\n")?;
-            jail.set_env("EVENTBUS_GROUP", "from-env");
-            jail.set_env("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "3");
-            jail.set_env("EVENTBUS_KAFKA_BROKERS", "127.0.0.1:9092");
-            let c = BusConfig::load(Some(Path::new("bus.yaml"))).unwrap();
-            assert_eq!(c.group, "from-env");
-            assert_eq!(c.dispatch.max_concurrency, 3);
-            assert_eq!(c.dispatch.max_batch, 4);
-            jail.set_env("EVENTBUS_DISPATCH__NOPE", "1");
-            let e = BusConfig::load(Some(Path::new("bus.yaml")))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("nope"), "{e}");
+            jail.clear_env();
+            if let Some(text) = file {
+                jail.create_file("bus.yaml", text)?;
+            }
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(BusConfig::load(file.map(|_| Path::new("bus.yaml"))));
             Ok(())
         });
+        out.unwrap()
     }
 
     #[test]
-    fn env_sections_match_the_struct() {
+    fn env_overrides_files() {
+        let c = load_with_env(
+            Some("group: from-file\ndispatch:\n  max_batch: 4\n"),
+            &[
+                ("EVENTBUS_GROUP", "from-env"),
+                ("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.group, "from-env");
+        assert_eq!(c.dispatch.max_concurrency, 3);
+        assert_eq!(c.dispatch.max_batch, 4);
+    }
+
+    #[test]
+    fn single_underscore_names_resolve_against_the_schema() {
+        let c = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_KAFKA_BROKERS", "k1:9092"),
+                ("EVENTBUS_DISPATCH_MAX_CONCURRENCY", "7"),
+                ("EVENTBUS_KAFKA_CONSUMER_SESSION_TIMEOUT", "20s"),
+                ("EVENTBUS_DEAD_LETTER_SUFFIX", ".dead"),
+                ("EVENTBUS_KAFKA_TLS_CA_LOCATION", "/ca.pem"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, ["k1:9092"]);
+        assert_eq!(c.dispatch.max_concurrency, 7);
+        assert_eq!(c.kafka.consumer.session_timeout, Duration::from_secs(20));
+        assert_eq!(c.dead_letter.suffix, ".dead");
+        assert_eq!(c.kafka.tls.unwrap().ca_location.as_deref(), Some("/ca.pem"));
+    }
+
+    #[test]
+    fn lists_take_the_comma_form() {
+        for name in ["EVENTBUS_KAFKA__BROKERS", "EVENTBUS_KAFKA_BROKERS"] {
+            let c = load_with_env(None, &[(name, "k1:9092, k2:9092")]).unwrap();
+            assert_eq!(c.kafka.brokers, ["k1:9092", "k2:9092"], "{name}");
+        }
+        let c = load_with_env(
+            None,
+            &[("EVENTBUS_NATS__SERVERS", "[nats://a:4222, nats://b:4222]")],
+        )
+        .unwrap();
+        assert_eq!(c.nats.servers, ["nats://a:4222", "nats://b:4222"]);
+    }
+
+    #[test]
+    fn unknown_variables_are_errors_naming_them() {
+        let e = load_with_env(None, &[("EVENTBUS_DISPATCH__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EVENTBUS_DISPATCH__NOPE"), "{e}");
+        let e = load_with_env(None, &[("EVENTBUS_DISPATCH_MAX_CONCURENCY", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EVENTBUS_DISPATCH_MAX_CONCURENCY"), "{e}");
+        assert!(e.contains("EVENTBUS_DISPATCH__MAX_CONCURRENCY"), "{e}");
+        let e = load_with_env(None, &[("EVENTBUS_NATS_URL", "nats://x:4222")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EVENTBUS_NATS_URL"), "{e}");
+        assert!(e.contains("EVENTBUS_DEV_"), "{e}");
+        let e = load_with_env(None, &[("EVENTBUS_REQUIRE_BROKERS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EVENTBUS_REQUIRE_BROKERS"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = load_with_env(None, &[("EVENTBUS_DISPATCH_MAX_CONCURRENCY", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dispatch.max_concurrency"), "{e}");
+        assert!(e.contains("EVENTBUS_DISPATCH_MAX_CONCURRENCY"), "{e}");
+    }
+
+    #[test]
+    fn one_field_set_twice_differently_is_an_error() {
+        let e = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_DISPATCH_MAX_CONCURRENCY", "3"),
+                ("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "4"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EVENTBUS_DISPATCH_MAX_CONCURRENCY"), "{e}");
+        assert!(e.contains("EVENTBUS_DISPATCH__MAX_CONCURRENCY"), "{e}");
+        let c = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_DISPATCH_MAX_CONCURRENCY", "3"),
+                ("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.max_concurrency, 3);
+    }
+
+    #[test]
+    fn the_dev_prefix_is_skipped_and_no_section_is_named_dev() {
+        let c = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_DEV_REQUIRE_BROKERS", "1"),
+                ("EVENTBUS_DEV_NATS_URL", "nats://x:4222"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c, BusConfig::default());
         let v = serde_json::to_value(BusConfig::default()).unwrap();
-        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        keys.push("publish_rate_limit".into()); // optional, absent by default
-        keys.sort();
-        let mut sections: Vec<_> = ENV_SECTIONS.iter().map(|s| s.to_string()).collect();
-        sections.sort();
-        assert_eq!(keys, sections);
+        assert!(
+            v.as_object().unwrap().keys().all(|k| !k.starts_with("dev")),
+            "`dev` is the reserved prefix of variables that are not configuration"
+        );
+    }
+
+    #[test]
+    fn map_entries_take_the_double_underscore_form() {
+        let c = load_with_env(
+            None,
+            &[("EVENTBUS_KAFKA__TOPICS__orders__PARTITIONS", "12")],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.topic_settings("orders").partitions, Some(12));
     }
 
     #[test]

@@ -13,18 +13,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod bounds;
+mod env;
 mod health;
 mod kafka;
 mod load;
 mod nats;
 
+pub use env::{DEV_PREFIX, ENV_PREFIX};
 pub use health::{HealthConfig, ProbeConfig};
 pub use kafka::{
     Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
     KafkaSaslConfig, KafkaTlsConfig, Partitioner, SaslMechanism, Secret, TopicCompression,
     TopicSettings, TopicStrategy,
 };
-pub use load::ENV_PREFIX;
 pub use nats::{
     NatsAuth, NatsConfig, NatsConsumerSettings, NatsRetention, NatsSharing, NatsStorage,
     NatsStreamSettings, NatsTls, NatsTopicSettings,
