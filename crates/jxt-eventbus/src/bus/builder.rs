@@ -119,7 +119,10 @@ impl EventBusBuilder {
             #[cfg(feature = "kafka")]
             BackendKind::Kafka => {
                 let restarts = metrics.producer_restarts.clone();
-                Arc::new(crate::backend::kafka::KafkaBackend::connect(&config, restarts).await?)
+                let resets = metrics.offset_resets();
+                Arc::new(
+                    crate::backend::kafka::KafkaBackend::connect(&config, restarts, resets).await?,
+                )
             }
             #[cfg(not(feature = "kafka"))]
             BackendKind::Kafka => return Err(not_compiled("kafka")),

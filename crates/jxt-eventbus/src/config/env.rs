@@ -63,8 +63,10 @@ fn kind(node: &Json) -> Kind {
 /// The configuration schema: the default configuration with every optional
 /// section set, serialized, so that each field path exists in it.
 pub(super) fn schema() -> Json {
-    let mut c = BusConfig::default();
-    c.publish_rate_limit = Some(crate::middleware::RateLimit::per_second(1));
+    let mut c = BusConfig {
+        publish_rate_limit: Some(crate::middleware::RateLimit::per_second(1)),
+        ..BusConfig::default()
+    };
     c.retry.max_elapsed = Some(std::time::Duration::from_secs(1));
     c.kafka.tls = Some(KafkaTlsConfig::default());
     c.kafka.sasl = Some(KafkaSaslConfig {

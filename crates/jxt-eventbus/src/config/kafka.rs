@@ -27,7 +27,7 @@ mod properties;
 mod security;
 mod topics;
 
-pub use consumer::KafkaConsumerConfig;
+pub use consumer::{KafkaConsumerConfig, OffsetReset};
 pub use producer::{Acks, Compression, KafkaProducerConfig, Partitioner};
 pub use security::{KafkaNetConfig, KafkaSaslConfig, KafkaTlsConfig, SaslMechanism, Secret};
 pub use topics::{TopicCompression, TopicSettings, TopicStrategy};

@@ -23,8 +23,8 @@ pub use env::{DEV_PREFIX, ENV_PREFIX};
 pub use health::{HealthConfig, ProbeConfig};
 pub use kafka::{
     Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
-    KafkaSaslConfig, KafkaTlsConfig, Partitioner, SaslMechanism, Secret, TopicCompression,
-    TopicSettings, TopicStrategy,
+    KafkaSaslConfig, KafkaTlsConfig, OffsetReset, Partitioner, SaslMechanism, Secret,
+    TopicCompression, TopicSettings, TopicStrategy,
 };
 pub use nats::{
     NatsAuth, NatsConfig, NatsConsumerSettings, NatsRetention, NatsSharing, NatsStorage,
@@ -69,7 +69,9 @@ pub enum Ordering {
     Unordered,
 }
 
-/// Where a consumer group that has no committed position starts.
+/// Where a consumer group that has no committed position starts. (Where a
+/// Kafka partition goes when its committed position is gone is
+/// `kafka.consumer.offset_reset`.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartFrom {

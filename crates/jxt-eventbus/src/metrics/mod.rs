@@ -39,6 +39,7 @@
 //! | `assigned_partitions` | gauge | | partitions owned |
 //! | `paused_partitions` | gauge | | partitions paused by back-pressure |
 //! | `rebalances_total` | counter | `kind` (`assigned`, `revoked`) | partitions assigned or revoked |
+//! | `offset_resets_total` | counter | `topic`, `partition` | Kafka: a committed position was no longer in the log and the partition was reset (`kafka.consumer.offset_reset`) |
 //! | `consumer_lag` | gauge | `topic`, `partition` | records not yet committed |
 //! | `backlog_detected` | gauge | | 1 when the last backlog check found one |
 //! | `recovery_mode` | gauge | | 1 while in recovery mode |
@@ -170,6 +171,8 @@ pub struct BusMetrics {
     pub paused_partitions: Family<BackendLabels, Gauge>,
     /// `rebalances_total{backend, kind}`.
     pub rebalances: Family<BackendKindLabels, Counter>,
+    /// `offset_resets_total{topic, backend, partition}`.
+    pub offset_resets: Family<PartitionLabels, Counter>,
     /// `consumer_lag{topic, backend, partition}`.
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// `backlog_detected{backend}`.
@@ -209,6 +212,7 @@ impl BusMetrics {
             assigned_partitions: Family::default(),
             paused_partitions: Family::default(),
             rebalances: Family::default(),
+            offset_resets: Family::default(),
             consumer_lag: Family::default(),
             backlog_detected: Family::default(),
             recovery_mode: Family::default(),
@@ -299,6 +303,11 @@ impl BusMetrics {
             "rebalances",
             "Partitions assigned or revoked",
             self.rebalances.clone(),
+        );
+        r.register(
+            "offset_resets",
+            "Partitions reset because the committed position was no longer in the log",
+            self.offset_resets.clone(),
         );
         r.register(
             "consumer_lag",
@@ -406,6 +415,11 @@ impl fmt::Debug for BoundMetrics {
 }
 
 impl BoundMetrics {
+    /// `offset_resets_total`, labelled per partition by the Kafka consumer.
+    pub(crate) fn offset_resets(&self) -> Family<PartitionLabels, Counter> {
+        self.families.offset_resets.clone()
+    }
+
     fn topic_labels(&self, topic: &str) -> TopicLabels {
         TopicLabels {
             topic: Arc::from(topic),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 
-use crate::config::{BusConfig, KafkaConfig, StartFrom};
+use crate::config::{BusConfig, KafkaConfig};
 use crate::error::{Error, Result};
 
 /// How much longer than `dispatch.revoke_timeout` the poll thread waits for
@@ -126,13 +126,11 @@ pub(super) fn consumer(config: &BusConfig, group: &str) -> ClientConfig {
     if let Some(id) = &k.group_instance_id {
         c.set("group.instance.id", id);
     }
-    c.set(
-        "auto.offset.reset",
-        match config.start_from {
-            StartFrom::Earliest => "earliest",
-            StartFrom::Latest => "latest",
-        },
-    );
+    // Only for positions that are gone: where a partition the group never
+    // committed starts (`start_from`) is set at assignment
+    // (`rebalance::RebalanceContext`), so that `start_from: latest` never
+    // skips a backlog whose committed position fell out of retention.
+    c.set("auto.offset.reset", cc.offset_reset.as_property());
     c.set("session.timeout.ms", ms(cc.session_timeout));
     c.set("heartbeat.interval.ms", ms(cc.heartbeat_interval));
     c.set("max.poll.interval.ms", ms(cc.max_processing_time));

@@ -21,6 +21,7 @@
 //! | `consumer` | the consumer handle the dispatcher talks to |
 //! | `poll_loop` | the consumer's own thread: poll, subscribe, close |
 //! | `rebalance` | rebalance callbacks: hand-over to the dispatcher, commits |
+//! | `positions` | where partitions start (`start_from`), offset resets logged and counted |
 //! | `flow` | the dispatcher's pause and resume, applied by the poll thread |
 //! | `admin` | the topic strategy |
 //! | `lag` | log end minus committed, per assigned partition |
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rdkafka::admin::AdminClient;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::Producer as _;
@@ -39,6 +41,7 @@ use tokio::sync::mpsc;
 use crate::backend::{Backend, Consumer, ConsumerEvent, Producer};
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
+use crate::metrics::PartitionLabels;
 
 mod admin;
 mod client_config;
@@ -49,6 +52,7 @@ mod flow;
 mod lag;
 mod mapping;
 mod poll_loop;
+mod positions;
 mod producer;
 mod rebalance;
 mod reports;
@@ -58,6 +62,7 @@ pub use mapping::MESSAGE_ID_HEADER;
 use admin::TopicAdmin;
 use consumer::{ConsumerSettings, KafkaConsumer};
 use context::{BusClientContext, LastError};
+use positions::Positions;
 use producer::KafkaProducer;
 use rebalance::RebalanceContext;
 
@@ -81,6 +86,8 @@ pub(crate) struct KafkaBackend {
     producer: Arc<KafkaProducer>,
     topics: Arc<TopicAdmin>,
     producer_errors: LastError,
+    /// `eventbus_offset_resets_total`, counted by the consumer.
+    offset_resets: Family<PartitionLabels, Counter>,
 }
 
 impl KafkaBackend {
@@ -93,7 +100,11 @@ impl KafkaBackend {
     /// [`Error::Config`] for settings librdkafka refuses or a listed topic
     /// the strategy rejects; [`Error::Backend`] naming the brokers when none
     /// answers within `kafka.connect_timeout`.
-    pub(crate) async fn connect(config: &BusConfig, producer_restarts: Counter) -> Result<Self> {
+    pub(crate) async fn connect(
+        config: &BusConfig,
+        producer_restarts: Counter,
+        offset_resets: Family<PartitionLabels, Counter>,
+    ) -> Result<Self> {
         client_config::validate(config)?;
         let k = &config.kafka;
         let producer_errors = LastError::default();
@@ -114,6 +125,7 @@ impl KafkaBackend {
             producer: Arc::new(producer),
             topics,
             producer_errors,
+            offset_resets,
         };
         if k.verify_connection {
             backend.check().await?;
@@ -208,7 +220,8 @@ impl Backend for KafkaBackend {
     ) -> Result<Arc<dyn Consumer>> {
         let config = &self.config;
         let revoke_wait = config.dispatch.revoke_timeout + client_config::REVOKE_GRACE;
-        let ctx = RebalanceContext::new(events, revoke_wait);
+        let ctx = RebalanceContext::new(events, revoke_wait)
+            .with_positions(Positions::new(config, self.offset_resets.clone()));
         let consumer: BaseConsumer<RebalanceContext> = client_config::consumer(config, group)
             .create_with_context(ctx)
             .map_err(|e| client_config::config_error(&config.kafka, "consumer", &e))?;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::context::{forward_error, forward_log, LastError};
 use super::flow::Flow;
+use super::positions::Positions;
 use crate::backend::{ConsumerEvent, Record, TopicPartition};
 
 /// The consumer's context.
@@ -47,6 +48,8 @@ pub(super) struct RebalanceContext {
     closing: AtomicBool,
     /// Wakes a send blocked on a full channel when closing starts.
     closing_wake: Notify,
+    /// Where partitions start, and offset resets.
+    positions: Positions,
     /// The dispatcher's pause and resume.
     pub(super) flow: Flow,
     pub(super) last_error: LastError,
@@ -74,9 +77,16 @@ impl RebalanceContext {
             assign_rounds: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             closing_wake: Notify::new(),
+            positions: Positions::default(),
             flow: Flow::default(),
             last_error: LastError::default(),
         }
+    }
+
+    /// Uses `positions` for where partitions start and to report resets.
+    pub(super) fn with_positions(mut self, positions: Positions) -> Self {
+        self.positions = positions;
+        self
     }
 
     pub(super) fn assign_rounds(&self) -> u64 {
@@ -258,7 +268,9 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 
 impl ClientContext for RebalanceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        forward_log(level, fac, log_message);
+        if !self.positions.observe_log(fac, log_message) {
+            forward_log(level, fac, log_message);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -279,6 +291,7 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.positions.prepare_assignment(consumer, tpl);
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {

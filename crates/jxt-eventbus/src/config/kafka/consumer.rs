@@ -9,11 +9,34 @@ use serde::{Deserialize, Serialize};
 use super::{at_most_i32_ms, in_range, millis, positive, Redacted};
 use crate::error::{Error, Result};
 
+/// Where a partition goes when the group's committed position is no longer
+/// in the log (`kafka.consumer.offset_reset`, librdkafka's
+/// `auto.offset.reset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// The oldest record still retained: the records after the lost
+    /// position that are still there are handled. The default.
+    #[default]
+    Earliest,
+    /// The end of the log: every record still retained is skipped.
+    Latest,
+}
+
+impl OffsetReset {
+    pub(crate) fn as_property(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
 /// Consumer settings. Where a group without a committed position starts is
-/// the bus-wide [`start_from`](crate::BusConfig::start_from)
-/// (`auto.offset.reset`). The consumer always uses the `cooperative-sticky`
-/// assignor and stores offsets only for finished records; neither is
-/// configurable.
+/// the bus-wide [`start_from`](crate::BusConfig::start_from); where a
+/// partition whose committed position is gone goes is `offset_reset`. The
+/// consumer always uses the `cooperative-sticky` assignor and stores offsets
+/// only for finished records; neither is configurable.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConsumerConfig {
@@ -56,6 +79,14 @@ pub struct KafkaConsumerConfig {
     /// shutdown commit synchronously regardless. Default 5s.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Where a partition goes when the group's committed position is no
+    /// longer in the log (removed by retention, or a topic recreated):
+    /// `earliest` handles what is still retained after it, `latest` skips
+    /// it all (`auto.offset.reset`). Independent of `start_from`, which
+    /// applies only to partitions the group never committed. Every reset is
+    /// logged as a warning and counted in `eventbus_offset_resets_total`.
+    /// Default `earliest`.
+    pub offset_reset: OffsetReset,
     /// Other librdkafka properties for the consumer only. Default empty.
     pub properties: BTreeMap<String, String>,
 }
@@ -72,6 +103,7 @@ impl Default for KafkaConsumerConfig {
             fetch_max_wait: Duration::from_millis(500),
             prefetch_max_bytes: 64 * 1024 * 1024,
             commit_interval: Duration::from_secs(5),
+            offset_reset: OffsetReset::Earliest,
             properties: BTreeMap::new(),
         }
     }
@@ -89,6 +121,7 @@ impl fmt::Debug for KafkaConsumerConfig {
             .field("fetch_max_wait", &self.fetch_max_wait)
             .field("prefetch_max_bytes", &self.prefetch_max_bytes)
             .field("commit_interval", &self.commit_interval)
+            .field("offset_reset", &self.offset_reset)
             .field("properties", &Redacted(&self.properties))
             .finish()
     }

@@ -41,7 +41,7 @@ const TYPED: &[(&str, &str)] = &[
     ("client.id", "kafka.client_id"),
     ("group.id", "group"),
     ("group.instance.id", "kafka.group_instance_id"),
-    ("auto.offset.reset", "start_from"),
+    ("auto.offset.reset", "kafka.consumer.offset_reset"),
     ("acks", "kafka.producer.required_acks"),
     ("request.required.acks", "kafka.producer.required_acks"),
     ("enable.idempotence", "kafka.producer.idempotent"),
