@@ -31,11 +31,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure end-to-end throughput and latency, bus vs raw client, in one run.
     Bench(bench::BenchArgs),
-    /// Print the default configuration as TOML, or check a configuration file.
+    /// Print the default configuration as TOML, or check a configuration.
     Config {
-        /// A YAML or TOML file to load and validate (with EVENTBUS_* overrides).
-        #[arg(long)]
-        check: Option<std::path::PathBuf>,
+        /// Load and validate the configuration as a service would: FILE
+        /// (YAML or TOML) if given, then every EVENTBUS_* variable. Lists
+        /// the variables applied; a variable that is no configuration fails
+        /// the check.
+        #[arg(long, value_name = "FILE", num_args = 0..=1)]
+        check: Option<Option<std::path::PathBuf>>,
     },
 }
 
@@ -58,21 +61,20 @@ fn main() -> Result<()> {
     }
 }
 
-fn config(check: Option<std::path::PathBuf>) -> Result<()> {
-    match check {
-        None => {
-            let defaults = jxt_eventbus::BusConfig::default();
-            print!("{}", toml::to_string_pretty(&defaults)?);
-        }
-        Some(path) => {
-            let loaded = jxt_eventbus::BusConfig::load(Some(&path))?;
-            println!(
-                "{}: valid (backend {:?}, group {:?})",
-                path.display(),
-                loaded.backend,
-                loaded.group
-            );
-        }
+fn config(check: Option<Option<std::path::PathBuf>>) -> Result<()> {
+    let Some(path) = check else {
+        let defaults = jxt_eventbus::BusConfig::default();
+        print!("{}", toml::to_string_pretty(&defaults)?);
+        return Ok(());
+    };
+    let loaded = jxt_eventbus::BusConfig::load(path.as_deref())?;
+    let source = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    println!(
+        "{source}: valid (backend {:?}, group {:?})",
+        loaded.backend, loaded.group
+    );
+    for (variable, field) in jxt_eventbus::config::environment_overrides()? {
+        println!("  {variable} sets {field}");
     }
     Ok(())
 }

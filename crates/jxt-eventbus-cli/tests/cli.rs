@@ -14,6 +14,25 @@ fn eventbus(args: &[&str]) -> std::process::Output {
         .expect("run eventbus")
 }
 
+/// `eventbus config` with no `EVENTBUS_*` variable but `vars`.
+fn eventbus_config(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("EVENTBUS_")
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.arg("config")
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run eventbus")
+}
+
 /// The one JSON line a successful `eventbus bench --json` printed.
 fn json_line(out: std::process::Output) -> serde_json::Value {
     assert!(
@@ -157,13 +176,13 @@ fn config_check_names_the_bad_field() {
         "dispatch:\n  max_concurrency: 8\n  revoke_timeout: soon\n",
     )
     .unwrap();
-    let out = eventbus(&["config", "--check", path.to_str().unwrap()]);
+    let out = eventbus_config(&["--check", path.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dispatch.revoke_timeout"), "{stderr}");
 
     std::fs::write(&path, "group: orders\ndispatch:\n  max_concurrency: 8\n").unwrap();
-    let out = eventbus(&["config", "--check", path.to_str().unwrap()]);
+    let out = eventbus_config(&["--check", path.to_str().unwrap()], &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -173,6 +192,50 @@ fn config_check_names_the_bad_field() {
     let defaults = eventbus(&["config"]);
     assert!(defaults.status.success());
     assert!(String::from_utf8_lossy(&defaults.stdout).contains("max_concurrency = 64"));
+}
+
+#[test]
+fn config_check_applies_and_lists_the_environment() {
+    let out = eventbus_config(
+        &["--check"],
+        &[
+            ("EVENTBUS_KAFKA_BROKERS", "k1:9092,k2:9092"),
+            ("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "8"),
+            ("EVENTBUS_DEV_REQUIRE_BROKERS", "1"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("defaults: valid"), "{stdout}");
+    assert!(
+        stdout.contains("EVENTBUS_KAFKA_BROKERS sets kafka.brokers"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("EVENTBUS_DISPATCH__MAX_CONCURRENCY sets dispatch.max_concurrency"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("k1:9092"),
+        "values are not shown: {stdout}"
+    );
+    assert!(!stdout.contains("EVENTBUS_DEV_"), "{stdout}");
+
+    let out = eventbus_config(&["--check"], &[("EVENTBUS_DISPATCH_MAX_CONCURENCY", "8")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("EVENTBUS_DISPATCH_MAX_CONCURENCY"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("EVENTBUS_DISPATCH__MAX_CONCURRENCY"),
+        "{stderr}"
+    );
 }
 
 #[test]

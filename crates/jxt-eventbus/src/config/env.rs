@@ -201,10 +201,22 @@ fn closest(schema: &Json, name: &str) -> Option<Vec<String>> {
 
 /// One variable's value at its field path, as a figment provider whose
 /// errors name the variable.
-struct Variable {
+pub(super) struct Variable {
     name: String,
     path: Vec<String>,
     value: Value,
+}
+
+impl Variable {
+    /// The variable's name.
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The dotted field path it sets.
+    pub(super) fn field(&self) -> String {
+        self.path.join(".")
+    }
 }
 
 impl Provider for Variable {
@@ -326,11 +338,25 @@ fn not_configuration(schema: &Json, name: &str, why: Unresolved) -> Error {
     Error::config(name, reason)
 }
 
+/// The `EVENTBUS_*` variables of this process that [`BusConfig::load`]
+/// applies, each with the field path it sets, in name order. Values are
+/// left out: they may be secrets.
+///
+/// # Errors
+/// [`Error::Config`] naming a variable that is no configuration, as
+/// [`BusConfig::load`] would.
+pub fn environment_overrides() -> Result<Vec<(String, String)>> {
+    Ok(variables(std::env::vars_os())?
+        .into_iter()
+        .map(|v| (v.name, v.path.join(".")))
+        .collect())
+}
+
 /// The providers of the process's configuration variables.
 ///
 /// # Errors
 /// As [`variables`].
-pub(super) fn overrides() -> Result<Vec<impl Provider>> {
+pub(super) fn overrides() -> Result<Vec<Variable>> {
     variables(std::env::vars_os())
 }
 

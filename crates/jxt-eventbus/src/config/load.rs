@@ -50,10 +50,28 @@ impl BusConfig {
                 }
             };
         }
-        for variable in env::overrides()? {
+        let variables = env::overrides()?;
+        let sources: Vec<(String, String)> = variables
+            .iter()
+            .map(|v| (v.field(), v.name().to_string()))
+            .collect();
+        for variable in variables {
             figment = figment.merge(variable);
         }
-        Self::extract(figment)
+        Self::extract(figment).map_err(|e| match e {
+            // A range error of a value from the environment names its variable
+            // (type errors already do, through figment's metadata).
+            Error::Config { field, reason } if !reason.contains("(from ") => {
+                match sources.iter().find(|(f, _)| *f == field) {
+                    Some((_, name)) => Error::config(
+                        field,
+                        format!("{reason} (from environment variable {name})"),
+                    ),
+                    None => Error::Config { field, reason },
+                }
+            }
+            other => other,
+        })
     }
 
     /// Parses YAML text (no environment overrides), then validates.
@@ -242,6 +260,21 @@ mod tests {
             .to_string();
         assert!(e.contains("dispatch.max_concurrency"), "{e}");
         assert!(e.contains("EVENTBUS_DISPATCH_MAX_CONCURRENCY"), "{e}");
+    }
+
+    #[test]
+    fn range_errors_of_variables_name_them() {
+        let e = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_RETRY_INITIAL_BACKOFF", "0s"),
+                ("EVENTBUS_RETRY_MAX_BACKOFF", "0s"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("retry.max_backoff"), "{e}");
+        assert!(e.contains("EVENTBUS_RETRY_MAX_BACKOFF"), "{e}");
     }
 
     #[test]

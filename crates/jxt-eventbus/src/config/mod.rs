@@ -19,7 +19,7 @@ mod kafka;
 mod load;
 mod nats;
 
-pub use env::{DEV_PREFIX, ENV_PREFIX};
+pub use env::{environment_overrides, DEV_PREFIX, ENV_PREFIX};
 pub use health::{HealthConfig, ProbeConfig};
 pub use kafka::{
     Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
