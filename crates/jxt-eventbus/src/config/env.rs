@@ -45,7 +45,12 @@ enum Kind {
     Map,
     /// A list.
     List,
-    /// A single value.
+    /// Text (names, paths, secrets, durations, choices): taken as it is,
+    /// so that `007` stays `007` and a secret is never parsed (nor shown in
+    /// a type error).
+    Text,
+    /// Another single value (number, boolean, duration, choice, unset
+    /// option).
     Value,
 }
 
@@ -56,24 +61,46 @@ fn kind(node: &Json) -> Kind {
         Json::Object(fields) if fields.is_empty() => Kind::Map,
         Json::Object(_) => Kind::Section,
         Json::Array(_) => Kind::List,
+        Json::String(_) => Kind::Text,
         _ => Kind::Value,
     }
 }
 
 /// The configuration schema: the default configuration with every optional
-/// section set, serialized, so that each field path exists in it.
+/// section set, serialized, so that each field path exists in it. Optional
+/// text fields are set too, so that they are known as text.
 pub(super) fn schema() -> Json {
     let mut c = BusConfig {
         publish_rate_limit: Some(crate::middleware::RateLimit::per_second(1)),
         ..BusConfig::default()
     };
     c.retry.max_elapsed = Some(std::time::Duration::from_secs(1));
-    c.kafka.tls = Some(KafkaTlsConfig::default());
+    let text = String::new;
+    let secret = || Some(Secret::new(""));
+    c.kafka.group_instance_id = Some(text());
+    c.kafka.tls = Some(KafkaTlsConfig {
+        ca_location: Some(text()),
+        certificate_location: Some(text()),
+        key_location: Some(text()),
+        key_password: secret(),
+        ..KafkaTlsConfig::default()
+    });
     c.kafka.sasl = Some(KafkaSaslConfig {
         mechanism: SaslMechanism::Plain,
-        username: String::new(),
+        username: text(),
         password: Secret::new(""),
     });
+    let n = &mut c.nats;
+    n.connection_name = Some(text());
+    n.domain = Some(text());
+    n.auth.token = secret();
+    n.auth.user = Some(text());
+    n.auth.password = secret();
+    n.auth.nkey_seed = secret();
+    n.auth.creds_file = Some("".into());
+    n.tls.ca_file = Some("".into());
+    n.tls.cert_file = Some("".into());
+    n.tls.key_file = Some("".into());
     serde_json::to_value(c).expect("the configuration serializes")
 }
 
@@ -245,6 +272,9 @@ impl Provider for Variable {
 /// Parses a variable's text like figment's own environment provider; a list
 /// field also takes the comma form.
 fn parse(text: &str, kind: Option<Kind>) -> Value {
+    if kind == Some(Kind::Text) {
+        return Value::from(text.to_string());
+    }
     let trimmed = text.trim();
     if kind == Some(Kind::List) && !trimmed.starts_with('[') {
         let items: Vec<Value> = trimmed

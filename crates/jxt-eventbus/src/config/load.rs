@@ -263,6 +263,27 @@ mod tests {
     }
 
     #[test]
+    fn text_fields_take_the_value_as_it_is() {
+        let c = load_with_env(
+            None,
+            &[
+                ("EVENTBUS_NATS__AUTH__TOKEN", "0123456789"),
+                ("EVENTBUS_GROUP", "2024"),
+                ("EVENTBUS_KAFKA_CLIENT_ID", "007"),
+                ("EVENTBUS_DISPATCH_SHUTDOWN_TIMEOUT", "0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.nats.auth.token.as_ref().map(|t| t.expose()),
+            Some("0123456789")
+        );
+        assert_eq!(c.group, "2024");
+        assert_eq!(c.kafka.client_id, "007");
+        assert_eq!(c.dispatch.shutdown_timeout, Duration::ZERO);
+    }
+
+    #[test]
     fn range_errors_of_variables_name_them() {
         let e = load_with_env(
             None,
