@@ -226,6 +226,20 @@ fn closest(schema: &Json, name: &str) -> Option<Vec<String>> {
         .map(|(_, p)| p)
 }
 
+/// The top-level section `name` starts with, and its fields, listed.
+fn section_fields(schema: &Json, name: &str) -> Option<(String, String)> {
+    let lower = name.to_ascii_lowercase();
+    schema.as_object()?.iter().find_map(|(section, node)| {
+        let fields = node.as_object().filter(|f| !f.is_empty())?;
+        let rest = lower.strip_prefix(section.as_str())?;
+        if !rest.starts_with('_') {
+            return None;
+        }
+        let list: Vec<String> = fields.keys().map(|k| format!("`{k}`")).collect();
+        Some((section.clone(), list.join(", ")))
+    })
+}
+
 /// One variable's value at its field path, as a figment provider whose
 /// errors name the variable.
 pub(super) struct Variable {
@@ -356,7 +370,9 @@ fn not_configuration(schema: &Json, name: &str, why: Unresolved) -> Error {
                     variable_for(&p),
                     p.join(".")
                 ),
-                None => String::new(),
+                None => section_fields(schema, &name[ENV_PREFIX.len()..])
+                    .map(|(section, fields)| format!(" (`{section}` has {fields})"))
+                    .unwrap_or_default(),
             };
             format!(
                 "not a configuration setting{hint}. Every {ENV_PREFIX}* variable must name a \

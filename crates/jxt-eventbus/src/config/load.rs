@@ -247,6 +247,7 @@ mod tests {
             .to_string();
         assert!(e.contains("EVENTBUS_NATS_URL"), "{e}");
         assert!(e.contains("EVENTBUS_DEV_"), "{e}");
+        assert!(e.contains("`nats` has") && e.contains("`servers`"), "{e}");
         let e = load_with_env(None, &[("EVENTBUS_REQUIRE_BROKERS", "1")])
             .unwrap_err()
             .to_string();
