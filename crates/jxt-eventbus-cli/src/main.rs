@@ -46,7 +46,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_LOG")
+            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_DEV_LOG")
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)

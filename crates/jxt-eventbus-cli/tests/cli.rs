@@ -3,7 +3,7 @@
 use std::process::Command;
 
 // The library's broker helpers: the same addresses, and the same skip or
-// failure (`EVENTBUS_REQUIRE_BROKERS=1`) when a broker does not answer.
+// failure (`EVENTBUS_DEV_REQUIRE_BROKERS=1`) when a broker does not answer.
 #[path = "../../jxt-eventbus/tests/support/mod.rs"]
 mod support;
 
@@ -140,7 +140,7 @@ fn nats_bench_compares_with_a_plain_and_a_pinned_consumer_in_either_sharing() {
     let Some(url) = support::nats_url() else {
         return;
     };
-    let v = broker_bench("nats", ("EVENTBUS_NATS_URL", url.clone()), &[]);
+    let v = broker_bench("nats", ("EVENTBUS_DEV_NATS_URL", url.clone()), &[]);
     assert_eq!(v["nats_sharing"], "pinned");
     assert_compared(&v, "pinned_end_to_end");
     assert!(v["pinned_end_to_end"]["baseline"]
@@ -149,7 +149,7 @@ fn nats_bench_compares_with_a_plain_and_a_pinned_consumer_in_either_sharing() {
         .contains("pinned"));
     let v = broker_bench(
         "nats",
-        ("EVENTBUS_NATS_URL", url),
+        ("EVENTBUS_DEV_NATS_URL", url),
         &["--nats-sharing", "shared"],
     );
     assert_eq!(v["nats_sharing"], "shared");

@@ -1,5 +1,5 @@
 //! The conformance suite on NATS JetStream (`scripts/services up`, or
-//! `EVENTBUS_NATS_URL`). Topics are created as streams up front, as an
+//! `EVENTBUS_DEV_NATS_URL`). Topics are created as streams up front, as an
 //! operator would; their dead-letter topics are created by the bus's topic
 //! strategy (`create_only`). Every stream is deleted afterwards.
 #![cfg(feature = "nats")]

@@ -2,7 +2,7 @@
 //! produce a record and consume it back through a consumer group.
 //!
 //! Needs `scripts/services up` (or `EVENTBUS_KAFKA_BROKERS`); the 3-node test
-//! also needs `EVENTBUS_KAFKA_CLUSTER_BROKERS` (`scripts/services up
+//! also needs `EVENTBUS_DEV_KAFKA_CLUSTER_BROKERS` (`scripts/services up
 //! --kafka-brokers 3`). See docs/development.md.
 #![cfg(feature = "kafka")]
 

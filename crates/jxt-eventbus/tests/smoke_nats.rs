@@ -2,7 +2,7 @@
 //! a stream, publish with a PubAck, and read back through a durable pull
 //! consumer with explicit acks.
 //!
-//! Needs `scripts/services up` (or `EVENTBUS_NATS_URL`). See
+//! Needs `scripts/services up` (or `EVENTBUS_DEV_NATS_URL`). See
 //! docs/development.md.
 #![cfg(feature = "nats")]
 

@@ -27,7 +27,7 @@
 //! comparison charged to the bus.
 //!
 //! Each side publishes into its own new file stream on the server at
-//! `EVENTBUS_NATS_URL` (default `nats://127.0.0.1:4222`); the streams are
+//! `EVENTBUS_DEV_NATS_URL` (default `nats://127.0.0.1:4222`); the streams are
 //! deleted after each side. `--rounds` rounds run the three sides one after
 //! the other, the side that goes first rotating, so no side always meets the
 //! server's state (or the machine's load) first. Every round is printed on
@@ -93,13 +93,13 @@ const GROUP: &str = "bench";
 const PINNED_TTL: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
-    let url = std::env::var("EVENTBUS_NATS_URL")
+    let url = std::env::var("EVENTBUS_DEV_NATS_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url} (EVENTBUS_NATS_URL)"))?;
+        .with_context(|| format!("cannot connect to NATS at {url} (EVENTBUS_DEV_NATS_URL)"))?;
     let js = jetstream::new(client);
     let run_id = super::run_id();
     let (mut plain, mut pinned) = (Vec::new(), Vec::new());

@@ -1,11 +1,11 @@
 //! A private nats-server for tests that must stop, restart or reconfigure
 //! the server: they never touch the shared one from `scripts/services`.
 //!
-//! The binary is `EVENTBUS_NATS_SERVER_BIN`, else the one `scripts/services`
+//! The binary is `EVENTBUS_DEV_NATS_SERVER_BIN`, else the one `scripts/services`
 //! built into its cache (`~/.cache/jxt-eventbus/nats/<version>/nats-server`,
-//! moved by `EVENTBUS_CACHE_DIR` or `XDG_CACHE_HOME`), else `nats-server` on
+//! moved by `EVENTBUS_DEV_CACHE_DIR` or `XDG_CACHE_HOME`), else `nats-server` on
 //! `PATH`. Without one the test is skipped (or fails under
-//! `EVENTBUS_REQUIRE_BROKERS=1`).
+//! `EVENTBUS_DEV_REQUIRE_BROKERS=1`).
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -33,10 +33,10 @@ impl NatsServer {
     /// As [`NatsServer::start`], with or without JetStream.
     pub fn start_with(extra: &str, jetstream: bool) -> Option<NatsServer> {
         let Some(bin) = binary() else {
-            let why = "no nats-server binary (set EVENTBUS_NATS_SERVER_BIN, or run \
+            let why = "no nats-server binary (set EVENTBUS_DEV_NATS_SERVER_BIN, or run \
                        `scripts/services up nats` once to build it)";
             if crate::support::brokers_required() {
-                panic!("EVENTBUS_REQUIRE_BROKERS=1 but {why}");
+                panic!("EVENTBUS_DEV_REQUIRE_BROKERS=1 but {why}");
             }
             let name = std::thread::current().name().unwrap_or("test").to_owned();
             let _ = writeln!(std::io::stderr(), "SKIPPED {name}: {why}");
@@ -128,12 +128,12 @@ fn free_port() -> u16 {
 }
 
 fn binary() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("EVENTBUS_NATS_SERVER_BIN") {
+    if let Ok(bin) = std::env::var("EVENTBUS_DEV_NATS_SERVER_BIN") {
         if !bin.trim().is_empty() {
             return Some(PathBuf::from(bin));
         }
     }
-    let cache = std::env::var_os("EVENTBUS_CACHE_DIR")
+    let cache = std::env::var_os("EVENTBUS_DEV_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| Path::new(&d).join("jxt-eventbus")))
         .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".cache/jxt-eventbus")));

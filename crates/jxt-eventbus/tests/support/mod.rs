@@ -4,12 +4,12 @@
 //! prints (see docs/development.md):
 //!
 //! * `EVENTBUS_KAFKA_BROKERS` (default `127.0.0.1:9092`)
-//! * `EVENTBUS_NATS_URL` (default `nats://127.0.0.1:4222`)
-//! * `EVENTBUS_KAFKA_CLUSTER_BROKERS` (no default: the 3-node tests run only
+//! * `EVENTBUS_DEV_NATS_URL` (default `nats://127.0.0.1:4222`)
+//! * `EVENTBUS_DEV_KAFKA_CLUSTER_BROKERS` (no default: the 3-node tests run only
 //!   when it is set, e.g. after `scripts/services up --kafka-brokers 3`)
 //!
 //! When a broker does not answer a TCP connect, a test is skipped with a note
-//! on stderr, unless `EVENTBUS_REQUIRE_BROKERS=1` (as in CI), where it fails.
+//! on stderr, unless `EVENTBUS_DEV_REQUIRE_BROKERS=1` (as in CI), where it fails.
 //!
 //! Use it from a test file with `mod support;`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
@@ -53,18 +53,18 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 
 /// Kafka bootstrap servers used when `EVENTBUS_KAFKA_BROKERS` is unset.
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
-/// NATS URL used when `EVENTBUS_NATS_URL` is unset.
+/// NATS URL used when `EVENTBUS_DEV_NATS_URL` is unset.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 const KAFKA_ENV: &str = "EVENTBUS_KAFKA_BROKERS";
-const KAFKA_CLUSTER_ENV: &str = "EVENTBUS_KAFKA_CLUSTER_BROKERS";
-const NATS_ENV: &str = "EVENTBUS_NATS_URL";
-const REQUIRE_ENV: &str = "EVENTBUS_REQUIRE_BROKERS";
+const KAFKA_CLUSTER_ENV: &str = "EVENTBUS_DEV_KAFKA_CLUSTER_BROKERS";
+const NATS_ENV: &str = "EVENTBUS_DEV_NATS_URL";
+const REQUIRE_ENV: &str = "EVENTBUS_DEV_REQUIRE_BROKERS";
 
 /// How long one reachability probe may take per address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// True when `EVENTBUS_REQUIRE_BROKERS` asks for a failure instead of a skip.
+/// True when `EVENTBUS_DEV_REQUIRE_BROKERS` asks for a failure instead of a skip.
 pub fn brokers_required() -> bool {
     matches!(
         std::env::var(REQUIRE_ENV)
@@ -78,7 +78,7 @@ pub fn brokers_required() -> bool {
 
 /// Kafka bootstrap servers (`host:port,...`) when at least one answers,
 /// else `None` after a skip note (or a panic under
-/// `EVENTBUS_REQUIRE_BROKERS=1`).
+/// `EVENTBUS_DEV_REQUIRE_BROKERS=1`).
 pub fn kafka_brokers() -> Option<String> {
     let brokers = env_or(KAFKA_ENV, DEFAULT_KAFKA_BROKERS);
     let endpoints = kafka_endpoints(&brokers);
@@ -88,9 +88,9 @@ pub fn kafka_brokers() -> Option<String> {
     }
 }
 
-/// The brokers of a 3-node Kafka cluster from `EVENTBUS_KAFKA_CLUSTER_BROKERS`,
+/// The brokers of a 3-node Kafka cluster from `EVENTBUS_DEV_KAFKA_CLUSTER_BROKERS`,
 /// when it is set and every broker answers. Unset: `None` with a skip note
-/// (this variable is opt-in, so `EVENTBUS_REQUIRE_BROKERS` does not apply).
+/// (this variable is opt-in, so `EVENTBUS_DEV_REQUIRE_BROKERS` does not apply).
 /// Set but a broker is down: `None` or a panic as for [`kafka_brokers`].
 pub fn kafka_cluster_brokers() -> Option<String> {
     let brokers = match std::env::var(KAFKA_CLUSTER_ENV) {
@@ -121,7 +121,7 @@ pub fn kafka_cluster_brokers() -> Option<String> {
 }
 
 /// The NATS server URL(s) when at least one answers, else `None` after a skip
-/// note (or a panic under `EVENTBUS_REQUIRE_BROKERS=1`).
+/// note (or a panic under `EVENTBUS_DEV_REQUIRE_BROKERS=1`).
 pub fn nats_url() -> Option<String> {
     let url = env_or(NATS_ENV, DEFAULT_NATS_URL);
     let endpoints = nats_endpoints(&url);

@@ -58,10 +58,10 @@ impl PrivateKafka {
         let out = Command::new("bash")
             .arg(script())
             .args(args)
-            .env("EVENTBUS_SERVICES_DIR", self.state.path())
-            .env("EVENTBUS_KAFKA_PORT", self.kafka_port.to_string())
+            .env("EVENTBUS_DEV_SERVICES_DIR", self.state.path())
+            .env("EVENTBUS_DEV_KAFKA_PORT", self.kafka_port.to_string())
             .env(
-                "EVENTBUS_KAFKA_CONTROLLER_PORT",
+                "EVENTBUS_DEV_KAFKA_CONTROLLER_PORT",
                 self.controller_port.to_string(),
             )
             .output()
@@ -82,10 +82,10 @@ impl Drop for PrivateKafka {
         let _ = Command::new("bash")
             .arg(script())
             .args(["down", "kafka"])
-            .env("EVENTBUS_SERVICES_DIR", self.state.path())
-            .env("EVENTBUS_KAFKA_PORT", self.kafka_port.to_string())
+            .env("EVENTBUS_DEV_SERVICES_DIR", self.state.path())
+            .env("EVENTBUS_DEV_KAFKA_PORT", self.kafka_port.to_string())
             .env(
-                "EVENTBUS_KAFKA_CONTROLLER_PORT",
+                "EVENTBUS_DEV_KAFKA_CONTROLLER_PORT",
                 self.controller_port.to_string(),
             )
             .output();
