@@ -683,6 +683,7 @@ impl EventBus {
             recovering: self.is_recovering(),
             backlog: self.backlog_state(),
             probe: self.inner.probe.as_ref().map(|p| p.report()),
+            dead_letters: &self.inner.metrics.dead_letters,
             config,
             now: Instant::now(),
         };

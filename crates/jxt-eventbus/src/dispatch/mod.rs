@@ -27,6 +27,7 @@ use crate::message::Message;
 use crate::metrics::TopicMetrics;
 use crate::offsets::PartitionOffsets;
 
+pub mod dead_letter;
 pub(crate) mod lanes;
 pub(crate) mod lease;
 pub mod worker;

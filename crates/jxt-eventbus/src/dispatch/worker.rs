@@ -46,6 +46,16 @@ pub mod dlq_headers {
     pub const FIRST_FAILURE: &str = "x-dlq-first-failure";
     /// Last failure time (RFC 3339).
     pub const LAST_FAILURE: &str = "x-dlq-last-failure";
+    /// `true` on a pointer record: written without the payload and the
+    /// record's own headers because the broker refused the full dead letter
+    /// for good (see [`dead_letter`](crate::dispatch::dead_letter)).
+    pub const POINTER: &str = "x-dlq-pointer";
+    /// On a pointer record: the payload's size in bytes.
+    pub const PAYLOAD_SIZE: &str = "x-dlq-payload-size";
+    /// On a pointer record: the payload's SHA-256, lower-case hex.
+    pub const PAYLOAD_SHA256: &str = "x-dlq-payload-sha256";
+    /// On a pointer record: why the broker refused the full dead letter.
+    pub const WRITE_ERROR: &str = "x-dlq-write-error";
 }
 
 /// What every worker of one bus shares.
@@ -383,12 +393,45 @@ async fn dead_letter(
 ) -> Outcome {
     let topic = format!("{}{}", job.partition.topic, ctx.dead_letter.suffix);
     let message = dead_letter_message(ctx, job, err, attempts, first, last);
+    let health = &ctx.metrics.dead_letters;
+    // Registered as waiting from the first failed write until this returns.
+    let mut waiting = None;
     let mut backoff = ctx.backoff();
     loop {
+        // The full record first on every round: a topic an operator created
+        // meanwhile gets it whole.
         match ctx.producer.send(&topic, message.clone()).await {
             Ok(_) => return Outcome::DeadLettered,
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 crate::log_limit::warn_limited!(dlq = %topic, error = %e, "dead-letter write failed; record stays unacknowledged and the write is retried");
+                waiting
+                    .get_or_insert_with(|| health.waiting(&topic))
+                    .failed(&e.to_string(), false);
+            }
+            Err(e) => {
+                // Refused for good: a pointer record instead, so the lane
+                // moves on and the payload stays findable in the original.
+                let reason = e.to_string();
+                let pointer = super::dead_letter::pointer(&message, &reason);
+                match ctx.producer.send(&topic, pointer).await {
+                    Ok(_) => {
+                        tracing::error!(
+                            dlq = %topic, topic = %job.partition.topic,
+                            partition = job.partition.partition, offset = job.offset,
+                            error = %reason,
+                            "dead letter refused by the broker; written without its payload (pointer record)"
+                        );
+                        health.pointer_written(&topic, &reason);
+                        ctx.metrics.dead_letter_pointer(&job.partition.topic);
+                        return Outcome::DeadLettered;
+                    }
+                    Err(pe) => {
+                        crate::log_limit::warn_limited!(dlq = %topic, error = %reason, pointer_error = %pe, "dead letter refused and its pointer record failed too; record stays unacknowledged and the write is retried");
+                        waiting
+                            .get_or_insert_with(|| health.waiting(&topic))
+                            .failed(&format!("{reason}; pointer record: {pe}"), true);
+                    }
+                }
             }
         }
         let delay = backoff.next().unwrap_or(ctx.retry.max_backoff);
@@ -414,7 +457,11 @@ fn dead_letter_message(
     h.set(ORIGINAL_PARTITION, job.partition.partition.to_string());
     h.set(ORIGINAL_OFFSET, job.offset.to_string());
     h.set(CONSUMER_GROUP, ctx.group.clone());
-    h.set(ERROR, err.message().to_string());
+    h.set(
+        ERROR,
+        super::dead_letter::bounded(err.message(), super::dead_letter::MAX_ERROR_BYTES)
+            .into_owned(),
+    );
     h.set(ERROR_KIND, err.kind().as_str());
     h.set(ATTEMPTS, attempts.to_string());
     h.set(FIRST_FAILURE, rfc3339(first));

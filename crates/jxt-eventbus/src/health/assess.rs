@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::broker::Reachability;
+use super::dead_letters::DeadLetterHealth;
 use super::probe::ProbeReport;
 use super::{ComponentHealth, HealthState};
 use crate::backlog::{BacklogState, PublisherState};
@@ -24,6 +25,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) recovering: bool,
     pub(crate) backlog: BacklogState,
     pub(crate) probe: Option<ProbeReport>,
+    pub(crate) dead_letters: &'a DeadLetterHealth,
     pub(crate) config: &'a HealthConfig,
     pub(crate) now: Instant,
 }
@@ -37,6 +39,7 @@ pub(crate) fn assess(inputs: &Inputs<'_>) -> Vec<ComponentHealth> {
     out.push(consumer(inputs.dispatch.as_ref()));
     out.push(producer(&inputs.publisher));
     out.push(backlog(inputs.recovering, &inputs.backlog));
+    out.push(inputs.dead_letters.component(inputs.now));
     if let Some(stats) = &inputs.dispatch {
         out.extend(subscriptions(
             stats,
@@ -263,6 +266,7 @@ mod tests {
             recovering: false,
             backlog: BacklogState::default(),
             probe: None,
+            dead_letters: Box::leak(Box::default()),
             config,
             now: Instant::now(),
         }

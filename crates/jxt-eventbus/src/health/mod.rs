@@ -9,6 +9,7 @@
 //! | `producer` | | publisher backlog |
 //! | `backlog` | | recovery mode |
 //! | `subscription:<topic>` | a partition's commit position stood still with unfinished records longer than `health.stall_after` | |
+//! | `dead_letters` | a lane waits because not even a payload-less pointer record could be written; or a pointer record was written in place of a full dead letter less than 10 minutes ago | a lane waits on a transient dead-letter write error |
 //! | `probe` | `health.probe.max_missed` heartbeats in a row missing | some missing, or publishing them fails |
 //!
 //! Health never asks the broker itself: it reads the latest background check
@@ -19,6 +20,7 @@ use std::time::SystemTime;
 
 pub(crate) mod assess;
 pub(crate) mod broker;
+pub(crate) mod dead_letters;
 pub(crate) mod probe;
 
 /// Overall or per-component state.

@@ -32,6 +32,7 @@
 //! | `processing_errors_total` | counter | `topic`, `kind` | failed attempts by error kind |
 //! | `retries_total` | counter | `topic` | attempts after the first |
 //! | `dead_lettered_total` | counter | `topic` | records written to the dead-letter topic |
+//! | `dead_letter_pointers_total` | counter | `topic` | dead letters the broker refused for good (too large, topic missing, not authorized), written as payload-less pointer records instead (also counted in `dead_lettered_total`) |
 //! | `in_flight_records` | gauge | | records queued in lanes or running |
 //! | `running_records` | gauge | | records in handlers |
 //! | `live_lanes` | gauge | `topic` | key lanes (aggregate processors) alive: with queued or running records |
@@ -67,6 +68,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::backend::PartitionLag;
 use crate::handler::HandlerError;
+use crate::health::dead_letters::DeadLetterHealth;
 
 mod recent_errors;
 
@@ -157,6 +159,8 @@ pub struct BusMetrics {
     pub retries: Family<TopicLabels, Counter>,
     /// `dead_lettered_total{topic, backend}`.
     pub dead_lettered: Family<TopicLabels, Counter>,
+    /// `dead_letter_pointers_total{topic, backend}`.
+    pub dead_letter_pointers: Family<TopicLabels, Counter>,
     /// `in_flight_records{backend}`.
     pub in_flight: Family<BackendLabels, Gauge>,
     /// `running_records{backend}`.
@@ -205,6 +209,7 @@ impl BusMetrics {
             processing_errors: Family::default(),
             retries: Family::default(),
             dead_lettered: Family::default(),
+            dead_letter_pointers: Family::default(),
             in_flight: Family::default(),
             running: Family::default(),
             live_lanes: Family::default(),
@@ -268,6 +273,11 @@ impl BusMetrics {
             "dead_lettered",
             "Records written to their dead-letter topic",
             self.dead_lettered.clone(),
+        );
+        r.register(
+            "dead_letter_pointers",
+            "Dead letters refused by the broker for good and written as payload-less pointer records",
+            self.dead_letter_pointers.clone(),
         );
         r.register(
             "in_flight_records",
@@ -367,6 +377,7 @@ impl BusMetrics {
             publish: RwLock::default(),
             lag_partitions: Mutex::default(),
             recent_errors: Arc::default(),
+            dead_letters: Arc::default(),
             families: self.clone(),
         }
     }
@@ -403,6 +414,8 @@ pub(crate) struct BoundMetrics {
     lag_partitions: Mutex<HashSet<PartitionLabels>>,
     /// The last handler failures of this bus.
     pub(crate) recent_errors: Arc<RecentErrors>,
+    /// What the workers report about failed dead-letter writes, for health.
+    pub(crate) dead_letters: Arc<DeadLetterHealth>,
     families: BusMetrics,
 }
 
@@ -472,6 +485,15 @@ impl BoundMetrics {
         for _ in 0..ok {
             h.duration.observe(secs);
         }
+    }
+
+    /// Counts a pointer record written for a dead letter of `topic` (a rare
+    /// path: the label lookup is fine).
+    pub(crate) fn dead_letter_pointer(&self, topic: &str) {
+        self.families
+            .dead_letter_pointers
+            .get_or_create(&self.topic_labels(topic))
+            .inc();
     }
 
     /// Handles of one subscription, resolved once when it is created.

@@ -134,16 +134,19 @@ impl NatsProducer {
             PublishErrorKind::TimedOut => return self.timeout(),
             PublishErrorKind::StreamNotFound => {
                 self.streams.forget(topic);
+                // Under `skip` nothing will create it: retrying cannot help
+                // until an operator does.
+                let skip = self.streams.strategy() == TopicStrategy::Skip;
                 (
                     format!(
                         "no JetStream stream captures subject `{topic}`{}",
-                        if self.streams.strategy() == TopicStrategy::Skip {
+                        if skip {
                             " (nats.topic_strategy is `skip`: create the stream)"
                         } else {
                             " (it was deleted?); the next publish sets it up again"
                         }
                     ),
-                    true,
+                    !skip,
                 )
             }
             PublishErrorKind::MaxPayloadExceeded => (format!("message too large: {e}"), false),
