@@ -97,8 +97,8 @@ pub mod validate;
 pub use backend::memory::MemoryBroker;
 pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
 pub use bus::{
-    DeadLetter, EventBus, EventBusBuilder, ReplayReport, SubscribeOptions, REPLAYED_FROM_ID_HEADER,
-    REPLAYED_HEADER,
+    DeadLetter, DeadLetterFilter, EventBus, EventBusBuilder, RefusedDeadLetter, ReplayOptions,
+    ReplayReport, SubscribeOptions, DEFAULT_MAX_REPLAYS, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,
 };
 pub use config::{BackendKind, BusConfig, Ordering, ShutdownMode};
 pub use delivery::Delivery;

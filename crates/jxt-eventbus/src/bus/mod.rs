@@ -33,11 +33,15 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
 mod builder;
+mod dead_letter_filter;
 mod dead_letters;
 mod options;
 
 pub use builder::EventBusBuilder;
-pub use dead_letters::{DeadLetter, ReplayReport, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER};
+pub use dead_letter_filter::{DeadLetterFilter, ReplayOptions, DEFAULT_MAX_REPLAYS};
+pub use dead_letters::{
+    DeadLetter, RefusedDeadLetter, ReplayReport, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,
+};
 pub use options::SubscribeOptions;
 
 /// One event bus: one producer and one consumer (one group, every subscribed

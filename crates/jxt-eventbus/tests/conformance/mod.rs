@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jxt_eventbus::{
-    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, HandlerResult, Message,
-    SubscribeOptions,
+    BusConfig, DeadLetterFilter, Delivery, ErrorKind, EventBus, HandlerError, HandlerResult,
+    Message, ReplayOptions, SubscribeOptions,
 };
 
 use crate::support::handled::{parse, record, Log, Seen};
 use crate::support::wait_for;
+
+mod replay_scope;
+pub use replay_scope::*;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -568,7 +571,7 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
     let mut listed = Vec::new();
     for _ in 0..10 {
         listed = bus
-            .list_dead_letters(&topic, 1000, idle, WAIT)
+            .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
             .await
             .expect("list");
         if listed.len() == bad.len() {
@@ -582,7 +585,7 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
         assert_eq!(d.error.as_deref(), Some("not yet"));
     }
     let listed_again = bus
-        .list_dead_letters(&topic, 1000, idle, WAIT)
+        .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
         .await
         .expect("list");
     assert_eq!(
@@ -592,14 +595,17 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
     );
 
     broken.store(false, Ordering::SeqCst);
-    let report = bus.replay_dead_letters(&topic, WAIT).await.expect("replay");
+    let report = bus
+        .replay_dead_letters(&topic, &ReplayOptions::new().timeout(WAIT))
+        .await
+        .expect("replay");
     assert_eq!(report.replayed, bad.len());
     wait_for("replayed records handled again", WAIT, || {
         replays.load(Ordering::SeqCst) == bad.len()
     })
     .await;
     let after = bus
-        .list_dead_letters(&topic, 1000, idle, WAIT)
+        .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
         .await
         .expect("list");
     assert!(
@@ -716,7 +722,8 @@ macro_rules! conformance_tests {
             per_key_order_under_concurrency, redelivery_after_handler_error,
             unsubscribe_stops_only_that_topic, shutdown_drains_and_commits,
             no_loss_when_a_member_dies, poison_records_go_to_the_dead_letter_topic,
-            dead_letters_can_be_listed_and_replayed,
+            dead_letters_can_be_listed_and_replayed, replay_is_scoped_to_the_group,
+            replay_refuses_unallowed_targets_and_tired_records,
             a_backlog_puts_the_bus_in_recovery_mode_until_caught_up, rejects_bad_input);
     };
     (@cases $make:expr; $($case:ident),*) => {
