@@ -263,3 +263,62 @@ mod nats {
         reader.shutdown().await.unwrap();
     }
 }
+
+/// Two groups that both dead-letter one record write two dead letters: the
+/// second must not be dropped as a duplicate of the first (JetStream
+/// de-duplicates by message id).
+async fn each_group_writes_its_own_dead_letter(
+    bus1: &EventBus,
+    bus2: &EventBus,
+    reader: &EventBus,
+    topic: &str,
+) {
+    let dlq = format!("{topic}.dlq");
+    for bus in [bus1, bus2] {
+        bus.subscribe(
+            topic,
+            |_d: Delivery| std::future::ready(Err(HandlerError::permanent("no"))),
+            SubscribeOptions::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let dead = collect(reader, &dlq).await;
+    bus1.publish(topic, Message::new("x").with_key("k"))
+        .await
+        .unwrap();
+    support::wait_for("a dead letter from each group", WAIT, || {
+        let d = dead.lock().unwrap();
+        let groups: std::collections::HashSet<_> = d
+            .iter()
+            .filter_map(|m| {
+                m.headers
+                    .get_str("x-dlq-consumer-group")
+                    .map(str::to_string)
+            })
+            .collect();
+        groups.len() == 2
+    })
+    .await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_each_group_writes_its_own_dead_letter() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let cleanup = nats_support::StreamCleanup::new(&url);
+    let topic = support::unique_name("dlqgroups");
+    cleanup.add(&topic);
+    let bus = |g: &str| EventBus::from_config(nats_support::config(&url, &support::unique_name(g)));
+    let (one, two, reader) = (
+        bus("g1").await.unwrap(),
+        bus("g2").await.unwrap(),
+        bus("r").await.unwrap(),
+    );
+    each_group_writes_its_own_dead_letter(&one, &two, &reader, &topic).await;
+    for b in [one, two, reader] {
+        b.shutdown().await.unwrap();
+    }
+}

@@ -273,10 +273,14 @@ pub(crate) fn replays(h: &Headers) -> u32 {
 
 /// The record a replay publishes for dead letter `m`: its own headers
 /// without any `x-dlq-*` provenance, the replay count raised by one, the id it
-/// failed with in [`REPLAYED_FROM_ID_HEADER`] and a fresh id (brokers that
-/// de-duplicate by id would drop it otherwise).
+/// failed with (`x-dlq-original-id`) in [`REPLAYED_FROM_ID_HEADER`] and a
+/// fresh id (brokers that de-duplicate by id would drop it otherwise).
 pub(crate) fn replay_message(mut m: Message) -> Message {
     let times = replays(&m.headers);
+    let from = match m.headers.get_str(dlq_headers::ORIGINAL_ID) {
+        Some(id) => id.to_string(),
+        None => std::mem::take(&mut m.id),
+    };
     let mut headers: Headers = m
         .headers
         .iter()
@@ -284,7 +288,7 @@ pub(crate) fn replay_message(mut m: Message) -> Message {
         .map(|(n, v)| (n.to_string(), v.clone()))
         .collect();
     headers.set(REPLAYED_HEADER, (times + 1).to_string());
-    headers.set(REPLAYED_FROM_ID_HEADER, std::mem::take(&mut m.id));
+    headers.set(REPLAYED_FROM_ID_HEADER, from);
     m.headers = headers;
     m.id = uuid::Uuid::now_v7().to_string();
     m.timestamp = SystemTime::now();
@@ -406,6 +410,7 @@ mod tests {
         m.headers.set(dlq_headers::ERROR, "boom");
         m.headers.set(REPLAYED_HEADER, "1");
         m.headers.set(REPLAYED_FROM_ID_HEADER, "older");
+        m.headers.set(dlq_headers::ORIGINAL_ID, "failed-id");
         let id = m.id.clone();
         let r = replay_message(m);
         let names: Vec<&str> = r.headers.iter().map(|(n, _)| n).collect();
@@ -416,7 +421,7 @@ mod tests {
         assert_eq!(r.headers.get_str(REPLAYED_HEADER), Some("2"));
         assert_eq!(
             r.headers.get_str(REPLAYED_FROM_ID_HEADER),
-            Some(id.as_str())
+            Some("failed-id")
         );
         assert_ne!(r.id, id);
         assert_eq!(r.key.as_deref(), Some("k"));

@@ -42,6 +42,24 @@ pub fn bounded(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}{TRUNCATED_MARKER}", &text[..end]))
 }
 
+/// The id of the dead letter a `group` writes for the record with id
+/// `original`: the same on every write attempt (a retried write is
+/// de-duplicated, e.g. by JetStream's `Nats-Msg-Id`), different per group
+/// (two groups' dead letters of one record are two records, not duplicates).
+/// A UUID (version 8) made of the first 16 bytes of SHA-256(group, id).
+pub fn dead_letter_id(group: &str, original: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(group.as_bytes());
+    h.update([0u8]);
+    h.update(original.as_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// Hex SHA-256 of `payload`.
 pub(crate) fn sha256_hex(payload: &[u8]) -> String {
     format!("{:x}", Sha256::digest(payload))
@@ -138,6 +156,17 @@ mod tests {
         );
         assert_eq!(h.get_str(dlq_headers::WRITE_ERROR), Some("too large"));
         assert!(h.get_str(dlq_headers::ERROR).unwrap().len() <= MAX_POINTER_ERROR_BYTES);
+    }
+
+    #[test]
+    fn dead_letter_ids_are_stable_per_group_and_differ_across_groups() {
+        let a = dead_letter_id("g1", "id-1");
+        assert_eq!(a, dead_letter_id("g1", "id-1"));
+        assert_ne!(a, dead_letter_id("g2", "id-1"));
+        assert_ne!(a, dead_letter_id("g1", "id-2"));
+        // No ambiguity from concatenation.
+        assert_ne!(dead_letter_id("g1", "x"), dead_letter_id("g", "1x"));
+        assert!(uuid::Uuid::parse_str(&a).is_ok(), "{a}");
     }
 
     #[test]

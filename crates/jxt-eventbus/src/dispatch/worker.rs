@@ -56,6 +56,10 @@ pub mod dlq_headers {
     pub const PAYLOAD_SHA256: &str = "x-dlq-payload-sha256";
     /// On a pointer record: why the broker refused the full dead letter.
     pub const WRITE_ERROR: &str = "x-dlq-write-error";
+    /// The message id of the record that failed. The dead letter's own id is
+    /// derived from it and the group (see
+    /// [`dead_letter_id`](crate::dispatch::dead_letter::dead_letter_id)).
+    pub const ORIGINAL_ID: &str = "x-dlq-original-id";
 }
 
 /// What every worker of one bus shares.
@@ -452,7 +456,9 @@ fn dead_letter_message(
     use dlq_headers::*;
     let rfc3339 = |t: SystemTime| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339();
     let mut m = Message::clone(&job.message);
+    m.id = super::dead_letter::dead_letter_id(&ctx.group, &job.message.id);
     let h = &mut m.headers;
+    h.set(ORIGINAL_ID, job.message.id.clone());
     h.set(ORIGINAL_TOPIC, job.partition.topic.to_string());
     h.set(ORIGINAL_PARTITION, job.partition.partition.to_string());
     h.set(ORIGINAL_OFFSET, job.offset.to_string());

@@ -172,7 +172,6 @@ pub async fn replay_refuses_unallowed_targets_and_tired_records(h: &dyn Harness)
     let elsewhere = h.unique("elsewhere");
     let dlq = format!("{topic}.dlq");
     h.create_topic(&topic, 1).await;
-    h.create_topic(&dlq, 1).await;
     let group = h.unique("g");
     let bus = h.bus(&group, &no_tweak).await;
     let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
