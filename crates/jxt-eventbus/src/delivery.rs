@@ -72,6 +72,13 @@ impl Delivery {
         &self.message.headers
     }
 
+    /// Event id, type, aggregate, tenant, trace and correlation ids: from
+    /// the payload when it is a jxt-core envelope, otherwise from jxt-core's
+    /// `X-*` headers (see [`crate::envelope::headers`]).
+    pub fn event_info(&self) -> crate::envelope::EventInfo {
+        crate::envelope::EventInfo::of(&self.message)
+    }
+
     /// Takes the message out. This copies it: the bus keeps the record
     /// until the handler finished (for retries and dead letters).
     pub fn into_message(self) -> Message {

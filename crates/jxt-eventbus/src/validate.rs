@@ -2,33 +2,47 @@
 
 use crate::error::{Error, Result};
 
-/// Longest accepted aggregate id, in characters.
+/// Longest accepted aggregate id, in bytes after trimming (jxt-core's
+/// limit; with the allowed characters, bytes and characters are the same).
 pub const MAX_AGGREGATE_ID_LEN: usize = 256;
 
 /// Longest accepted topic name (Kafka's limit).
 pub const MAX_TOPIC_LEN: usize = 249;
 
-/// Checks an aggregate id (a message key): 1..=256 characters of
-/// `[A-Za-z0-9:_\-./]`.
+/// Checks an aggregate id (a message key) by jxt-core's rule, so that both
+/// accept and refuse the same ids: after trimming white space, 1..=256 bytes
+/// of `[A-Za-z0-9:_\-./]`. The id itself is used untrimmed (as key and in
+/// the envelope), as jxt-core does.
 ///
 /// # Errors
-/// [`Error::InvalidMessage`] naming the first offending character or the length.
+/// [`Error::InvalidMessage`] with jxt-core's reason (see
+/// [`aggregate_id_problem`]).
 pub fn aggregate_id(id: &str) -> Result<()> {
+    match aggregate_id_problem(id) {
+        None => Ok(()),
+        Some(problem) => Err(Error::InvalidMessage(format!(
+            "invalid aggregate_id {id:?}: {problem}; allowed are 1 to {MAX_AGGREGATE_ID_LEN} of A-Z a-z 0-9 : _ - . /"
+        ))),
+    }
+}
+
+/// What is wrong with an aggregate id, in jxt-core's words
+/// (`aggregate_id is required`, `aggregate_id too long (max 256
+/// characters)`, `aggregate_id contains invalid character: <c>`); `None`
+/// when it is valid.
+pub fn aggregate_id_problem(id: &str) -> Option<String> {
+    let id = id.trim();
     if id.is_empty() {
-        return Err(Error::InvalidMessage("aggregate id is empty".into()));
+        return Some("aggregate_id is required".into());
     }
-    let len = id.chars().count();
-    if len > MAX_AGGREGATE_ID_LEN {
-        return Err(Error::InvalidMessage(format!(
-            "aggregate id is {len} characters long; at most {MAX_AGGREGATE_ID_LEN} are allowed"
-        )));
+    if id.len() > MAX_AGGREGATE_ID_LEN {
+        return Some(format!(
+            "aggregate_id too long (max {MAX_AGGREGATE_ID_LEN} characters)"
+        ));
     }
-    if let Some((pos, c)) = id.char_indices().find(|(_, c)| !is_id_char(*c)) {
-        return Err(Error::InvalidMessage(format!(
-            "aggregate id {id:?} has {c:?} at byte {pos}; allowed are A-Z a-z 0-9 and : _ - . /"
-        )));
-    }
-    Ok(())
+    id.chars()
+        .find(|c| !is_id_char(*c))
+        .map(|c| format!("aggregate_id contains invalid character: {c}"))
 }
 
 fn is_id_char(c: char) -> bool {
@@ -72,9 +86,16 @@ mod tests {
         assert!(aggregate_id(&"a".repeat(256)).is_ok());
         assert!(aggregate_id(&"a".repeat(257)).is_err());
         assert!(aggregate_id("").is_err());
+        assert!(aggregate_id("  ").is_err());
         let err = aggregate_id("order 42").unwrap_err().to_string();
-        assert!(err.contains("' '"), "{err}");
+        assert!(err.contains("invalid character:  "), "{err}");
         assert!(aggregate_id("ordér").is_err());
+        // jxt-core trims before checking, and counts bytes.
+        assert!(aggregate_id(&format!(" {} ", "a".repeat(256))).is_ok());
+        assert_eq!(
+            aggregate_id_problem(&"é".repeat(200)).unwrap(),
+            "aggregate_id too long (max 256 characters)"
+        );
     }
 
     #[test]

@@ -1,0 +1,163 @@
+use super::*;
+use crate::message::Headers;
+
+fn sample() -> Envelope {
+    Envelope::new(
+        "order-1",
+        "OrderCreated",
+        1,
+        &serde_json::json!({"total": 3}),
+    )
+    .unwrap()
+    .with_event_id("evt-1")
+    .with_timestamp(go_json::parse_time("2025-03-14T23:09:26.5+08:00").unwrap())
+}
+
+#[test]
+fn writes_jxt_core_field_order_and_omits_empty_optionals() {
+    let env = sample().with_trace_id("").with_tenant_id(0);
+    assert_eq!(
+        String::from_utf8(env.to_bytes().unwrap()).unwrap(),
+        r#"{"event_id":"evt-1","aggregate_id":"order-1","event_type":"OrderCreated","event_version":1,"timestamp":"2025-03-14T23:09:26.5+08:00","payload":{"total":3}}"#
+    );
+    let env = sample()
+        .with_trace_id("t")
+        .with_correlation_id("c")
+        .with_tenant_id(-7);
+    let text = String::from_utf8(env.to_bytes().unwrap()).unwrap();
+    assert!(
+        text.contains(r#""trace_id":"t","correlation_id":"c","tenant_id":-7,"payload""#),
+        "{text}"
+    );
+    // serde's view has the same fields in the same order.
+    assert_eq!(
+        serde_json::to_string(&env).unwrap(),
+        text,
+        "no character here needs Go-specific escaping"
+    );
+}
+
+#[test]
+fn tenant_reads_as_number_or_digit_string() {
+    let base = r#"{"event_id":"e","aggregate_id":"a","event_type":"T","event_version":1,"payload":{},"tenant_id":"#;
+    let read = |t: &str| Envelope::from_slice(format!("{base}{t}}}").as_bytes());
+    assert_eq!(read("42").unwrap().tenant_id, Some(42));
+    assert_eq!(read(r#""42""#).unwrap().tenant_id, Some(42));
+    assert_eq!(read(r#""-7""#).unwrap().tenant_id, Some(-7));
+    assert_eq!(read("0").unwrap().tenant_id, None);
+    assert_eq!(read("null").unwrap().tenant_id, None);
+    for bad in [
+        r#""t-1""#,
+        r#""""#,
+        "4.2",
+        r#""4 2""#,
+        "true",
+        "99999999999999999999",
+    ] {
+        let err = read(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("tenant_id") || err.contains("invalid type"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn event_version_is_an_integer_only() {
+    let read = |v: &str| {
+        Envelope::from_slice(
+            format!(r#"{{"event_id":"e","aggregate_id":"a","event_type":"T","event_version":{v},"payload":{{}}}}"#)
+                .as_bytes(),
+        )
+    };
+    assert_eq!(read("9223372036854775807").unwrap().event_version, i64::MAX);
+    for bad in ["1.0", r#""1""#, "1e2", "9223372036854775808"] {
+        let err = read(bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid message: failed to unmarshal envelope"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn rejects_what_jxt_core_rejects_in_its_order() {
+    let mut env = sample();
+    env.event_version = 0;
+    env.aggregate_id = "a b".into();
+    assert_eq!(
+        env.validate().unwrap_err().to_string(),
+        "invalid message: invalid envelope: event_version must be positive"
+    );
+    env.event_version = 1;
+    assert!(env
+        .to_message()
+        .unwrap_err()
+        .to_string()
+        .ends_with("invalid aggregate_id: aggregate_id contains invalid character:  "));
+}
+
+#[test]
+fn null_payload_is_encoded_but_not_published() {
+    let env = sample().with_raw_payload("null").unwrap();
+    assert!(env.to_bytes().is_ok());
+    assert!(env.to_message().is_err());
+    assert!(sample().with_raw_payload("not json {").is_err());
+}
+
+#[test]
+fn message_carries_jxt_core_headers_in_order_and_the_key() {
+    let env = sample()
+        .with_correlation_id("c")
+        .with_tenant_id(42)
+        .with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
+    let msg = env.to_message().unwrap();
+    assert_eq!(msg.key.as_deref(), Some("order-1"));
+    assert_eq!(msg.id, "evt-1");
+    let names: Vec<&str> = msg.headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "X-Event-ID",
+            "X-Aggregate-ID",
+            "X-Event-Version",
+            "X-Event-Type",
+            "X-Trace-ID",
+            "X-Correlation-ID",
+            "X-Tenant-ID"
+        ]
+    );
+    assert_eq!(msg.headers.get_str(headers::TENANT_ID), Some("42"));
+    let back = Envelope::from_message(&msg).unwrap();
+    assert_eq!(back.event_type, "OrderCreated");
+    assert_eq!(back.timestamp, env.timestamp);
+    assert_eq!(EventInfo::of(&msg), EventInfo::from(&env));
+}
+
+#[test]
+fn event_info_falls_back_on_headers_then_key() {
+    let headers: Headers = [
+        ("X-Event-ID", "e-9"),
+        ("X-Event-Type", "Paid"),
+        ("X-Event-Version", "4"),
+        ("aggregate-id", "order-9"),
+        ("X-Tenant-ID", "-3"),
+        ("X-Trace-ID", "t"),
+        ("X-Correlation-ID", ""),
+    ]
+    .into_iter()
+    .collect();
+    let mut msg = Message::new("not an envelope").with_key("key-1");
+    msg.headers = headers;
+    let info = EventInfo::of(&msg);
+    assert_eq!(info.event_id.as_deref(), Some("e-9"));
+    assert_eq!(info.event_type.as_deref(), Some("Paid"));
+    assert_eq!(info.event_version, Some(4));
+    assert_eq!(info.aggregate_id.as_deref(), Some("order-9"));
+    assert_eq!(info.tenant_id, Some(-3));
+    assert_eq!(info.trace_id.as_deref(), Some("t"));
+    assert_eq!(info.correlation_id, None);
+    let bare = Message::new("x").with_key("key-1");
+    assert_eq!(EventInfo::of(&bare).aggregate_id.as_deref(), Some("key-1"));
+    assert_eq!(EventInfo::of(&Message::new("x")), EventInfo::default());
+}
