@@ -120,17 +120,17 @@ impl Envelope {
         self
     }
 
-    /// Sets the trace id.
+    /// Sets the trace id (`""` means none, as in jxt-core).
     #[must_use]
     pub fn with_trace_id(mut self, id: impl Into<String>) -> Self {
-        self.trace_id = Some(id.into());
+        self.trace_id = Some(id.into()).filter(|s| !s.is_empty());
         self
     }
 
-    /// Sets the correlation id.
+    /// Sets the correlation id (`""` means none, as in jxt-core).
     #[must_use]
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.correlation_id = Some(id.into());
+        self.correlation_id = Some(id.into()).filter(|s| !s.is_empty());
         self
     }
 

@@ -6,6 +6,8 @@
 //! `EVENTBUS_REQUIRE_BROKERS=1` (CI), where it fails.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod go;
+
 use std::path::{Path, PathBuf};
 
 /// Where the fixtures are, relative to this crate.
@@ -22,17 +24,21 @@ pub fn fixtures() -> Option<PathBuf> {
         return Some(dir.to_path_buf());
     }
     let why = format!("the jxt-core fixtures are not at {FIXTURES}");
-    let required = matches!(
+    assert!(!required(), "EVENTBUS_REQUIRE_BROKERS=1 but {why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// Whether `EVENTBUS_REQUIRE_BROKERS` turns a skip into a failure.
+pub fn required() -> bool {
+    matches!(
         std::env::var("EVENTBUS_REQUIRE_BROKERS")
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase()
             .as_str(),
         "1" | "true" | "yes" | "on"
-    );
-    assert!(!required, "EVENTBUS_REQUIRE_BROKERS=1 but {why}");
-    eprintln!("skipped: {why}");
-    None
+    )
 }
 
 /// Bytes of a fixture file.

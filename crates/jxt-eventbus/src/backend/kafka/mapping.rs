@@ -4,8 +4,13 @@
 //! record timestamp its creation time (milliseconds), and the record headers
 //! its headers plus the message id as `X-Message-ID`. Reading maps back: the
 //! `X-Message-ID` header becomes the id (and is not repeated in the
-//! headers); a record without one — written by another producer — gets the
-//! stable id `kafka:<topic>/<partition>/<offset>`.
+//! headers); a record without one — written by another producer — takes
+//! jxt-core's `X-Event-ID`, else gets the stable id
+//! `kafka:<topic>/<partition>/<offset>`.
+//!
+//! An envelope's message already carries its id as `X-Event-ID`: then
+//! `X-Message-ID` is left out, so the record has exactly the headers
+//! jxt-core's `PublishEnvelope` writes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +20,14 @@ use bytes::Bytes;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
 
 use crate::backend::{Record, TopicPartition};
+use crate::envelope::headers::EVENT_ID as EVENT_ID_HEADER;
 use crate::message::{Headers, Message};
 
 /// Header carrying [`Message::id`].
 pub const MESSAGE_ID_HEADER: &str = "X-Message-ID";
 
-/// Record headers for `message`: its own, then `X-Message-ID`.
+/// Record headers for `message`: its own, then `X-Message-ID` unless
+/// `X-Event-ID` already carries the id.
 pub(super) fn headers(message: &Message) -> OwnedHeaders {
     let mut out = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
     for (name, value) in message.headers.iter() {
@@ -32,10 +39,26 @@ pub(super) fn headers(message: &Message) -> OwnedHeaders {
             value: Some(value.as_ref()),
         });
     }
+    if message.headers.get_str(EVENT_ID_HEADER) == Some(message.id.as_str()) {
+        return out;
+    }
     out.insert(Header {
         key: MESSAGE_ID_HEADER,
         value: Some(message.id.as_bytes()),
     })
+}
+
+/// The id of a consumed record: `X-Message-ID`, else jxt-core's
+/// `X-Event-ID`, else its position.
+fn record_id(message_id: Option<String>, headers: &Headers, at: impl FnOnce() -> String) -> String {
+    message_id
+        .or_else(|| {
+            headers
+                .get_str(EVENT_ID_HEADER)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(at)
 }
 
 /// Milliseconds since the epoch for the record timestamp.
@@ -91,7 +114,9 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
             headers.insert(h.key, value);
         }
     }
-    let id = id.unwrap_or_else(|| format!("kafka:{}/{}/{}", topic, m.partition(), m.offset()));
+    let id = record_id(id, &headers, || {
+        format!("kafka:{}/{}/{}", topic, m.partition(), m.offset())
+    });
     let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
     let timestamp = m
         .timestamp()
@@ -138,6 +163,27 @@ mod tests {
                 (MESSAGE_ID_HEADER.to_string(), b"id-1".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn an_envelope_id_travels_once_as_x_event_id() {
+        let env = crate::Envelope::new("order-1", "T", 1, &1).unwrap();
+        let m = env.to_message().unwrap();
+        let h = headers(&m);
+        let names: Vec<&str> = h.iter().map(|h| h.key).collect();
+        assert_eq!(
+            names,
+            [
+                "X-Event-ID",
+                "X-Aggregate-ID",
+                "X-Event-Version",
+                "X-Event-Type"
+            ]
+        );
+        let at = || "kafka:t/0/1".to_string();
+        assert_eq!(record_id(None, &m.headers, at), env.event_id);
+        assert_eq!(record_id(Some("m".into()), &m.headers, at), "m");
+        assert_eq!(record_id(None, &Headers::new(), at), "kafka:t/0/1");
     }
 
     #[test]

@@ -81,8 +81,12 @@ pub enum Partitioner {
     ConsistentRandom,
     /// CRC32 hash of the key; keyless records all go to one partition.
     Consistent,
-    /// FNV-1a hash of the key (as the Go sarama client); keyless records
-    /// random.
+    /// FNV-1a hash of the key, the same partition as sarama's
+    /// `NewHashPartitioner` (jxt-core's producer) for every key; keyless
+    /// records random. Choose it when Go (jxt-core/sarama) and Rust
+    /// producers write keyed records to the same topic, or per-aggregate
+    /// order is lost between them. Checked against jxt-core's captured
+    /// partitions and live against sarama (`tests/interop_kafka.rs`).
     Fnv1aRandom,
     /// Ignore the key: every record to a random partition. Breaks per-key
     /// order across partitions.
@@ -144,7 +148,8 @@ pub struct KafkaProducerConfig {
     /// with a timeout error after it. Default 30s.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
-    /// Key → partition mapping (`partitioner`). Default `murmur2_random`.
+    /// Key → partition mapping (`partitioner`). Default `murmur2_random`
+    /// (Java clients' choice); `fnv1a_random` is jxt-core's (sarama's).
     pub partitioner: Partitioner,
     /// Other librdkafka properties for the producer only. Default empty.
     pub properties: BTreeMap<String, String>,
