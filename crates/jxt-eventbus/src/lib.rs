@@ -96,6 +96,7 @@ pub mod validate;
 
 pub use backend::memory::MemoryBroker;
 pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
+pub use bus::publisher_dead_letters::{self, PublisherDeadLetter};
 pub use bus::{
     DeadLetter, DeadLetterFilter, EventBus, EventBusBuilder, RefusedDeadLetter, ReplayOptions,
     ReplayReport, SubscribeOptions, DEFAULT_MAX_REPLAYS, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,

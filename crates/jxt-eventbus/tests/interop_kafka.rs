@@ -316,3 +316,161 @@ async fn publish_envelope_writes_the_record_jxt_core_writes() {
         theirs["partition"].as_i64().unwrap() as i32
     );
 }
+
+/// Every record of `topic` from the beginning, waiting until `n` arrived.
+fn read_all(brokers: &str, topic: &str, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", support::unique_name("interop-raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} records on {topic}",
+            out.len()
+        );
+        if let Some(r) = consumer.poll(Duration::from_millis(200)) {
+            out.push(r.unwrap().detach());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jxt_core_publisher_dead_letters_are_listed_and_replayed() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let Some(dir) = interop_support::fixtures() else {
+        return;
+    };
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let dump = interop_support::json(&dir, "dlq/publisher-dlq-records.json");
+    let captured = &dump["dlq_records"][0];
+    let value = captured["value"]["text"].as_str().unwrap().to_string();
+    let header = |name: &str| {
+        captured["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"]["text"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert!(captured["key"].is_null(), "jxt-core writes no key");
+
+    let original = support::unique_name("interop-orig");
+    let dlq = support::unique_name("interop-publisher-dlq");
+    kafka_support::create_topic(&brokers, &original, 3).await;
+    kafka_support::create_topic(&brokers, &dlq, 1).await;
+    // Write what jxt-core's publisher writes (its captured record, with the
+    // original topic renamed to this test's), and a non-envelope one.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (value, error) in [
+        (value.as_str(), header("X-Error-Message")),
+        (
+            "plain bytes",
+            "kafka: client has run out of available brokers".into(),
+        ),
+    ] {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "X-Original-Topic",
+                value: Some(original.as_str()),
+            })
+            .insert(Header {
+                key: "X-Error-Message",
+                value: Some(error.as_str()),
+            })
+            .insert(Header {
+                key: "X-Timestamp",
+                value: Some(header("X-Timestamp").as_str()),
+            });
+        let record: FutureRecord<'_, (), str> =
+            FutureRecord::to(&dlq).payload(value).headers(headers);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    let bus = fnv1a_bus(&brokers).await;
+    let (idle, timeout) = (Duration::from_secs(2), Duration::from_secs(30));
+    let listed = bus
+        .list_publisher_dead_letters(&dlq, 10, idle, timeout)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].original_topic.as_deref(), Some(original.as_str()));
+    assert_eq!(
+        listed[0].error.as_deref(),
+        Some(header("X-Error-Message").as_str())
+    );
+    assert_eq!(
+        listed[0].failed_at.map(|t| t.to_rfc3339()),
+        Some(
+            chrono::DateTime::parse_from_rfc3339(&header("X-Timestamp"))
+                .unwrap()
+                .to_rfc3339()
+        )
+    );
+    assert_eq!(listed[0].message.payload, value.as_bytes());
+    assert_eq!(listed[0].message.key, None);
+
+    let report = bus
+        .replay_publisher_dead_letters(&dlq, timeout)
+        .await
+        .unwrap();
+    assert_eq!(report.replayed, 2);
+    let mut back = read_all(&brokers, &original, 2);
+    back.sort_by_key(|m| m.payload().map(<[u8]>::len));
+    let (plain, envelope) = (&back[0], &back[1]);
+    assert_eq!(plain.payload(), Some(&b"plain bytes"[..]));
+    assert_eq!(plain.key(), None);
+    // The envelope gets its key and X-* headers back, so it lands on its
+    // aggregate's partition (sarama's choice, as jxt-core would have).
+    let env = Envelope::from_slice(value.as_bytes()).unwrap();
+    assert_eq!(envelope.payload(), Some(value.as_bytes()));
+    assert_eq!(envelope.key(), Some(env.aggregate_id.as_bytes()));
+    assert_eq!(
+        envelope.partition(),
+        sarama_partition(env.aggregate_id.as_bytes(), 3)
+    );
+    let names: Vec<String> = envelope
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| h.key.to_string())
+        .collect();
+    assert_eq!(
+        names[..5],
+        [
+            "X-Event-ID",
+            "X-Aggregate-ID",
+            "X-Event-Version",
+            "X-Event-Type",
+            "X-Trace-ID"
+        ]
+    );
+    assert!(names.contains(&"x-dlq-replayed".to_string()), "{names:?}");
+
+    // Committed: a second replay finds nothing.
+    let again = bus
+        .replay_publisher_dead_letters(&dlq, timeout)
+        .await
+        .unwrap();
+    assert_eq!(again.replayed, 0);
+    bus.shutdown().await.unwrap();
+}

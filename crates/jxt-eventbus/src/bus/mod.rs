@@ -36,6 +36,7 @@ mod builder;
 mod dead_letter_filter;
 mod dead_letters;
 mod options;
+pub mod publisher_dead_letters;
 
 pub use builder::EventBusBuilder;
 pub use dead_letter_filter::{DeadLetterFilter, ReplayOptions, DEFAULT_MAX_REPLAYS};
