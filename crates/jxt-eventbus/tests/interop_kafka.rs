@@ -429,8 +429,15 @@ async fn jxt_core_publisher_dead_letters_are_listed_and_replayed() {
     assert_eq!(listed[0].message.payload, value.as_bytes());
     assert_eq!(listed[0].message.key, None);
 
+    // A header never names a topic the caller did not: nothing replayed.
+    let refused = bus
+        .replay_publisher_dead_letters(&dlq, &["some-other-topic"], timeout)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains(&original), "{refused}");
     let report = bus
-        .replay_publisher_dead_letters(&dlq, timeout)
+        .replay_publisher_dead_letters(&dlq, &[&original], timeout)
         .await
         .unwrap();
     assert_eq!(report.replayed, 2);
@@ -468,7 +475,7 @@ async fn jxt_core_publisher_dead_letters_are_listed_and_replayed() {
 
     // Committed: a second replay finds nothing.
     let again = bus
-        .replay_publisher_dead_letters(&dlq, timeout)
+        .replay_publisher_dead_letters(&dlq, &[&original], timeout)
         .await
         .unwrap();
     assert_eq!(again.replayed, 0);

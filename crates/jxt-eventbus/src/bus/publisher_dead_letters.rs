@@ -20,8 +20,12 @@
 //! failure: handlers must tolerate that (the envelope's `event_version`
 //! tells). A value that is not an envelope is replayed without a key, as
 //! jxt-core's `Publish` sent it, so it goes to any partition and has no
-//! order relative to other records. Replay only publishes to topics that
-//! exist: the bus's producers never create topics.
+//! order relative to other records.
+//!
+//! Replay publishes only to the topics its caller names: a header never
+//! chooses a topic that may then be created (`kafka.topic_strategy:
+//! create_only` creates a missing topic on publish). A record for another
+//! topic stops the replay with an error naming it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,18 +157,19 @@ impl EventBus {
     }
 
     /// Publishes every record of jxt-core's publisher dead-letter topic
-    /// `dlq_topic` not yet replayed to its `X-Original-Topic` (see the module
-    /// docs for key, headers and ordering), one at a time in order, and
-    /// commits it. Returns once the topic is drained.
+    /// `dlq_topic` not yet replayed to its `X-Original-Topic`, which must be
+    /// one of `topics` (see the module docs for key, headers and ordering),
+    /// one at a time in order, and commits it. Returns once the topic is
+    /// drained.
     ///
     /// # Errors
     /// [`Error::Closed`] after shutdown; a backend error when the topic
-    /// cannot be read; [`Error::InvalidMessage`] for a record without a
-    /// valid `X-Original-Topic` and the publish error when a record cannot
-    /// be put back (the replay stops there; that record and the ones after
-    /// it stay in the topic); [`Error::Timeout`] when it is not drained
-    /// within `timeout`. What was replayed before stays replayed and
-    /// committed.
+    /// cannot be read; [`Error::InvalidMessage`] for a record whose
+    /// `X-Original-Topic` is missing or not in `topics`, and the publish
+    /// error when a record cannot be put back (the replay stops there; that
+    /// record and the ones after it stay in the topic); [`Error::Timeout`]
+    /// when it is not drained within `timeout`. What was replayed before
+    /// stays replayed and committed.
     ///
     /// # Cancel safety
     /// Not cancel safe: a dropped call stops mid-way; a record put back but
@@ -172,6 +177,7 @@ impl EventBus {
     pub async fn replay_publisher_dead_letters(
         &self,
         dlq_topic: &str,
+        topics: &[&str],
         timeout: Duration,
     ) -> Result<ReplayReport> {
         self.ensure_open()?;
@@ -190,7 +196,10 @@ impl EventBus {
             match tokio::time::timeout(POLL.min(left), events.recv()).await {
                 Ok(Some(ConsumerEvent::Assigned(_))) => assigned = true,
                 Ok(Some(ConsumerEvent::Records(records))) => {
-                    if let Err(e) = self.replay_records(&*consumer, records, &mut report).await {
+                    if let Err(e) = self
+                        .replay_records(&*consumer, records, topics, &mut report)
+                        .await
+                    {
                         break Err(e);
                     }
                 }
@@ -236,6 +245,7 @@ impl EventBus {
         &self,
         consumer: &dyn Consumer,
         records: Vec<Record>,
+        topics: &[&str],
         report: &mut ReplayReport,
     ) -> Result<()> {
         for mut record in records {
@@ -245,10 +255,11 @@ impl EventBus {
             let topic = letter
                 .original_topic
                 .as_deref()
-                .filter(|t| crate::validate::topic(t).is_ok())
+                .filter(|t| topics.contains(t))
                 .ok_or_else(|| {
                     Error::InvalidMessage(format!(
-                        "publisher dead letter {partition}@{offset} has no valid {ORIGINAL_TOPIC_HEADER} header ({:?})",
+                        "publisher dead letter {partition}@{offset} is for {ORIGINAL_TOPIC_HEADER} {:?}, \
+                         which is not among the topics to replay ({topics:?}); add it to replay the record",
                         letter.original_topic
                     ))
                 })?;
