@@ -28,7 +28,7 @@ mod security;
 mod topics;
 
 pub use consumer::{KafkaConsumerConfig, OffsetReset};
-pub use producer::{Acks, Compression, KafkaProducerConfig, Partitioner};
+pub use producer::{Acks, Compression, IdHeader, KafkaProducerConfig, Partitioner};
 pub use security::{KafkaNetConfig, KafkaSaslConfig, KafkaTlsConfig, SaslMechanism, Secret};
 pub use topics::{TopicCompression, TopicSettings, TopicStrategy};
 

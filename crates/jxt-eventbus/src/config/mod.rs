@@ -22,9 +22,9 @@ mod nats;
 pub use env::{environment_overrides, DEV_PREFIX, ENV_PREFIX};
 pub use health::{HealthConfig, ProbeConfig};
 pub use kafka::{
-    Acks, Compression, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig, KafkaProducerConfig,
-    KafkaSaslConfig, KafkaTlsConfig, OffsetReset, Partitioner, SaslMechanism, Secret,
-    TopicCompression, TopicSettings, TopicStrategy,
+    Acks, Compression, IdHeader, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig,
+    KafkaProducerConfig, KafkaSaslConfig, KafkaTlsConfig, OffsetReset, Partitioner, SaslMechanism,
+    Secret, TopicCompression, TopicSettings, TopicStrategy,
 };
 pub use nats::{
     NatsAuth, NatsConfig, NatsConsumerSettings, NatsRetention, NatsSharing, NatsStorage,

@@ -2,11 +2,12 @@
 //!
 //! The key is the message key (the aggregate id), the value its payload, the
 //! record timestamp its creation time (milliseconds), and the record headers
-//! its headers plus the message id as `X-Message-ID`. Reading maps back: the
-//! `X-Message-ID` header becomes the id (and is not repeated in the
-//! headers); a record without one — written by another producer — takes
-//! jxt-core's `X-Event-ID`, else gets the stable id
-//! `kafka:<topic>/<partition>/<offset>`.
+//! its headers plus the message id as `X-Message-ID` (or, with
+//! `kafka.producer.id_header: watermill`, as Watermill's
+//! `_watermill_message_uuid`). Reading maps back: either header becomes the
+//! id (and is not repeated in the headers); a record without one — written
+//! by another producer — takes jxt-core's `X-Event-ID`, else gets the stable
+//! id `kafka:<topic>/<partition>/<offset>`.
 //!
 //! An envelope's message already carries its id as `X-Event-ID`: then
 //! `X-Message-ID` is left out, so the record has exactly the headers
@@ -20,18 +21,26 @@ use bytes::Bytes;
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
 
 use crate::backend::{Record, TopicPartition};
+use crate::config::IdHeader;
 use crate::envelope::headers::EVENT_ID as EVENT_ID_HEADER;
 use crate::message::{Headers, Message};
 
 /// Header carrying [`Message::id`].
 pub const MESSAGE_ID_HEADER: &str = "X-Message-ID";
 
-/// Record headers for `message`: its own, then `X-Message-ID` unless
-/// `X-Event-ID` already carries the id.
-pub(super) fn headers(message: &Message) -> OwnedHeaders {
+/// Where Watermill's Kafka marshaler keeps a message's UUID.
+const WATERMILL_UUID_HEADER: &str = "_watermill_message_uuid";
+
+fn is_id_header(name: &str) -> bool {
+    name == MESSAGE_ID_HEADER || name == WATERMILL_UUID_HEADER
+}
+
+/// Record headers for `message`: its own, then the id as `id_header`
+/// (unless that is `X-Message-ID` and `X-Event-ID` already carries the id).
+pub(super) fn headers(message: &Message, id_header: IdHeader) -> OwnedHeaders {
     let mut out = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
     for (name, value) in message.headers.iter() {
-        if name == MESSAGE_ID_HEADER {
+        if is_id_header(name) {
             continue;
         }
         out = out.insert(Header {
@@ -39,11 +48,13 @@ pub(super) fn headers(message: &Message) -> OwnedHeaders {
             value: Some(value.as_ref()),
         });
     }
-    if message.headers.get_str(EVENT_ID_HEADER) == Some(message.id.as_str()) {
+    if id_header == IdHeader::XMessageId
+        && message.headers.get_str(EVENT_ID_HEADER) == Some(message.id.as_str())
+    {
         return out;
     }
     out.insert(Header {
-        key: MESSAGE_ID_HEADER,
+        key: id_header.name(),
         value: Some(message.id.as_bytes()),
     })
 }
@@ -102,7 +113,7 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
     let mut headers = Headers::new();
     if let Some(hs) = m.headers() {
         for h in hs.iter() {
-            if h.key == MESSAGE_ID_HEADER && id.is_none() {
+            if is_id_header(h.key) && id.is_none() {
                 // Straight from librdkafka's buffer: one allocation.
                 id = h
                     .value
@@ -151,7 +162,7 @@ mod tests {
             .with_id("id-1")
             .with_header("a", "1")
             .with_header(MESSAGE_ID_HEADER, "stale");
-        let h = headers(&m);
+        let h = headers(&m, IdHeader::XMessageId);
         let all: Vec<(String, Vec<u8>)> = h
             .iter()
             .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
@@ -169,7 +180,7 @@ mod tests {
     fn an_envelope_id_travels_once_as_x_event_id() {
         let env = crate::Envelope::new("order-1", "T", 1, &1).unwrap();
         let m = env.to_message().unwrap();
-        let h = headers(&m);
+        let h = headers(&m, IdHeader::XMessageId);
         let names: Vec<&str> = h.iter().map(|h| h.key).collect();
         assert_eq!(
             names,
@@ -184,6 +195,11 @@ mod tests {
         assert_eq!(record_id(None, &m.headers, at), env.event_id);
         assert_eq!(record_id(Some("m".into()), &m.headers, at), "m");
         assert_eq!(record_id(None, &Headers::new(), at), "kafka:t/0/1");
+        // For Watermill the id header is written even for an envelope.
+        let h = headers(&m, IdHeader::Watermill);
+        let last = h.iter().last().unwrap();
+        assert_eq!(last.key, "_watermill_message_uuid");
+        assert_eq!(last.value, Some(env.event_id.as_bytes()));
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl KafkaProducer {
         message: &Message,
         ticket: Box<Ticket>,
     ) -> Result<(), KafkaError> {
-        let headers = mapping::headers(message);
+        let headers = mapping::headers(message, self.config.kafka.producer.id_header);
         let mut record: BaseRecord<'_, [u8], [u8], Box<Ticket>> =
             BaseRecord::with_opaque_to(topic, ticket)
                 .payload(&message.payload[..])

@@ -106,6 +106,32 @@ impl Partitioner {
     }
 }
 
+/// The record header carrying [`crate::Message::id`]. A consumer of this bus
+/// reads either, so the choice only matters to other readers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdHeader {
+    /// `X-Message-ID`, left out when jxt-core's `X-Event-ID` already holds
+    /// the id (envelopes), so envelope records carry exactly jxt-core's
+    /// headers. The default.
+    #[default]
+    XMessageId,
+    /// `_watermill_message_uuid`, where Watermill's Kafka marshaler reads a
+    /// message's UUID: a Watermill subscriber then sees the id as its UUID
+    /// and the other headers as its metadata.
+    Watermill,
+}
+
+impl IdHeader {
+    /// The header name.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdHeader::XMessageId => "X-Message-ID",
+            IdHeader::Watermill => "_watermill_message_uuid",
+        }
+    }
+}
+
 /// Producer settings. The names in parentheses are librdkafka properties;
 /// jxt-core's names are given where they differ.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +177,9 @@ pub struct KafkaProducerConfig {
     /// Key → partition mapping (`partitioner`). Default `murmur2_random`
     /// (Java clients' choice); `fnv1a_random` is jxt-core's (sarama's).
     pub partitioner: Partitioner,
+    /// Header carrying the message id: `x_message_id` (default) or
+    /// `watermill` (for Watermill subscribers).
+    pub id_header: IdHeader,
     /// Other librdkafka properties for the producer only. Default empty.
     pub properties: BTreeMap<String, String>,
 }
@@ -169,6 +198,7 @@ impl Default for KafkaProducerConfig {
             retry_backoff: Duration::from_millis(100),
             message_timeout: Duration::from_secs(30),
             partitioner: Partitioner::Murmur2Random,
+            id_header: IdHeader::XMessageId,
             properties: BTreeMap::new(),
         }
     }
@@ -188,6 +218,7 @@ impl fmt::Debug for KafkaProducerConfig {
             .field("retry_backoff", &self.retry_backoff)
             .field("message_timeout", &self.message_timeout)
             .field("partitioner", &self.partitioner)
+            .field("id_header", &self.id_header)
             .field("properties", &Redacted(&self.properties))
             .finish()
     }
