@@ -35,6 +35,7 @@ use tracing::Instrument;
 mod builder;
 mod dead_letter_filter;
 mod dead_letters;
+mod jxt_core_health;
 mod options;
 pub mod publisher_dead_letters;
 

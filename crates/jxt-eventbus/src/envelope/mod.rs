@@ -27,7 +27,7 @@
 //! refused at publish (jxt-core's reader refuses it).
 
 mod decode;
-mod go_json;
+pub(crate) mod go_json;
 pub mod headers;
 
 use chrono::{DateTime, FixedOffset, Utc};

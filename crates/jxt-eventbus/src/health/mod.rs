@@ -21,6 +21,7 @@ use std::time::SystemTime;
 pub(crate) mod assess;
 pub(crate) mod broker;
 pub(crate) mod dead_letters;
+pub mod jxt_core;
 pub(crate) mod probe;
 
 /// Overall or per-component state.
