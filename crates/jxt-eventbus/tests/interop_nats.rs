@@ -5,7 +5,7 @@
 //! bytes, no headers). A Rust bus consumes them with its own durable next to
 //! jxt-core's, and a Go consumer reading jxt-core's durable the way jxt-core
 //! does (nats.go, `tests/interop/jxtcorenats`) reads what the Rust bus
-//! publishes.
+//! publishes. Both see each other's health-check heartbeats.
 //!
 //! Runs its own nats-server: a stream with subjects `["*"]` on the shared
 //! server would capture other tests' subjects.
@@ -18,6 +18,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
+use jxt_eventbus::health::jxt_core::{JxtCoreHealthOptions, JxtCoreHeartbeat, DEFAULT_TOPIC};
 use jxt_eventbus::{Delivery, Envelope, EventBus, SubscribeOptions};
 use nats_support::server::NatsServer;
 use serde_json::Value;
@@ -142,5 +143,41 @@ async fn a_rust_bus_shares_jxt_core_persistent_stream_both_ways() {
         streams.push(n.unwrap());
     }
     assert_eq!(streams, ["PERSISTENT_STREAM"]);
+
+    // Health: jxt-core's NATS heartbeat (subject jxt-core-health-check, in
+    // the same stream) and this bus's own are both seen.
+    let heartbeat = messages["on_the_wire"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["subject"] == DEFAULT_TOPIC)
+        .expect("a captured NATS heartbeat");
+    let go = JxtCoreHeartbeat::from_slice(heartbeat["data"]["text"].as_str().unwrap().as_bytes())
+        .unwrap();
+    js.publish(
+        DEFAULT_TOPIC,
+        heartbeat["data"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+            .into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let health = bus
+        .start_jxt_core_health(JxtCoreHealthOptions::new())
+        .await
+        .unwrap();
+    let ours = health.instance_id().to_string();
+    assert!(ours.starts_with("nats-eventbus-"), "{ours}");
+    support::eventually("the Go and the Rust heartbeat", 30, || {
+        let peers = health.peers();
+        peers.iter().any(|p| p.instance_id() == go.instance_id())
+            && peers.iter().any(|p| p.instance_id() == ours)
+    })
+    .await;
+    drop(health);
     bus.shutdown().await.unwrap();
 }
