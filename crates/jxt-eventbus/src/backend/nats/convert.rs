@@ -74,6 +74,14 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
         text(&message.id, "message id")?,
     );
     if let Some(key) = &message.key {
+        // The client trims header values on read: a key with white space
+        // at either end (valid by jxt-core's aggregate-id rule) would come
+        // back altered.
+        if key.trim() != key {
+            return Err(refuse(format!(
+                "key {key:?} has white space at its start or end, which a NATS header cannot carry unchanged"
+            )));
+        }
         map.insert(HeaderName::from_static(KEY), text(key, "key")?);
     }
     let millis = message
@@ -201,6 +209,13 @@ mod tests {
     /// The message a consumer reads from `payload` published with `map`.
     fn read_back(payload: &Bytes, map: &HeaderMap) -> Message {
         message(payload.clone(), Some(map), || "unused".into(), UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_key_with_outer_white_space_is_refused_not_altered() {
+        let m = Message::new("x").with_key("  order-1  ");
+        let err = headers("t", &m).unwrap_err().to_string();
+        assert!(err.contains("white space"), "{err}");
     }
 
     #[test]
