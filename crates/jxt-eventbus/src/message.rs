@@ -73,8 +73,10 @@ pub struct Message {
     /// header on Kafka and as `Nats-Msg-Id` on JetStream (broker-side de-duplication).
     pub id: String,
     /// Aggregate id. Records with the same key on the same topic are handled
-    /// one at a time in publish order. Validated at publish: at most 256
-    /// characters of `[A-Za-z0-9:_\-./]`.
+    /// one at a time in publish order. Validated at publish by jxt-core's
+    /// rule ([`crate::validate::aggregate_id`]): after trimming white space,
+    /// 1 to 256 characters of `[A-Za-z0-9:_\-./]`; the key itself is sent
+    /// untrimmed.
     pub key: Option<String>,
     /// Headers.
     pub headers: Headers,
