@@ -1,7 +1,8 @@
 //! jxt-core's health-check heartbeats: the captured ones (Kafka and NATS)
 //! read and re-encode byte for byte, and on Kafka a Rust bus publishes
 //! heartbeats of jxt-core's shape to the topic while reading a Go
-//! instance's heartbeat from it.
+//! instance's heartbeat from it — started by hand, or configured
+//! (`health.jxt_core`).
 #![cfg(feature = "kafka")]
 
 mod interop_support;
@@ -131,5 +132,49 @@ async fn a_rust_bus_and_a_go_instance_see_each_others_heartbeats() {
     assert_eq!(value["version"], "2.0.0");
     assert_eq!(value["metadata"]["checkType"], "periodic");
     drop(health);
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bus_configured_for_jxt_core_health_publishes_and_reads_heartbeats() {
+    let Some(dir) = interop_support::fixtures() else {
+        return;
+    };
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let topic = support::unique_name("interop-health-cfg");
+    kafka_support::create_topic(&brokers, &topic, 1).await;
+    let (_, go_value) = captured(&dir).remove(1);
+    let go = JxtCoreHeartbeat::from_slice(go_value.as_bytes()).unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<(), str>::to(&topic).payload(&go_value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    let mut config = kafka_support::config(&brokers, &support::unique_name("interop-health-c"));
+    config.health.jxt_core.enabled = true;
+    config.health.jxt_core.topic = topic.clone();
+    config.health.jxt_core.interval = Duration::from_millis(200);
+    let bus = jxt_eventbus::EventBus::from_config(config).await.unwrap();
+    // Our own heartbeats keep coming: at least two from this bus's instance
+    // replace each other, and the Go one stays.
+    support::eventually("the Go heartbeat and our own", 30, || {
+        let peers = bus.jxt_core_peers();
+        peers.iter().any(|p| p.instance_id() == go.instance_id())
+            && peers
+                .iter()
+                .any(|p| p.instance_id().starts_with("kafka-eventbus-") && p != &go)
+    })
+    .await;
+    assert_eq!(bus.jxt_core_peers().len(), 2);
     bus.shutdown().await.unwrap();
 }

@@ -154,6 +154,11 @@ impl EventBusBuilder {
             .probe
             .enabled
             .then(|| Arc::new(Probe::new(config.health.probe.clone())));
+        let jxt_core_peers = config
+            .health
+            .jxt_core
+            .enabled
+            .then(crate::health::jxt_core::Peers::default);
         let bus = EventBus {
             inner: Arc::new(Inner {
                 config,
@@ -171,11 +176,13 @@ impl EventBusBuilder {
                 metrics_registry,
                 broker,
                 probe: probe.clone(),
+                jxt_core_peers,
             }),
         };
         if let Some(p) = probe {
             crate::health::probe::spawn(bus.downgrade(), p);
         }
+        bus.start_configured_jxt_core_health();
         Ok(bus)
     }
 }

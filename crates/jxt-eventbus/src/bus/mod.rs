@@ -96,6 +96,8 @@ struct Inner {
     broker: Arc<BrokerWatch>,
     /// The heartbeat probe, when enabled.
     probe: Option<Arc<Probe>>,
+    /// jxt-core heartbeats read, when `health.jxt_core` is enabled.
+    jxt_core_peers: Option<crate::health::jxt_core::Peers>,
 }
 
 #[derive(Clone)]

@@ -29,6 +29,9 @@ pub struct HealthConfig {
     pub stall_after: Duration,
     /// End-to-end heartbeat probe. Default off.
     pub probe: ProbeConfig,
+    /// jxt-core's health-check heartbeats, published and read so Go and
+    /// Rust services see each other. Default off.
+    pub jxt_core: JxtCoreHealthConfig,
 }
 
 impl Default for HealthConfig {
@@ -38,6 +41,36 @@ impl Default for HealthConfig {
             broker_unreachable_after: Duration::from_secs(30),
             stall_after: Duration::from_secs(300),
             probe: ProbeConfig::default(),
+            jxt_core: JxtCoreHealthConfig::default(),
+        }
+    }
+}
+
+/// jxt-core's health-check heartbeats (see [`crate::health::jxt_core`]):
+/// when enabled, the bus publishes one heartbeat of jxt-core's shape at
+/// start and then every `interval` to `topic`, and reads every instance's
+/// heartbeats from it ([`crate::EventBus::jxt_core_peers`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JxtCoreHealthConfig {
+    /// Publish and read the heartbeats. Default false.
+    pub enabled: bool,
+    /// Topic. jxt-core's default is `"jxt-core-health-check"`; with its
+    /// `Enterprise.HealthCheck` enabled and no topic it uses
+    /// `"jxt-core-kafka-health-check"` / `"jxt-core-nats-health-check"`.
+    /// Default `"jxt-core-health-check"`.
+    pub topic: String,
+    /// Time between heartbeats. Default 2m (jxt-core's).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for JxtCoreHealthConfig {
+    fn default() -> Self {
+        JxtCoreHealthConfig {
+            enabled: false,
+            topic: crate::health::jxt_core::DEFAULT_TOPIC.into(),
+            interval: Duration::from_secs(120),
         }
     }
 }
@@ -95,6 +128,20 @@ impl HealthConfig {
             self.stall_after,
             Duration::from_millis(100),
         )?;
+        let j = &self.jxt_core;
+        if j.enabled {
+            if crate::validate::topic(&j.topic).is_err() {
+                return Err(Error::config(
+                    "health.jxt_core.topic",
+                    format!("{:?} is not a valid topic name", j.topic),
+                ));
+            }
+            at_least(
+                "health.jxt_core.interval",
+                j.interval,
+                Duration::from_millis(10),
+            )?;
+        }
         let p = &self.probe;
         if !p.enabled {
             return Ok(());

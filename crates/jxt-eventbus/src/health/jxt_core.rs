@@ -11,9 +11,10 @@
 //! `eventBusType` (`kafka`), `version` (always `"2.0.0"`), `metadata`
 //! (`checkType: "periodic"`, `instanceId: "<source>-<unix seconds>"`).
 //!
-//! [`crate::EventBus::start_jxt_core_health`] publishes such heartbeats and reads
-//! everyone's from the topic; [`JxtCoreHealth::peers`] is the last heartbeat
-//! of each instance. The subscription uses the bus's group: on Kafka, with
+//! With `health.jxt_core.enabled` the bus publishes such heartbeats and
+//! reads everyone's from the topic ([`crate::EventBus::jxt_core_peers`]: the
+//! last heartbeat of each instance); [`crate::EventBus::start_jxt_core_health`]
+//! does the same on demand ([`JxtCoreHealth::peers`]). The subscription uses the bus's group: on Kafka, with
 //! several buses in one group, the bus that owns the topic's partition sees
 //! the heartbeats.
 
@@ -39,6 +40,9 @@ pub const VERSION: &str = "2.0.0";
 pub fn backend_topic(backend: &str) -> String {
     format!("jxt-core-{backend}-health-check")
 }
+
+/// The last heartbeat of each instance, by instance id.
+pub(crate) type Peers = Arc<Mutex<BTreeMap<String, JxtCoreHeartbeat>>>;
 
 /// One heartbeat, as jxt-core writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +184,7 @@ impl JxtCoreHealthOptions {
 #[must_use = "dropping it stops the heartbeats"]
 pub struct JxtCoreHealth {
     instance_id: String,
-    peers: Arc<Mutex<BTreeMap<String, JxtCoreHeartbeat>>>,
+    peers: Peers,
     publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -195,7 +199,7 @@ impl fmt::Debug for JxtCoreHealth {
 impl JxtCoreHealth {
     pub(crate) fn new(
         instance_id: String,
-        peers: Arc<Mutex<BTreeMap<String, JxtCoreHeartbeat>>>,
+        peers: Peers,
         publisher: Option<tokio::task::JoinHandle<()>>,
     ) -> Self {
         JxtCoreHealth {
@@ -206,7 +210,18 @@ impl JxtCoreHealth {
     }
 
     /// Records a heartbeat read from the topic.
-    pub(crate) fn record(peers: &Mutex<BTreeMap<String, JxtCoreHeartbeat>>, hb: JxtCoreHeartbeat) {
+    pub(crate) fn snapshot(peers: &Peers) -> Vec<JxtCoreHeartbeat> {
+        peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a heartbeat read from the topic (the later one of an
+    /// instance replaces the earlier).
+    pub(crate) fn record(peers: &Peers, hb: JxtCoreHeartbeat) {
         peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -221,12 +236,7 @@ impl JxtCoreHealth {
     /// The last heartbeat read from each instance (this bus's own
     /// included), by instance id.
     pub fn peers(&self) -> Vec<JxtCoreHeartbeat> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        Self::snapshot(&self.peers)
     }
 }
 
