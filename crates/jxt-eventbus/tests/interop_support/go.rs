@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 /// The Go module holding the interop programs.
 pub const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
 
-/// The `go` binary: `$EVENTBUS_GO`, `go` on `PATH`, or `/usr/local/go/bin/go`.
+/// The `go` binary: `$EVENTBUS_DEV_GO`, `go` on `PATH`, or `/usr/local/go/bin/go`.
 /// `None` after a skip note when there is none; a panic under
-/// `EVENTBUS_REQUIRE_BROKERS=1`.
+/// `EVENTBUS_DEV_REQUIRE_BROKERS=1`.
 pub fn go() -> Option<PathBuf> {
-    let candidates = std::env::var_os("EVENTBUS_GO")
+    let candidates = std::env::var_os("EVENTBUS_DEV_GO")
         .map(PathBuf::from)
         .into_iter()
         .chain(std::env::var_os("PATH").into_iter().flat_map(|p| {
@@ -32,8 +32,8 @@ pub fn go() -> Option<PathBuf> {
             return Some(c);
         }
     }
-    let why = "no `go` binary (set EVENTBUS_GO or put Go 1.25+ on PATH)";
-    assert!(!super::required(), "EVENTBUS_REQUIRE_BROKERS=1 but {why}");
+    let why = "no `go` binary (set EVENTBUS_DEV_GO or put Go 1.25+ on PATH)";
+    assert!(!super::required(), "EVENTBUS_DEV_REQUIRE_BROKERS=1 but {why}");
     eprintln!("skipped: {why}");
     None
 }

@@ -3,7 +3,7 @@
 //!
 //! The folder sits beside the checkout (CI puts a copy of `shared/` there
 //! too). Without it a test is skipped with a note, unless
-//! `EVENTBUS_REQUIRE_BROKERS=1` (CI), where it fails.
+//! `EVENTBUS_DEV_REQUIRE_BROKERS=1` (CI), where it fails.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod go;
@@ -17,22 +17,22 @@ pub const FIXTURES: &str = concat!(
 );
 
 /// The fixture folder, or `None` after a skip note; a panic when it is
-/// missing and `EVENTBUS_REQUIRE_BROKERS=1`.
+/// missing and `EVENTBUS_DEV_REQUIRE_BROKERS=1`.
 pub fn fixtures() -> Option<PathBuf> {
     let dir = Path::new(FIXTURES);
     if dir.join("README.md").is_file() {
         return Some(dir.to_path_buf());
     }
     let why = format!("the jxt-core fixtures are not at {FIXTURES}");
-    assert!(!required(), "EVENTBUS_REQUIRE_BROKERS=1 but {why}");
+    assert!(!required(), "EVENTBUS_DEV_REQUIRE_BROKERS=1 but {why}");
     eprintln!("skipped: {why}");
     None
 }
 
-/// Whether `EVENTBUS_REQUIRE_BROKERS` turns a skip into a failure.
+/// Whether `EVENTBUS_DEV_REQUIRE_BROKERS` turns a skip into a failure.
 pub fn required() -> bool {
     matches!(
-        std::env::var("EVENTBUS_REQUIRE_BROKERS")
+        std::env::var("EVENTBUS_DEV_REQUIRE_BROKERS")
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase()
