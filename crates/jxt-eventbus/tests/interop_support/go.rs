@@ -33,7 +33,10 @@ pub fn go() -> Option<PathBuf> {
         }
     }
     let why = "no `go` binary (set EVENTBUS_DEV_GO or put Go 1.25+ on PATH)";
-    assert!(!super::required(), "EVENTBUS_DEV_REQUIRE_BROKERS=1 but {why}");
+    assert!(
+        !super::required(),
+        "EVENTBUS_DEV_REQUIRE_BROKERS=1 but {why}"
+    );
     eprintln!("skipped: {why}");
     None
 }
