@@ -379,7 +379,13 @@ pub async fn shutdown_drains_and_commits(h: &dyn Harness) {
     let topic = h.unique("drain");
     h.create_topic(&topic, 2).await;
     let group = h.unique("g");
-    let a = h.bus(&group, &no_tweak).await;
+    // Drains its whole buffer, so it commits everything it fetched (the
+    // default mode leaves the buffer for redelivery: tests/shutdown.rs).
+    let a = h
+        .bus(&group, &|c: &mut BusConfig| {
+            c.dispatch.shutdown_mode = jxt_eventbus::ShutdownMode::DrainBuffered
+        })
+        .await;
     let log = Log::default();
     let l = log.clone();
     a.subscribe(
