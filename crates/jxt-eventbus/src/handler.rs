@@ -197,6 +197,13 @@ pub type HandlerResult = Result<(), HandlerError>;
 /// as soon as one waits. Blocking calls (synchronous I/O, long computations)
 /// belong in `tokio::task::spawn_blocking`.
 ///
+/// Cancellation: the returned future may be dropped at any await point when
+/// the record's partition is released while it runs (a revoke past
+/// `dispatch.revoke_timeout`, a lost assignment, the shutdown deadline), so
+/// that the partition's next owner never runs the same key at the same
+/// time. The record is then not acknowledged and is delivered again; work
+/// already done must be safe to repeat, as with any at-least-once delivery.
+///
 /// Any `Fn(Delivery) -> impl Future<Output = HandlerResult>` is a handler.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one delivery.

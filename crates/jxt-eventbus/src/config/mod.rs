@@ -178,8 +178,10 @@ pub struct DispatchConfig {
     /// one after another). Larger batches cost less per record but hold a
     /// revoke longer. Default 32.
     pub max_batch: usize,
-    /// How long a revoke waits for the revoked partitions' running records
-    /// before releasing them uncommitted (they are redelivered). Default 30s.
+    /// How long a revoke waits for the revoked partitions' running records;
+    /// then their handlers are cancelled (futures dropped) and the
+    /// partitions released uncommitted (the records are redelivered).
+    /// Default 30s.
     #[serde(with = "humantime_serde")]
     pub revoke_timeout: Duration,
     /// How long [`shutdown`](crate::EventBus::shutdown) lets records finish

@@ -30,10 +30,14 @@ use crate::offsets::PartitionOffsets;
 pub mod dead_letter;
 pub(crate) mod lanes;
 pub(crate) mod lease;
+mod revoke;
+mod stats;
 pub mod worker;
 
 use lanes::{KeyedLanes, LaneId};
 use lease::Lease;
+use revoke::PendingRevoke;
+pub use stats::{DispatchStats, PartitionStats};
 pub(crate) use worker::WorkerContext;
 
 /// Capacity of the backend → dispatcher channel, in events. Each event may
@@ -48,6 +52,8 @@ const MAX_SHIFT: usize = 64;
 /// A record waiting in, or running from, a lane.
 #[derive(Debug)]
 pub(crate) struct Job {
+    /// The subscription instance whose lanes hold it.
+    subscription: u64,
     partition: TopicPartition,
     generation: u64,
     offset: i64,
@@ -78,6 +84,9 @@ pub(crate) enum Outcome {
 /// payload is dropped on the worker.
 #[derive(Debug)]
 pub(crate) struct Completion {
+    /// Subscription instance and lane: a lane id means something only
+    /// within the instance that handed the batch out.
+    subscription: u64,
     lane: LaneId,
     partition: TopicPartition,
     generation: u64,
@@ -103,53 +112,6 @@ impl SubscriptionSettings {
             _ => self.max_concurrency,
         }
     }
-}
-
-/// Counters of the dispatcher, for health and tests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DispatchStats {
-    /// Subscribed topics.
-    pub subscriptions: usize,
-    /// Partitions owned.
-    pub assigned_partitions: usize,
-    /// Partitions paused by back-pressure.
-    pub paused_partitions: usize,
-    /// Records queued in lanes or running.
-    pub buffered: usize,
-    /// Records running in handlers.
-    pub running: usize,
-    /// Live key lanes over all subscriptions.
-    pub live_lanes: usize,
-    /// Partitions assigned since the bus started (cumulative).
-    pub assigned_total: u64,
-    /// Partitions revoked since the bus started (cumulative).
-    pub revoked_total: u64,
-    /// Publish time of the oldest record handed out and not finished.
-    pub oldest_unfinished: Option<std::time::SystemTime>,
-    /// Subscribed topics, sorted.
-    pub topics: Vec<String>,
-    /// Every owned partition.
-    pub partitions: Vec<PartitionStats>,
-}
-
-/// What the dispatcher knows of one owned partition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionStats {
-    /// The partition.
-    pub partition: TopicPartition,
-    /// Records queued in lanes or running.
-    pub buffered: usize,
-    /// Records running in handlers.
-    pub running: usize,
-    /// Paused by back-pressure.
-    pub paused: bool,
-    /// Next offset to commit; `None` before the first record.
-    pub position: Option<i64>,
-    /// Publish time of the oldest unfinished record.
-    pub oldest_unfinished: Option<std::time::SystemTime>,
-    /// How long the commit position has not moved while records were
-    /// unfinished; `None` when nothing is unfinished.
-    pub stuck_for: Option<std::time::Duration>,
 }
 
 pub(crate) enum Command {
@@ -182,6 +144,9 @@ pub(crate) struct DrainReport {
 }
 
 struct Subscription {
+    /// Unique per subscribe: a batch of an earlier subscription of the same
+    /// topic finishing late must not free this one's lanes.
+    id: u64,
     handler: Arc<dyn Handler>,
     settings: SubscriptionSettings,
     lanes: KeyedLanes<Job>,
@@ -195,20 +160,14 @@ struct PartitionState {
     offsets: PartitionOffsets,
     /// Queued plus running records.
     buffered: usize,
+    /// Records without a handler (see [`DispatchStats::held`]).
+    held: usize,
     running: usize,
     paused: bool,
-    revoking: bool,
     lease: Arc<Lease>,
     /// When the commit position last advanced, or when unfinished work last
     /// arrived on an idle partition: the stall detector's clock.
     progress_at: Instant,
-}
-
-struct PendingRevoke {
-    partitions: Vec<TopicPartition>,
-    lost: bool,
-    deadline: Instant,
-    done: oneshot::Sender<()>,
 }
 
 struct Draining {
@@ -241,10 +200,14 @@ pub(crate) struct Dispatcher {
     subs: HashMap<Arc<str>, Subscription>,
     partitions: HashMap<TopicPartition, PartitionState>,
     buffered: usize,
+    /// Records held without a handler, over all partitions.
+    held: usize,
     bus_full: bool,
+    /// Revokes in progress, each holding its partitions' states.
     revokes: Vec<PendingRevoke>,
     draining: Option<Draining>,
     next_generation: u64,
+    next_subscription: u64,
     next_record_lane: u64,
     completions: mpsc::UnboundedSender<Completions>,
     warned_unrouted: HashSet<Arc<str>>,
@@ -279,10 +242,12 @@ impl Dispatcher {
             subs: HashMap::default(),
             partitions: HashMap::default(),
             buffered: 0,
+            held: 0,
             bus_full: false,
             revokes: Vec::new(),
             draining: None,
             next_generation: 0,
+            next_subscription: 0,
             next_record_lane: 0,
             completions: completions_tx,
             warned_unrouted: HashSet::new(),
@@ -367,7 +332,7 @@ impl Dispatcher {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let revokes = self.revokes.iter().map(|r| r.deadline);
+        let revokes = self.revokes.iter().map(PendingRevoke::deadline);
         let drain = self.draining.as_ref().map(|d| d.deadline);
         revokes.chain(drain).min()
     }
@@ -384,9 +349,11 @@ impl Dispatcher {
                     KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
                 self.warned_unrouted.remove(&topic);
                 let metrics = Arc::new(self.ctx.metrics.topic(&topic));
+                self.next_subscription += 1;
                 self.subs.insert(
                     topic,
                     Subscription {
+                        id: self.next_subscription,
                         handler,
                         settings,
                         lanes,
@@ -397,9 +364,24 @@ impl Dispatcher {
                 let _ = reply.send(());
             }
             Command::Unsubscribe { topic, reply } => {
-                if let Some(sub) = self.subs.remove(&topic) {
+                if let Some(mut sub) = self.subs.remove(&topic) {
                     sub.metrics.live_lanes.set(0);
                     sub.metrics.active_lanes.set(0);
+                    // Its queued records stay unfinished, holding their
+                    // partitions, like records that arrive without a handler.
+                    for job in sub.lanes.retain(|_| false) {
+                        if let Some(ps) = revoke::state_mut(
+                            &mut self.partitions,
+                            &mut self.revokes,
+                            &job.partition,
+                            job.generation,
+                        ) {
+                            ps.buffered -= 1;
+                            ps.held += 1;
+                            self.buffered -= 1;
+                            self.held += 1;
+                        }
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -426,52 +408,6 @@ impl Dispatcher {
         }
     }
 
-    fn stats(&self) -> DispatchStats {
-        DispatchStats {
-            subscriptions: self.subs.len(),
-            assigned_partitions: self.partitions.len(),
-            paused_partitions: self.partitions.values().filter(|p| p.paused).count(),
-            buffered: self.buffered,
-            running: self.partitions.values().map(|p| p.running).sum(),
-            live_lanes: self.subs.values().map(|s| s.lanes.live()).sum(),
-            assigned_total: self.assigned_total,
-            revoked_total: self.revoked_total,
-            oldest_unfinished: self
-                .partitions
-                .values()
-                .filter_map(|p| p.offsets.oldest_unfinished())
-                .min(),
-            topics: {
-                let mut t: Vec<String> = self.subs.keys().map(|t| t.to_string()).collect();
-                t.sort();
-                t
-            },
-            partitions: self.partition_stats(),
-        }
-    }
-
-    fn partition_stats(&self) -> Vec<PartitionStats> {
-        let now = Instant::now();
-        let mut out: Vec<PartitionStats> = self
-            .partitions
-            .iter()
-            .map(|(tp, ps)| {
-                let oldest_unfinished = ps.offsets.oldest_unfinished();
-                PartitionStats {
-                    partition: tp.clone(),
-                    buffered: ps.buffered,
-                    running: ps.running,
-                    paused: ps.paused,
-                    position: ps.offsets.position(),
-                    oldest_unfinished,
-                    stuck_for: oldest_unfinished.map(|_| now.duration_since(ps.progress_at)),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.partition.cmp(&b.partition));
-        out
-    }
-
     fn on_event(&mut self, event: ConsumerEvent) {
         match event {
             ConsumerEvent::Assigned(tps) => {
@@ -486,9 +422,9 @@ impl Dispatcher {
                             generation: self.next_generation,
                             offsets: PartitionOffsets::default(),
                             buffered: 0,
+                            held: 0,
                             running: 0,
                             paused: false,
-                            revoking: false,
                             lease: Arc::new(Lease::default()),
                             progress_at: Instant::now(),
                         },
@@ -516,9 +452,10 @@ impl Dispatcher {
             let ps = match self.partitions.get_mut(&tp) {
                 // Not handed out, so not tracked: the commit position cannot
                 // pass them and they are redelivered.
-                Some(ps) if ps.revoking || draining => None,
+                Some(_) if draining => None,
                 Some(ps) => Some(ps),
-                // Not ours (already revoked): the next owner reads them.
+                // Not ours (revoked or being revoked): the next owner reads
+                // them.
                 None => None,
             };
             let Some(ps) = ps else {
@@ -536,7 +473,10 @@ impl Dispatcher {
                 let Some(sub) = sub.as_deref_mut() else {
                     // A record of a topic with no handler stays unfinished,
                     // holding the partition's commit position: never
-                    // skipped silently.
+                    // skipped silently. Counted, so the caps pause the
+                    // partition instead of its window growing unbounded.
+                    ps.held += 1;
+                    self.held += 1;
                     if self.warned_unrouted.insert(tp.topic.clone()) {
                         tracing::warn!(topic = %tp.topic, "record for a topic without a subscription; holding its partition");
                     }
@@ -558,6 +498,7 @@ impl Dispatcher {
                 sub.lanes.push(
                     lane,
                     Job {
+                        subscription: sub.id,
                         partition: record.partition,
                         generation: ps.generation,
                         offset: record.offset,
@@ -568,33 +509,6 @@ impl Dispatcher {
                 );
             }
         }
-    }
-
-    fn on_revoke(&mut self, tps: Vec<TopicPartition>, lost: bool, done: oneshot::Sender<()>) {
-        self.revoked_total += tps.len() as u64;
-        self.ctx.metrics.revoked.inc_by(tps.len() as u64);
-        let revoking: HashSet<&TopicPartition> = tps.iter().collect();
-        for tp in &tps {
-            if let Some(ps) = self.partitions.get_mut(tp) {
-                ps.revoking = true;
-            }
-        }
-        // Queued records of revoked partitions are dropped: the next owner
-        // reads them from the committed position.
-        self.drop_queued(|j| !revoking.contains(&j.partition));
-        if lost {
-            for tp in &tps {
-                if let Some(ps) = self.partitions.get(tp) {
-                    ps.lease.cancel();
-                }
-            }
-        }
-        self.revokes.push(PendingRevoke {
-            partitions: tps,
-            lost,
-            deadline: Instant::now() + self.config.revoke_timeout,
-            done,
-        });
     }
 
     /// Drops queued (not running) records for which `keep` is false, without
@@ -609,49 +523,15 @@ impl Dispatcher {
 
     fn forget_dropped(&mut self, dropped: Vec<Job>) {
         for job in dropped {
-            if let Some(ps) = self.partitions.get_mut(&job.partition) {
-                if ps.generation == job.generation {
-                    ps.buffered -= 1;
-                    self.buffered -= 1;
-                }
+            if let Some(ps) = revoke::state_mut(
+                &mut self.partitions,
+                &mut self.revokes,
+                &job.partition,
+                job.generation,
+            ) {
+                ps.buffered -= 1;
+                self.buffered -= 1;
             }
-        }
-    }
-
-    /// Releases revoked partitions whose running records finished (or whose
-    /// wait timed out) and answers the backend.
-    fn check_revokes(&mut self) {
-        let now = Instant::now();
-        let mut i = 0;
-        while i < self.revokes.len() {
-            let r = &self.revokes[i];
-            let idle = r
-                .partitions
-                .iter()
-                .all(|tp| self.partitions.get(tp).is_none_or(|ps| ps.running == 0));
-            if !idle && now < r.deadline {
-                i += 1;
-                continue;
-            }
-            let r = self.revokes.swap_remove(i);
-            for tp in &r.partitions {
-                let Some(ps) = self.partitions.remove(tp) else {
-                    continue;
-                };
-                // Records still running past the deadline are abandoned: their
-                // later completions carry a stale generation and are ignored.
-                ps.lease.cancel();
-                self.buffered -= ps.buffered;
-                if !r.lost {
-                    if let Some(position) = ps.offsets.position() {
-                        self.consumer.store(tp, position);
-                    }
-                }
-                if ps.running > 0 {
-                    tracing::warn!(partition = %tp, running = ps.running, "revoke timed out; running records released unacknowledged");
-                }
-            }
-            let _ = r.done.send(());
         }
     }
 
@@ -664,7 +544,8 @@ impl Dispatcher {
             return false;
         }
         let abandoned = self.buffered;
-        for ps in self.partitions.values() {
+        let revoking = self.revokes.iter().flat_map(PendingRevoke::states);
+        for ps in self.partitions.values().chain(revoking) {
             ps.lease.cancel();
         }
         for sub in self.subs.values_mut() {
@@ -675,13 +556,14 @@ impl Dispatcher {
         }
         // Revokes waiting on us are answered: nothing more will finish.
         for r in self.revokes.drain(..) {
-            let _ = r.done.send(());
+            r.answer();
         }
         true
     }
 
     fn on_completion(&mut self, c: Completion) {
         let Completion {
+            subscription,
             lane,
             partition,
             generation,
@@ -691,25 +573,39 @@ impl Dispatcher {
             last,
         } = c;
         let abandoned = matches!(outcome, Outcome::Abandoned);
-        if abandoned && self.draining.is_some() {
-            // A record given up during shutdown: the later records of its
-            // lane must not run before it, so they are left too.
-            if let Some(sub) = self.subs.get_mut(&partition.topic) {
+        // The lane belongs to the subscription instance that handed the
+        // batch out; a later instance of the topic has lanes of its own.
+        let sub = self
+            .subs
+            .get_mut(&partition.topic)
+            .filter(|s| s.id == subscription);
+        if let Some(sub) = sub {
+            if abandoned && self.draining.is_some() {
+                // A record given up during shutdown: the later records of its
+                // lane must not run before it, so they are left too.
                 let dropped = sub.lanes.clear(lane);
+                if last {
+                    sub.lanes.finish(lane);
+                }
                 self.forget_dropped(dropped);
-            }
-        }
-        if last {
-            if let Some(sub) = self.subs.get_mut(&partition.topic) {
+            } else if last {
                 sub.lanes.finish(lane);
             }
         }
-        let Some(ps) = self.partitions.get_mut(&partition) else {
+        // Owned, or being revoked: found by generation, so a completion of
+        // an earlier assignment of the partition never touches a later one.
+        let owned = self
+            .partitions
+            .get(&partition)
+            .is_some_and(|ps| ps.generation == generation);
+        let Some(ps) = revoke::state_mut(
+            &mut self.partitions,
+            &mut self.revokes,
+            &partition,
+            generation,
+        ) else {
             return;
         };
-        if ps.generation != generation {
-            return;
-        }
         ps.buffered -= 1;
         ps.running -= 1;
         self.buffered -= 1;
@@ -724,7 +620,11 @@ impl Dispatcher {
         }
         if finished {
             if let Some(position) = ps.offsets.complete(offset) {
-                self.advanced.insert(partition, position);
+                // A revoking partition's final position is stored when it
+                // is released.
+                if owned {
+                    self.advanced.insert(partition, position);
+                }
             }
         }
     }
@@ -812,9 +712,10 @@ impl Dispatcher {
             return;
         }
         let cfg = &self.config;
-        if self.buffered >= cfg.max_buffered {
+        let buffered = self.buffered + self.held;
+        if buffered >= cfg.max_buffered {
             self.bus_full = true;
-        } else if self.buffered <= cfg.max_buffered / 2 {
+        } else if buffered <= cfg.max_buffered / 2 {
             self.bus_full = false;
         }
         for sub in self.subs.values_mut() {
@@ -829,12 +730,9 @@ impl Dispatcher {
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for (tp, ps) in self.partitions.iter_mut() {
-            if ps.revoking {
-                continue;
-            }
             let lanes_full = self.subs.get(&tp.topic).is_some_and(|s| s.lanes_full);
-            let over =
-                ps.buffered >= per_partition || (ps.paused && ps.buffered > per_partition / 2);
+            let buffered = ps.buffered + ps.held;
+            let over = buffered >= per_partition || (ps.paused && buffered > per_partition / 2);
             let want = over || self.bus_full || lanes_full;
             if want != ps.paused {
                 ps.paused = want;
@@ -861,3 +759,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

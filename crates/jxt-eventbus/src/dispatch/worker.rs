@@ -208,6 +208,7 @@ pub(crate) async fn run_shift(
                 clock = std::time::Instant::now();
             }
             shift.report.push(Completion {
+                subscription: job.subscription,
                 lane,
                 partition: job.partition,
                 generation: job.generation,
@@ -277,7 +278,22 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
             Poll::Ready(result) => result,
             Poll::Pending => {
                 shift.before_wait();
-                handling.await
+                // A released partition's handler must not run on while its
+                // next owner starts the same key: the lease cancels it, and
+                // returning drops the handler future.
+                tokio::select! {
+                    biased;
+                    result = handling.as_mut() => result,
+                    () = job.lease.cancelled() => {
+                        shift.metrics.handlers_cancelled.inc();
+                        crate::log_limit::warn_limited!(
+                            topic = %job.partition.topic, partition = job.partition.partition,
+                            offset = job.offset, attempt,
+                            "partition released while its handler ran; handler cancelled, record left unacknowledged"
+                        );
+                        return Outcome::Abandoned;
+                    }
+                }
             }
         };
         let ctx = &*shift.ctx;

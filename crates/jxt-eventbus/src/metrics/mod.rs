@@ -33,6 +33,7 @@
 //! | `retries_total` | counter | `topic` | attempts after the first |
 //! | `dead_lettered_total` | counter | `topic` | records written to the dead-letter topic |
 //! | `dead_letter_pointers_total` | counter | `topic` | dead letters the broker refused for good (too large, topic missing, not authorized), written as payload-less pointer records instead (also counted in `dead_lettered_total`) |
+//! | `handlers_cancelled_total` | counter | `topic` | running handlers dropped because their partition was released (revoke timeout, lost assignment, shutdown deadline); their records stay unacknowledged |
 //! | `in_flight_records` | gauge | | records queued in lanes or running |
 //! | `running_records` | gauge | | records in handlers |
 //! | `live_lanes` | gauge | `topic` | key lanes (aggregate processors) alive: with queued or running records |
@@ -161,6 +162,8 @@ pub struct BusMetrics {
     pub dead_lettered: Family<TopicLabels, Counter>,
     /// `dead_letter_pointers_total{topic, backend}`.
     pub dead_letter_pointers: Family<TopicLabels, Counter>,
+    /// `handlers_cancelled_total{topic, backend}`.
+    pub handlers_cancelled: Family<TopicLabels, Counter>,
     /// `in_flight_records{backend}`.
     pub in_flight: Family<BackendLabels, Gauge>,
     /// `running_records{backend}`.
@@ -210,6 +213,7 @@ impl BusMetrics {
             retries: Family::default(),
             dead_lettered: Family::default(),
             dead_letter_pointers: Family::default(),
+            handlers_cancelled: Family::default(),
             in_flight: Family::default(),
             running: Family::default(),
             live_lanes: Family::default(),
@@ -278,6 +282,11 @@ impl BusMetrics {
             "dead_letter_pointers",
             "Dead letters refused by the broker for good and written as payload-less pointer records",
             self.dead_letter_pointers.clone(),
+        );
+        r.register(
+            "handlers_cancelled",
+            "Running handlers dropped because their partition was released",
+            self.handlers_cancelled.clone(),
         );
         r.register(
             "in_flight_records",
@@ -514,6 +523,7 @@ impl BoundMetrics {
             handler_duration: f.handler_duration.get_or_create_owned(&labels),
             retries: f.retries.get_or_create_owned(&labels),
             dead_lettered: f.dead_lettered.get_or_create_owned(&labels),
+            handlers_cancelled: f.handlers_cancelled.get_or_create_owned(&labels),
             live_lanes: f.live_lanes.get_or_create_owned(&labels),
             active_lanes: f.active_lanes.get_or_create_owned(&labels),
             errors: f.processing_errors.clone(),
@@ -561,6 +571,7 @@ pub(crate) struct TopicMetrics {
     pub(crate) handler_duration: Histogram,
     pub(crate) retries: Counter,
     pub(crate) dead_lettered: Counter,
+    pub(crate) handlers_cancelled: Counter,
     pub(crate) live_lanes: Gauge,
     pub(crate) active_lanes: Gauge,
     errors: Family<KindLabels, Counter>,

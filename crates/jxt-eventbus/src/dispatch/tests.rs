@@ -1,0 +1,560 @@
+//! Deterministic tests of the dispatcher's state machine.
+//!
+//! A fake consumer takes the dispatcher's pause, resume and store calls; the
+//! test plays the backend's part by sending scripted `Assigned`, `Records`
+//! and `Revoked` events, and finishes each handler call when it chooses.
+//! Time is paused: a revoke timeout passes only when every task is idle, so
+//! each ordering below happens exactly as written.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::backend::{PartitionLag, Producer, PublishReceipt};
+use crate::config::{DeadLetterConfig, RetryConfig};
+use crate::delivery::Delivery;
+use crate::handler::HandlerResult;
+use crate::metrics::BusMetrics;
+
+/// What the dispatcher asked of the consumer, and what it acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Call {
+    Pause(Vec<TopicPartition>),
+    Resume(Vec<TopicPartition>),
+    Store(TopicPartition, i64),
+    /// A per-record acknowledgement: (partition, offset, tag of the assignment).
+    Ack(TopicPartition, i64, u64),
+}
+
+#[derive(Debug, Default)]
+struct FakeConsumer {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl FakeConsumer {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Consumer for FakeConsumer {
+    async fn subscribe(&self, _topics: &[String]) -> crate::Result<()> {
+        Ok(())
+    }
+    fn pause(&self, partitions: &[TopicPartition]) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Pause(partitions.to_vec()));
+    }
+    fn resume(&self, partitions: &[TopicPartition]) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Resume(partitions.to_vec()));
+    }
+    fn store(&self, partition: &TopicPartition, next_offset: i64) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Store(partition.clone(), next_offset));
+    }
+    async fn commit(&self) -> crate::Result<()> {
+        Ok(())
+    }
+    async fn lag(&self) -> crate::Result<Vec<PartitionLag>> {
+        Ok(Vec::new())
+    }
+    async fn close(&self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct FakeAck {
+    calls: Arc<Mutex<Vec<Call>>>,
+    partition: TopicPartition,
+    offset: i64,
+    tag: u64,
+}
+
+impl RecordAck for FakeAck {
+    fn ack(self: Box<Self>) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Ack(self.partition, self.offset, self.tag));
+    }
+}
+
+#[derive(Debug)]
+struct NullProducer;
+
+#[async_trait]
+impl Producer for NullProducer {
+    async fn send(&self, _topic: &str, _message: Message) -> crate::Result<PublishReceipt> {
+        Ok(PublishReceipt {
+            partition: 0,
+            offset: 0,
+        })
+    }
+    async fn flush(&self, _timeout: Duration) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// One handler call, finished when the test sends its result. Dropping the
+/// handler future drops the receiver: `finish.is_closed()` then tells that
+/// the call was cancelled.
+#[derive(Debug)]
+struct Started {
+    offset: i64,
+    finish: oneshot::Sender<HandlerResult>,
+}
+
+impl Started {
+    fn ok(self) {
+        let _ = self.finish.send(Ok(()));
+    }
+}
+
+struct Fixture {
+    consumer: Arc<FakeConsumer>,
+    events: mpsc::Sender<ConsumerEvent>,
+    handle: DispatcherHandle,
+    metrics: BusMetrics,
+    revoke_timeout: Duration,
+}
+
+const TOPIC: &str = "orders";
+
+fn tp(p: i32) -> TopicPartition {
+    TopicPartition::new(TOPIC, p)
+}
+
+fn fixture(tweak: impl FnOnce(&mut DispatchConfig)) -> Fixture {
+    let mut config = DispatchConfig {
+        revoke_timeout: Duration::from_secs(10),
+        ..DispatchConfig::default()
+    };
+    tweak(&mut config);
+    let consumer = Arc::new(FakeConsumer::default());
+    let metrics = BusMetrics::new();
+    let ctx = Arc::new(WorkerContext {
+        producer: Arc::new(NullProducer),
+        retry: RetryConfig::default(),
+        dead_letter: DeadLetterConfig::default(),
+        group: "g".into(),
+        recovering: Arc::default(),
+        metrics: Arc::new(metrics.bind("fake")),
+        shutdown: Arc::default(),
+    });
+    let (events, events_rx) = mpsc::channel(EVENT_CHANNEL);
+    let revoke_timeout = config.revoke_timeout;
+    let handle = Dispatcher::spawn(consumer.clone(), events_rx, config, ctx);
+    Fixture {
+        consumer,
+        events,
+        handle,
+        metrics,
+        revoke_timeout,
+    }
+}
+
+/// Long enough that a test waiting this long has certainly stalled.
+const STALLED: Duration = Duration::from_secs(3600);
+
+impl Fixture {
+    /// Subscribes `topic` with a handler whose calls the test finishes.
+    async fn subscribe(&self, topic: &str) -> mpsc::UnboundedReceiver<Started> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handler = move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                let (finish, result) = oneshot::channel();
+                let _ = tx.send(Started {
+                    offset: d.offset(),
+                    finish,
+                });
+                result.await.unwrap_or(Ok(()))
+            }
+        };
+        let (reply, done) = oneshot::channel();
+        assert!(
+            self.handle
+                .send(Command::Subscribe {
+                    topic: topic.into(),
+                    handler: Arc::new(handler),
+                    settings: SubscriptionSettings {
+                        ordering: Ordering::Key,
+                        max_concurrency: 16,
+                        recovery_concurrency: None,
+                    },
+                    reply,
+                })
+                .await
+        );
+        done.await.unwrap();
+        rx
+    }
+
+    async fn unsubscribe(&self, topic: &str) {
+        let (reply, done) = oneshot::channel();
+        assert!(
+            self.handle
+                .send(Command::Unsubscribe {
+                    topic: topic.into(),
+                    reply,
+                })
+                .await
+        );
+        done.await.unwrap();
+    }
+
+    async fn event(&self, e: ConsumerEvent) {
+        self.events.send(e).await.unwrap();
+    }
+
+    async fn assign(&self, tps: &[TopicPartition]) {
+        self.event(ConsumerEvent::Assigned(tps.to_vec())).await;
+    }
+
+    /// Records of one partition, `(offset, key)`, acknowledged under `tag`.
+    async fn records(&self, tp: &TopicPartition, tag: u64, records: &[(i64, &str)]) {
+        let records = records
+            .iter()
+            .map(|&(offset, key)| Record {
+                partition: tp.clone(),
+                offset,
+                message: Arc::new(Message::new(format!("{key}:{offset}")).with_key(key)),
+                ack: Some(Box::new(FakeAck {
+                    calls: self.consumer.calls.clone(),
+                    partition: tp.clone(),
+                    offset,
+                    tag,
+                }) as Box<dyn RecordAck>),
+            })
+            .collect();
+        self.event(ConsumerEvent::Records(records)).await;
+    }
+
+    async fn revoke(&self, tps: &[TopicPartition], lost: bool) -> oneshot::Receiver<()> {
+        let (done, answered) = oneshot::channel();
+        self.event(ConsumerEvent::Revoked {
+            partitions: tps.to_vec(),
+            lost,
+            done,
+        })
+        .await;
+        answered
+    }
+
+    async fn stats(&self) -> DispatchStats {
+        let (reply, stats) = oneshot::channel();
+        assert!(self.handle.send(Command::Stats { reply }).await);
+        stats.await.unwrap()
+    }
+
+    fn stores(&self, p: &TopicPartition) -> Vec<i64> {
+        self.consumer
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Store(t, o) if &t == p => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `handlers_cancelled_total` of the topic.
+    fn cancelled(&self) -> u64 {
+        self.metrics
+            .handlers_cancelled
+            .get_or_create(&crate::metrics::TopicLabels {
+                topic: TOPIC.into(),
+                backend: "fake",
+            })
+            .get()
+    }
+
+    fn acks(&self) -> Vec<(i64, u64)> {
+        self.consumer
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Ack(_, o, tag) => Some((o, tag)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The next handler call.
+async fn started(rx: &mut mpsc::UnboundedReceiver<Started>) -> Started {
+    tokio::time::timeout(STALLED, rx.recv())
+        .await
+        .expect("a handler call started")
+        .expect("handler alive")
+}
+
+/// Returns once every task is idle: with time paused the clock only moves
+/// when nothing else can run, so after this sleep the dispatcher and its
+/// workers have handled everything sent before.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// Item 2: a revoke that times out cancels the handler still running, and
+/// only then releases the partition.
+#[tokio::test(start_paused = true)]
+async fn revoke_timeout_cancels_the_running_handler_before_release() {
+    let f = fixture(|_| {});
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a")]).await;
+    let slow = started(&mut calls).await;
+    let began = Instant::now();
+    let mut answered = f.revoke(&[tp(0)], false).await;
+    // Before the timeout the revoke waits for the running record.
+    assert!(
+        tokio::time::timeout(f.revoke_timeout - Duration::from_millis(1), &mut answered)
+            .await
+            .is_err(),
+        "released before the revoke timeout"
+    );
+    assert!(!slow.finish.is_closed(), "handler still running");
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .expect("revoke answered")
+        .unwrap();
+    assert!(began.elapsed() >= f.revoke_timeout);
+    assert!(
+        slow.finish.is_closed(),
+        "the handler future was dropped before the partition was released"
+    );
+    assert_eq!(f.stores(&tp(0)), vec![0], "nothing finished: position 0");
+    assert!(
+        f.acks().is_empty(),
+        "the cancelled record is not acknowledged"
+    );
+    assert_eq!(f.cancelled(), 1, "counted");
+    let stats = f.stats().await;
+    assert_eq!((stats.buffered, stats.running), (0, 0));
+}
+
+/// Item 2, lost: nothing will be committed, so the dispatcher does not wait
+/// for the revoke timeout: the handler is cancelled at once.
+#[tokio::test(start_paused = true)]
+async fn lost_assignment_cancels_at_once() {
+    let f = fixture(|_| {});
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a"), (1, "b"), (2, "b")]).await;
+    let a = started(&mut calls).await;
+    let b = started(&mut calls).await;
+    let began = Instant::now();
+    let answered = f.revoke(&[tp(0)], true).await;
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .expect("lost revoke answered")
+        .unwrap();
+    assert!(
+        began.elapsed() < f.revoke_timeout,
+        "a lost assignment waited {:?}",
+        began.elapsed()
+    );
+    assert!(
+        a.finish.is_closed() && b.finish.is_closed(),
+        "handlers dropped"
+    );
+    assert_eq!(f.cancelled(), 2);
+    assert!(
+        f.stores(&tp(0)).is_empty(),
+        "nothing stored for a lost partition"
+    );
+    assert!(f.acks().is_empty());
+    let stats = f.stats().await;
+    assert_eq!((stats.buffered, stats.running), (0, 0));
+}
+
+/// Item 3: the partition is assigned again while its revoke still waits for
+/// a running record; finishing the revoke must not erase the new state.
+#[tokio::test(start_paused = true)]
+async fn assignment_during_a_revoke_keeps_the_new_state() {
+    let f = fixture(|_| {});
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a")]).await;
+    let old = started(&mut calls).await;
+    let answered = f.revoke(&[tp(0)], false).await;
+    f.assign(&[tp(0)]).await;
+    settle().await;
+    old.ok();
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .expect("revoke answered")
+        .unwrap();
+    // The new owner (this bus again) reads from the committed position.
+    f.records(&tp(0), 2, &[(1, "b")]).await;
+    let new = started(&mut calls).await;
+    assert_eq!(new.offset, 1);
+    new.ok();
+    settle().await;
+    assert_eq!(f.acks(), vec![(0, 1), (1, 2)]);
+    assert_eq!(f.stores(&tp(0)).last(), Some(&2), "new generation commits");
+    let stats = f.stats().await;
+    assert_eq!(stats.assigned_partitions, 1);
+    assert_eq!((stats.buffered, stats.running), (0, 0));
+}
+
+/// Item 4: a batch of the old subscription finishing after an unsubscribe
+/// and a new subscribe must not free the new subscription's lane of the
+/// same key.
+#[tokio::test(start_paused = true)]
+async fn resubscribe_with_work_in_flight_keeps_one_batch_per_key() {
+    let f = fixture(|_| {});
+    let mut old_calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a")]).await;
+    let old = started(&mut old_calls).await;
+    f.unsubscribe(TOPIC).await;
+    let mut calls = f.subscribe(TOPIC).await;
+    f.records(&tp(0), 1, &[(1, "a")]).await;
+    let first = started(&mut calls).await;
+    assert_eq!(first.offset, 1);
+    f.records(&tp(0), 1, &[(2, "a")]).await;
+    settle().await;
+    old.ok();
+    settle().await;
+    assert!(
+        calls.try_recv().is_err(),
+        "offset 2 of key a started while offset 1 of key a still runs"
+    );
+    first.ok();
+    let second = started(&mut calls).await;
+    assert_eq!(second.offset, 2);
+    second.ok();
+    settle().await;
+    let stats = f.stats().await;
+    assert_eq!((stats.buffered, stats.running, stats.live_lanes), (0, 0, 0));
+}
+
+/// Item 5: records of a topic without a handler are held (never skipped),
+/// and count towards the caps, so the partition is paused.
+#[tokio::test(start_paused = true)]
+async fn records_without_a_handler_count_towards_the_caps() {
+    let f = fixture(|c| c.max_buffered_per_partition = 4);
+    let unrouted = TopicPartition::new("nobody-listens", 0);
+    f.assign(std::slice::from_ref(&unrouted)).await;
+    f.records(&unrouted, 1, &[(0, "a"), (1, "b"), (2, "c"), (3, "d")])
+        .await;
+    settle().await;
+    assert!(
+        f.consumer
+            .calls()
+            .contains(&Call::Pause(vec![unrouted.clone()])),
+        "partition paused at its cap: {:?}",
+        f.consumer.calls()
+    );
+    assert!(f.stores(&unrouted).is_empty(), "never skipped");
+    // Released on revoke at the first held record.
+    let answered = f.revoke(std::slice::from_ref(&unrouted), false).await;
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.stores(&unrouted), vec![0]);
+}
+
+/// A completion of an old generation, arriving after its partition was
+/// released and assigned again, neither acknowledges nor moves the new
+/// generation's position.
+#[tokio::test(start_paused = true)]
+async fn late_completion_of_an_old_generation_is_ignored() {
+    let f = fixture(|_| {});
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a")]).await;
+    let old = started(&mut calls).await;
+    let answered = f.revoke(&[tp(0)], false).await;
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .unwrap()
+        .unwrap();
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 2, &[(0, "b")]).await;
+    let new = started(&mut calls).await;
+    // Whatever became of the old call, finishing it now changes nothing.
+    old.ok();
+    settle().await;
+    assert!(f.acks().is_empty(), "old generation acknowledged");
+    assert_eq!(f.stores(&tp(0)), vec![0], "only the revoke's store");
+    let stats = f.stats().await;
+    assert_eq!(stats.buffered, 1, "the new record still counted");
+    new.ok();
+    settle().await;
+    assert_eq!(f.acks(), vec![(0, 2)]);
+    assert_eq!(f.stores(&tp(0)), vec![0, 1]);
+}
+
+/// A revoke while the partition is paused by back-pressure: queued records
+/// are dropped unacknowledged, the running one finishes, the position stops
+/// at the first unfinished record, and a new assignment starts clean.
+#[tokio::test(start_paused = true)]
+async fn revoke_during_pause() {
+    let f = fixture(|c| c.max_buffered_per_partition = 2);
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a"), (1, "a"), (2, "a")]).await;
+    settle().await;
+    assert!(f.consumer.calls().contains(&Call::Pause(vec![tp(0)])));
+    let first = started(&mut calls).await;
+    assert_eq!(first.offset, 0);
+    // The batch runs 0..=2 in order; revoke while 0 runs.
+    let answered = f.revoke(&[tp(0)], false).await;
+    first.ok();
+    let second = started(&mut calls).await;
+    second.ok();
+    let third = started(&mut calls).await;
+    third.ok();
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.stores(&tp(0)).last(), Some(&3));
+    // Assigned again: not paused, records flow.
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 2, &[(3, "b")]).await;
+    let next = started(&mut calls).await;
+    assert_eq!(next.offset, 3);
+    next.ok();
+    settle().await;
+    let stats = f.stats().await;
+    assert_eq!((stats.paused_partitions, stats.buffered), (0, 0));
+    assert_eq!(f.stores(&tp(0)).last(), Some(&4));
+}
+
+/// Queued (not started) records of a revoked partition are dropped without
+/// acknowledgement; the position stops at the first of them.
+#[tokio::test(start_paused = true)]
+async fn revoke_drops_queued_records_unacknowledged() {
+    let f = fixture(|c| c.max_batch = 1);
+    let mut calls = f.subscribe(TOPIC).await;
+    f.assign(&[tp(0)]).await;
+    f.records(&tp(0), 1, &[(0, "a"), (1, "a"), (2, "a")]).await;
+    let first = started(&mut calls).await;
+    let answered = f.revoke(&[tp(0)], false).await;
+    first.ok();
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .unwrap()
+        .unwrap();
+    settle().await;
+    assert!(calls.try_recv().is_err(), "no queued record started");
+    assert_eq!(f.acks(), vec![(0, 1)]);
+    assert_eq!(f.stores(&tp(0)).last(), Some(&1));
+}
