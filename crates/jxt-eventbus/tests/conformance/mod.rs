@@ -92,6 +92,92 @@ pub fn logging(
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Key prefix of the sentinel records of [`settle`].
+const SENTINEL: &str = "sentinel-";
+
+/// Publishes one sentinel record to every partition of `topic` (keys
+/// `sentinel-N`, published until the receipts cover every partition) and
+/// returns their keys.
+async fn publish_sentinels(
+    h: &dyn Harness,
+    bus: &EventBus,
+    topic: &str,
+    partitions: u32,
+) -> HashSet<String> {
+    let want = if h.partitions() {
+        partitions as usize
+    } else {
+        1
+    };
+    let (mut covered, mut keys) = (HashSet::new(), HashSet::new());
+    for i in 0.. {
+        assert!(i < 1000, "no sentinel key reached every partition");
+        let key = format!("{SENTINEL}{i}");
+        let receipt = bus
+            .publish(topic, record(&key, 0))
+            .await
+            .expect("publish sentinel");
+        keys.insert(key);
+        covered.insert(receipt.partition);
+        if covered.len() == want {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+/// The end condition of a "nothing more arrives" check, instead of a sleep:
+/// a sentinel record is published after everything else to every partition
+/// of `topic` and handled (so every record before it was delivered), then
+/// every bus of the group has nothing queued or running (so everything
+/// delivered before the sentinels finished) and reports no lag (everything
+/// is committed, so even a rebalance cannot deliver anything again). A
+/// duplicate can only have happened before this returns.
+async fn settle(h: &dyn Harness, topic: &str, partitions: u32, log: &Log, buses: &[&EventBus]) {
+    let keys = publish_sentinels(h, buses[0], topic, partitions).await;
+    wait_for("every sentinel handled", WAIT, || {
+        let seen: HashSet<String> = log
+            .all()
+            .into_iter()
+            .filter(|s| s.topic == topic)
+            .map(|s| s.key)
+            .collect();
+        keys.iter().all(|k| seen.contains(k))
+    })
+    .await;
+    wait_for("nothing buffered and everything committed", WAIT, || {
+        futures::executor::block_on(async {
+            for bus in buses {
+                if bus.dispatch_stats().await.is_some_and(|s| s.buffered > 0) {
+                    return false;
+                }
+                match bus.lag().await {
+                    Ok(lags) if lags.iter().all(|l| l.lag() == 0) => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+    })
+    .await;
+}
+
+/// Handler invocations of records other than [`settle`]'s sentinels.
+fn without_sentinels(log: &Log) -> Vec<Seen> {
+    log.all()
+        .into_iter()
+        .filter(|s| !s.key.starts_with(SENTINEL))
+        .collect()
+}
+
+/// Distinct (key, seq) pairs of [`without_sentinels`].
+fn distinct_data(log: &Log) -> HashSet<(String, u64)> {
+    without_sentinels(log)
+        .into_iter()
+        .map(|s| (s.key, s.seq))
+        .collect()
+}
+
 fn assert_key_order(seen: &[Seen]) {
     let mut by_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for s in seen {
@@ -146,10 +232,10 @@ pub async fn publish_subscribe(h: &dyn Harness) {
 
     let sent = publish_keyed(&bus, &topic, 10, 20).await;
     wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
-    assert_eq!(log.distinct(), sent);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle(h, &topic, 3, &log, &[&bus]).await;
+    assert_eq!(distinct_data(&log), sent);
     assert_eq!(
-        log.len(),
+        without_sentinels(&log).len(),
         sent.len(),
         "no record handled twice when nothing fails"
     );
@@ -209,8 +295,8 @@ pub async fn competing_consumers(h: &dyn Harness) {
     .await;
     let sent = publish_keyed(&a, &topic, 40, 10).await;
     wait_for("all records", WAIT, || log.distinct().len() == sent.len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let all = log.all();
+    settle(h, &topic, 4, &log, &[&a, &b]).await;
+    let all = without_sentinels(&log);
     assert_eq!(
         all.len(),
         sent.len(),
@@ -359,8 +445,6 @@ pub async fn unsubscribe_stops_only_that_topic(h: &dyn Harness) {
     }
     let s2 = publish_keyed(&bus, &t2, 3, 5).await;
     wait_for("t2 records", WAIT, || l2.distinct().len() == s2.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(l1.distinct(), s1, "nothing handled after unsubscribe");
     // Subscribing again resumes from the committed position: only the later records.
     let l3 = Log::default();
     bus.subscribe(&t1, logging(&l3, "a"), SubscribeOptions::new())
@@ -370,8 +454,10 @@ pub async fn unsubscribe_stops_only_that_topic(h: &dyn Harness) {
         l3.distinct().len() == later.len()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(l3.distinct(), later);
+    // Once the bus has read t1 to its end, handled by the new handler:
+    settle(h, &t1, 2, &l3, &[&bus]).await;
+    assert_eq!(distinct_data(&l3), later);
+    assert_eq!(l1.distinct(), s1, "nothing handled after unsubscribe");
     bus.shutdown().await.unwrap();
 }
 
@@ -415,9 +501,9 @@ pub async fn shutdown_drains_and_commits(h: &dyn Harness) {
         .await
         .unwrap();
     wait_for("the rest", WAIT, || log.distinct().len() == sent.len()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(h, &topic, 2, &log, &[&b]).await;
     assert_eq!(
-        log.len(),
+        without_sentinels(&log).len(),
         sent.len(),
         "no duplicates: a finished and committed all it took ({handled_by_a})"
     );
