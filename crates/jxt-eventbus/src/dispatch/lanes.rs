@@ -122,6 +122,28 @@ impl<J> KeyedLanes<J> {
         }
     }
 
+    /// Marks a lane running without handing out a batch, so its records wait
+    /// until [`KeyedLanes::finish`]: a batch of the same key still runs
+    /// elsewhere (an earlier subscription of the topic).
+    pub(crate) fn block(&mut self, id: LaneId) {
+        let lane = self.lanes.entry(id).or_insert_with(|| Lane {
+            queue: self.spare.pop().unwrap_or_default(),
+            running: false,
+        });
+        if !lane.running {
+            lane.running = true;
+            self.running += 1;
+        }
+    }
+
+    /// Lanes with a batch running (or blocked).
+    pub(crate) fn running_lanes(&self) -> impl Iterator<Item = LaneId> + '_ {
+        self.lanes
+            .iter()
+            .filter(|(_, lane)| lane.running)
+            .map(|(id, _)| *id)
+    }
+
     /// Drops queued (not running) records for which `keep` is false; returns
     /// them. Used when partitions are revoked.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&J) -> bool) -> Vec<J> {
@@ -222,6 +244,25 @@ mod tests {
         assert_eq!(
             l.next_batch(),
             Some((LaneId::Key(2), Batch::from_slice(&[3])))
+        );
+    }
+
+    #[test]
+    fn a_blocked_lane_waits_for_finish() {
+        let mut l = KeyedLanes::new(4, 10);
+        l.block(LaneId::Key(1));
+        l.push(LaneId::Key(1), 1);
+        l.push(LaneId::Key(2), 2);
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(2), Batch::from_slice(&[2])))
+        );
+        assert_eq!(l.next_batch(), None, "key 1 blocked");
+        assert_eq!(l.running_lanes().count(), 2);
+        l.finish(LaneId::Key(1));
+        assert_eq!(
+            l.next_batch(),
+            Some((LaneId::Key(1), Batch::from_slice(&[1])))
         );
     }
 

@@ -205,6 +205,10 @@ pub(crate) struct Dispatcher {
     bus_full: bool,
     /// Revokes in progress, each holding its partitions' states.
     revokes: Vec<PendingRevoke>,
+    /// Batches still running from unsubscribed instances of a topic, as
+    /// (instance, lane): the topic's current instance keeps those lanes
+    /// blocked until they finish, so a key never runs twice at once.
+    retired: HashMap<Arc<str>, Vec<(u64, LaneId)>>,
     draining: Option<Draining>,
     next_generation: u64,
     next_subscription: u64,
@@ -245,6 +249,7 @@ impl Dispatcher {
             held: 0,
             bus_full: false,
             revokes: Vec::new(),
+            retired: HashMap::default(),
             draining: None,
             next_generation: 0,
             next_subscription: 0,
@@ -345,8 +350,11 @@ impl Dispatcher {
                 settings,
                 reply,
             } => {
-                let lanes =
+                let mut lanes =
                     KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
+                for (_, lane) in self.retired.get(&topic).into_iter().flatten() {
+                    lanes.block(*lane);
+                }
                 self.warned_unrouted.remove(&topic);
                 let metrics = Arc::new(self.ctx.metrics.topic(&topic));
                 self.next_subscription += 1;
@@ -367,6 +375,19 @@ impl Dispatcher {
                 if let Some(mut sub) = self.subs.remove(&topic) {
                     sub.metrics.live_lanes.set(0);
                     sub.metrics.active_lanes.set(0);
+                    // Its running batches carry on; the next instance of the
+                    // topic must wait for them key by key. Lanes it only had
+                    // blocked are already listed under their own instance.
+                    let retired = self.retired.entry(topic.clone()).or_default();
+                    let own: Vec<LaneId> = sub
+                        .lanes
+                        .running_lanes()
+                        .filter(|l| !retired.iter().any(|(_, r)| r == l))
+                        .collect();
+                    retired.extend(own.into_iter().map(|l| (sub.id, l)));
+                    if retired.is_empty() {
+                        self.retired.remove(&topic);
+                    }
                     // Its queued records stay unfinished, holding their
                     // partitions, like records that arrive without a handler.
                     for job in sub.lanes.retain(|_| false) {
@@ -574,7 +595,11 @@ impl Dispatcher {
         } = c;
         let abandoned = matches!(outcome, Outcome::Abandoned);
         // The lane belongs to the subscription instance that handed the
-        // batch out; a later instance of the topic has lanes of its own.
+        // batch out; a later instance of the topic has lanes of its own,
+        // only blocked while this batch ran.
+        if last {
+            self.retire_finished(&partition.topic, subscription, lane);
+        }
         let sub = self
             .subs
             .get_mut(&partition.topic)
@@ -625,6 +650,28 @@ impl Dispatcher {
                 if owned {
                     self.advanced.insert(partition, position);
                 }
+            }
+        }
+    }
+
+    /// A batch of an unsubscribed instance finished: the current instance
+    /// of the topic may run that key again (unless another old batch of it
+    /// still runs).
+    fn retire_finished(&mut self, topic: &Arc<str>, subscription: u64, lane: LaneId) {
+        let Some(retired) = self.retired.get_mut(topic) else {
+            return;
+        };
+        let Some(i) = retired.iter().position(|r| *r == (subscription, lane)) else {
+            return;
+        };
+        retired.swap_remove(i);
+        let still_blocked = retired.iter().any(|(_, l)| *l == lane);
+        if retired.is_empty() {
+            self.retired.remove(topic);
+        }
+        if !still_blocked {
+            if let Some(sub) = self.subs.get_mut(topic) {
+                sub.lanes.finish(lane);
             }
         }
     }

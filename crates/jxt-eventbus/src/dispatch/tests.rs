@@ -411,9 +411,9 @@ async fn assignment_during_a_revoke_keeps_the_new_state() {
     assert_eq!((stats.buffered, stats.running), (0, 0));
 }
 
-/// Item 4: a batch of the old subscription finishing after an unsubscribe
-/// and a new subscribe must not free the new subscription's lane of the
-/// same key.
+/// Item 4: unsubscribe and subscribe again while a batch of the old
+/// subscription still runs. Its key's next records wait for it, and its
+/// completion must not free the new subscription's lane of the same key.
 #[tokio::test(start_paused = true)]
 async fn resubscribe_with_work_in_flight_keeps_one_batch_per_key() {
     let f = fixture(|_| {});
@@ -423,24 +423,37 @@ async fn resubscribe_with_work_in_flight_keeps_one_batch_per_key() {
     let old = started(&mut old_calls).await;
     f.unsubscribe(TOPIC).await;
     let mut calls = f.subscribe(TOPIC).await;
-    f.records(&tp(0), 1, &[(1, "a")]).await;
+    f.records(&tp(0), 1, &[(1, "a"), (2, "b")]).await;
+    settle().await;
+    let mut running = Vec::new();
+    while let Ok(s) = calls.try_recv() {
+        running.push(s);
+    }
+    let offsets: Vec<i64> = running.iter().map(|s| s.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![2],
+        "only key b starts: offset 1 of key a waits for offset 0 of key a"
+    );
+    let other_key = running.pop().unwrap();
+    old.ok();
     let first = started(&mut calls).await;
     assert_eq!(first.offset, 1);
-    f.records(&tp(0), 1, &[(2, "a")]).await;
-    settle().await;
-    old.ok();
+    f.records(&tp(0), 1, &[(3, "a")]).await;
+    other_key.ok();
     settle().await;
     assert!(
         calls.try_recv().is_err(),
-        "offset 2 of key a started while offset 1 of key a still runs"
+        "offset 3 of key a started while offset 1 of key a still runs"
     );
     first.ok();
     let second = started(&mut calls).await;
-    assert_eq!(second.offset, 2);
+    assert_eq!(second.offset, 3);
     second.ok();
     settle().await;
     let stats = f.stats().await;
     assert_eq!((stats.buffered, stats.running, stats.live_lanes), (0, 0, 0));
+    assert_eq!(f.stores(&tp(0)).last(), Some(&4));
 }
 
 /// Item 5: records of a topic without a handler are held (never skipped),
