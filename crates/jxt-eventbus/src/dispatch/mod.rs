@@ -8,6 +8,12 @@
 //! position (lowest unfinished offset) and hands it to the backend. When a
 //! partition or the bus holds too many records it pauses intake instead of
 //! buffering more.
+//!
+//! The task's state is split by concern: `revoke` (partitions being taken
+//! away, keyed by generation, and the cancellation of their handlers),
+//! `subscriptions` (subscription instances and their lanes), `stats`
+//! (what it reports); `tests` drives the whole state machine with a fake
+//! consumer.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
@@ -24,7 +30,6 @@ use crate::backend::{Consumer, ConsumerEvent, Record, RecordAck, TopicPartition}
 use crate::config::{DispatchConfig, Ordering};
 use crate::handler::Handler;
 use crate::message::Message;
-use crate::metrics::TopicMetrics;
 use crate::offsets::PartitionOffsets;
 
 pub mod dead_letter;
@@ -32,12 +37,14 @@ pub(crate) mod lanes;
 pub(crate) mod lease;
 mod revoke;
 mod stats;
+mod subscriptions;
 pub mod worker;
 
-use lanes::{KeyedLanes, LaneId};
+use lanes::LaneId;
 use lease::Lease;
 use revoke::PendingRevoke;
 pub use stats::{DispatchStats, PartitionStats};
+use subscriptions::Subscription;
 pub(crate) use worker::WorkerContext;
 
 /// Capacity of the backend → dispatcher channel, in events. Each event may
@@ -141,18 +148,6 @@ pub(crate) enum Command {
 pub(crate) struct DrainReport {
     /// Records given up at the deadline (left unacknowledged).
     pub(crate) abandoned: usize,
-}
-
-struct Subscription {
-    /// Unique per subscribe: a batch of an earlier subscription of the same
-    /// topic finishing late must not free this one's lanes.
-    id: u64,
-    handler: Arc<dyn Handler>,
-    settings: SubscriptionSettings,
-    lanes: KeyedLanes<Job>,
-    metrics: Arc<TopicMetrics>,
-    /// Intake paused because live lanes reached `max_processors`.
-    lanes_full: bool,
 }
 
 struct PartitionState {
@@ -350,60 +345,11 @@ impl Dispatcher {
                 settings,
                 reply,
             } => {
-                let mut lanes =
-                    KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
-                for (_, lane) in self.retired.get(&topic).into_iter().flatten() {
-                    lanes.block(*lane);
-                }
-                self.warned_unrouted.remove(&topic);
-                let metrics = Arc::new(self.ctx.metrics.topic(&topic));
-                self.next_subscription += 1;
-                self.subs.insert(
-                    topic,
-                    Subscription {
-                        id: self.next_subscription,
-                        handler,
-                        settings,
-                        lanes,
-                        metrics,
-                        lanes_full: false,
-                    },
-                );
+                self.subscribe(topic, handler, settings);
                 let _ = reply.send(());
             }
             Command::Unsubscribe { topic, reply } => {
-                if let Some(mut sub) = self.subs.remove(&topic) {
-                    sub.metrics.live_lanes.set(0);
-                    sub.metrics.active_lanes.set(0);
-                    // Its running batches carry on; the next instance of the
-                    // topic must wait for them key by key. Lanes it only had
-                    // blocked are already listed under their own instance.
-                    let retired = self.retired.entry(topic.clone()).or_default();
-                    let own: Vec<LaneId> = sub
-                        .lanes
-                        .running_lanes()
-                        .filter(|l| !retired.iter().any(|(_, r)| r == l))
-                        .collect();
-                    retired.extend(own.into_iter().map(|l| (sub.id, l)));
-                    if retired.is_empty() {
-                        self.retired.remove(&topic);
-                    }
-                    // Its queued records stay unfinished, holding their
-                    // partitions, like records that arrive without a handler.
-                    for job in sub.lanes.retain(|_| false) {
-                        if let Some(ps) = revoke::state_mut(
-                            &mut self.partitions,
-                            &mut self.revokes,
-                            &job.partition,
-                            job.generation,
-                        ) {
-                            ps.buffered -= 1;
-                            ps.held += 1;
-                            self.buffered -= 1;
-                            self.held += 1;
-                        }
-                    }
-                }
+                self.unsubscribe(&topic);
                 let _ = reply.send(());
             }
             Command::Drain {
@@ -650,28 +596,6 @@ impl Dispatcher {
                 if owned {
                     self.advanced.insert(partition, position);
                 }
-            }
-        }
-    }
-
-    /// A batch of an unsubscribed instance finished: the current instance
-    /// of the topic may run that key again (unless another old batch of it
-    /// still runs).
-    fn retire_finished(&mut self, topic: &Arc<str>, subscription: u64, lane: LaneId) {
-        let Some(retired) = self.retired.get_mut(topic) else {
-            return;
-        };
-        let Some(i) = retired.iter().position(|r| *r == (subscription, lane)) else {
-            return;
-        };
-        retired.swap_remove(i);
-        let still_blocked = retired.iter().any(|(_, l)| *l == lane);
-        if retired.is_empty() {
-            self.retired.remove(topic);
-        }
-        if !still_blocked {
-            if let Some(sub) = self.subs.get_mut(topic) {
-                sub.lanes.finish(lane);
             }
         }
     }
