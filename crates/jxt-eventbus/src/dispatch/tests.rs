@@ -27,6 +27,10 @@ enum Call {
     Store(TopicPartition, i64),
     /// A per-record acknowledgement: (partition, offset, tag of the assignment).
     Ack(TopicPartition, i64, u64),
+    /// Noted by the property test: a record sent to the dispatcher, and one
+    /// whose handler was told to succeed.
+    Delivered(TopicPartition, i64),
+    Finished(TopicPartition, i64),
 }
 
 #[derive(Debug, Default)]
@@ -183,12 +187,17 @@ impl Fixture {
                 result.await.unwrap_or(Ok(()))
             }
         };
+        self.subscribe_with(topic, Arc::new(handler)).await;
+        rx
+    }
+
+    async fn subscribe_with(&self, topic: &str, handler: Arc<dyn Handler>) {
         let (reply, done) = oneshot::channel();
         assert!(
             self.handle
                 .send(Command::Subscribe {
                     topic: topic.into(),
-                    handler: Arc::new(handler),
+                    handler,
                     settings: SubscriptionSettings {
                         ordering: Ordering::Key,
                         max_concurrency: 16,
@@ -199,7 +208,6 @@ impl Fixture {
                 .await
         );
         done.await.unwrap();
-        rx
     }
 
     async fn unsubscribe(&self, topic: &str) {
@@ -570,4 +578,232 @@ async fn revoke_drops_queued_records_unacknowledged() {
     assert!(calls.try_recv().is_err(), "no queued record started");
     assert_eq!(f.acks(), vec![(0, 1)]);
     assert_eq!(f.stores(&tp(0)).last(), Some(&1));
+}
+
+mod interleavings {
+    //! Random interleavings of assignments, records, revokes (lost or not),
+    //! handler completions, re-subscriptions and time, checked against the dispatcher's two
+    //! promises: a key never runs twice at once, and a stored position never
+    //! passes a record that did not finish.
+
+    use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Assign(i32),
+        Records(i32, Vec<u8>),
+        Revoke(i32, bool),
+        Finish(usize),
+        Advance(u64),
+        /// Unsubscribe and subscribe again, whatever runs.
+        Resubscribe,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0..2i32).prop_map(Op::Assign),
+            2 => (0..2i32, proptest::collection::vec(0u8..4, 1..4))
+                .prop_map(|(p, keys)| Op::Records(p, keys)),
+            1 => (0..2i32, proptest::bool::weighted(0.3)).prop_map(|(p, lost)| Op::Revoke(p, lost)),
+            4 => any::<usize>().prop_map(Op::Finish),
+            1 => (1u64..15).prop_map(Op::Advance),
+            1 => Just(Op::Resubscribe),
+        ]
+    }
+
+    /// A handler call in progress, with its key.
+    struct Call2 {
+        partition: TopicPartition,
+        offset: i64,
+        finish: oneshot::Sender<HandlerResult>,
+    }
+
+    /// Removes the key from the running set when the handler call ends,
+    /// however it ends (finished or dropped).
+    struct Running {
+        active: Arc<Mutex<StdHashSet<String>>>,
+        key: String,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.active.lock().unwrap().remove(&self.key);
+        }
+    }
+
+    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let f = fixture(|c| c.max_batch = 2);
+            let active: Arc<Mutex<StdHashSet<String>>> = Arc::default();
+            let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+            let (tx, mut calls) = mpsc::unbounded_channel();
+            let handler = {
+                let (active, violations) = (active.clone(), violations.clone());
+                move |d: Delivery| {
+                    let key = d.key().unwrap_or_default().to_string();
+                    if !active.lock().unwrap().insert(key.clone()) {
+                        violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("key {key} started twice at once"));
+                    }
+                    let guard = Running {
+                        active: active.clone(),
+                        key,
+                    };
+                    let (finish, result) = oneshot::channel();
+                    let _ = tx.send(Call2 {
+                        partition: TopicPartition::new(d.topic().to_string(), d.partition()),
+                        offset: d.offset(),
+                        finish,
+                    });
+                    async move {
+                        let _guard = guard;
+                        result.await.unwrap_or(Ok(()))
+                    }
+                }
+            };
+            let handler: Arc<dyn Handler> = Arc::new(handler);
+            f.subscribe_with(TOPIC, handler.clone()).await;
+            // The backend's view: owned partitions and their next offset.
+            let mut owned: StdHashMap<i32, i64> = StdHashMap::new();
+            let mut running: Vec<Call2> = Vec::new();
+            let mut revokes = Vec::new();
+            let committed = |f: &Fixture, p: i32| f.stores(&tp(p)).last().copied().unwrap_or(0);
+            for op in ops {
+                match op {
+                    Op::Assign(p) => {
+                        if let std::collections::hash_map::Entry::Vacant(e) = owned.entry(p) {
+                            e.insert(committed(&f, p));
+                            f.assign(&[tp(p)]).await;
+                        }
+                    }
+                    Op::Records(p, keys) => {
+                        let Some(next) = owned.get_mut(&p) else {
+                            continue;
+                        };
+                        let keys: Vec<String> = keys.iter().map(|k| format!("k{k}")).collect();
+                        let records: Vec<(i64, &str)> = keys
+                            .iter()
+                            .enumerate()
+                            .map(|(i, k)| (*next + i as i64, k.as_str()))
+                            .collect();
+                        for (o, _) in &records {
+                            f.consumer
+                                .calls
+                                .lock()
+                                .unwrap()
+                                .push(Call::Delivered(tp(p), *o));
+                        }
+                        *next += records.len() as i64;
+                        f.records(&tp(p), 0, &records).await;
+                    }
+                    Op::Revoke(p, lost) => {
+                        if owned.remove(&p).is_some() {
+                            revokes.push(f.revoke(&[tp(p)], lost).await);
+                        }
+                    }
+                    Op::Finish(i) => {
+                        if !running.is_empty() {
+                            let c = running.swap_remove(i % running.len());
+                            f.consumer
+                                .calls
+                                .lock()
+                                .unwrap()
+                                .push(Call::Finished(c.partition.clone(), c.offset));
+                            let _ = c.finish.send(Ok(()));
+                        }
+                    }
+                    Op::Advance(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                    Op::Resubscribe => {
+                        f.unsubscribe(TOPIC).await;
+                        f.subscribe_with(TOPIC, handler.clone()).await;
+                    }
+                }
+                settle().await;
+                while let Ok(c) = calls.try_recv() {
+                    running.push(c);
+                }
+            }
+            // Revoke everything, finishing what runs, until every revoke is
+            // answered.
+            for p in owned.keys().copied().collect::<Vec<_>>() {
+                revokes.push(f.revoke(&[tp(p)], false).await);
+            }
+            for answered in revokes {
+                let mut answered = std::pin::pin!(answered);
+                loop {
+                    settle().await;
+                    while let Ok(c) = calls.try_recv() {
+                        running.push(c);
+                    }
+                    for c in running.drain(..) {
+                        f.consumer
+                            .calls
+                            .lock()
+                            .unwrap()
+                            .push(Call::Finished(c.partition.clone(), c.offset));
+                        let _ = c.finish.send(Ok(()));
+                    }
+                    if tokio::time::timeout(Duration::from_secs(1), answered.as_mut())
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                }
+            }
+            let stats = f.stats().await;
+            prop_assert_eq!((stats.buffered, stats.held, stats.running), (0, 0, 0));
+            prop_assert_eq!(stats.assigned_partitions, 0);
+            let violations = violations.lock().unwrap().clone();
+            prop_assert!(violations.is_empty(), "{:?}", violations);
+            // Every stored position, at the moment it was stored, passes
+            // only records that were told to succeed.
+            let mut delivered: StdHashSet<(TopicPartition, i64)> = StdHashSet::new();
+            let mut finished: StdHashSet<(TopicPartition, i64)> = StdHashSet::new();
+            for call in f.consumer.calls() {
+                match call {
+                    Call::Delivered(p, o) => {
+                        delivered.insert((p, o));
+                    }
+                    Call::Finished(p, o) => {
+                        finished.insert((p, o));
+                    }
+                    Call::Store(p, pos) => {
+                        for (dp, o) in &delivered {
+                            prop_assert!(
+                                *dp != p || *o >= pos || finished.contains(&(dp.clone(), *o)),
+                                "position {} of {} passes unfinished offset {}",
+                                pos,
+                                p,
+                                o
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn keys_never_run_twice_and_positions_never_pass_unfinished_records(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            run(ops)?;
+        }
+    }
 }
