@@ -323,12 +323,22 @@ impl Dispatcher {
             running += p.running;
             paused += p.paused as usize;
         }
+        running += self.revoking_running();
         m.running.set(running as i64);
         m.paused_partitions.set(paused as i64);
         for sub in self.subs.values() {
             sub.metrics.live_lanes.set(sub.lanes.live() as i64);
             sub.metrics.active_lanes.set(sub.lanes.running() as i64);
         }
+    }
+
+    /// Records still running in partitions being revoked.
+    fn revoking_running(&self) -> usize {
+        self.revokes
+            .iter()
+            .flat_map(PendingRevoke::states)
+            .map(|ps| ps.running)
+            .sum()
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -64,7 +64,8 @@ impl Dispatcher {
             paused_partitions: self.partitions.values().filter(|p| p.paused).count(),
             buffered: self.buffered,
             held: self.held,
-            running: self.partitions.values().map(|p| p.running).sum(),
+            running: self.partitions.values().map(|p| p.running).sum::<usize>()
+                + self.revoking_running(),
             live_lanes: self.subs.values().map(|s| s.lanes.live()).sum(),
             assigned_total: self.assigned_total,
             revoked_total: self.revoked_total,

@@ -335,6 +335,12 @@ async fn revoke_timeout_cancels_the_running_handler_before_release() {
         "released before the revoke timeout"
     );
     assert!(!slow.finish.is_closed(), "handler still running");
+    let stats = f.stats().await;
+    assert_eq!(
+        (stats.running, stats.assigned_partitions),
+        (1, 0),
+        "a revoking partition is no longer owned, its record still runs"
+    );
     tokio::time::timeout(STALLED, answered)
         .await
         .expect("revoke answered")
