@@ -170,6 +170,19 @@ fn without_sentinels(log: &Log) -> Vec<Seen> {
         .collect()
 }
 
+/// The records of [`without_sentinels`] handled more than once, with the
+/// buses and offsets of each handling.
+fn duplicates(log: &Log) -> Vec<Vec<Seen>> {
+    let mut by_record: BTreeMap<(String, String, u64), Vec<Seen>> = BTreeMap::new();
+    for s in without_sentinels(log) {
+        by_record
+            .entry((s.topic.clone(), s.key.clone(), s.seq))
+            .or_default()
+            .push(s);
+    }
+    by_record.into_values().filter(|v| v.len() > 1).collect()
+}
+
 /// Distinct (key, seq) pairs of [`without_sentinels`].
 fn distinct_data(log: &Log) -> HashSet<(String, u64)> {
     without_sentinels(log)
@@ -505,7 +518,8 @@ pub async fn shutdown_drains_and_commits(h: &dyn Harness) {
     assert_eq!(
         without_sentinels(&log).len(),
         sent.len(),
-        "no duplicates: a finished and committed all it took ({handled_by_a})"
+        "no duplicates: a finished and committed all it took ({handled_by_a}): {:?}",
+        duplicates(&log)
     );
     b.shutdown().await.unwrap();
 }
