@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::TopicPartitionList;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -32,6 +33,24 @@ pub(super) const HOLD_WAIT: Duration = Duration::from_millis(20);
 /// Records held for one partition at most before it is paused in
 /// librdkafka at once.
 const MAX_HELD: usize = 64;
+
+/// The client calls the flow makes. librdkafka's pause and resume wait for
+/// the partitions' broker threads to apply them, so they may take as long
+/// as those threads are busy.
+pub(super) trait PauseClient {
+    fn pause(&self, partitions: &TopicPartitionList) -> KafkaResult<()>;
+    fn resume(&self, partitions: &TopicPartitionList) -> KafkaResult<()>;
+}
+
+impl<C: ConsumerContext> PauseClient for BaseConsumer<C> {
+    fn pause(&self, partitions: &TopicPartitionList) -> KafkaResult<()> {
+        rdkafka::consumer::Consumer::pause(self, partitions)
+    }
+
+    fn resume(&self, partitions: &TopicPartitionList) -> KafkaResult<()> {
+        rdkafka::consumer::Consumer::resume(self, partitions)
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -122,9 +141,9 @@ impl Flow {
     /// `deliver` (in order) and resumes them in librdkafka if they were
     /// paused there. Runs before the next poll, so held records precede
     /// newer ones.
-    pub(super) fn release<C: ConsumerContext>(
+    pub(super) fn release(
         &self,
-        consumer: &BaseConsumer<C>,
+        consumer: &impl PauseClient,
         mut deliver: impl FnMut(Record),
     ) {
         if !self.busy.load(Ordering::Acquire) {
@@ -165,7 +184,7 @@ impl Flow {
     /// resume; a partition whose records were held for [`HOLD_WAIT`] (or
     /// that holds [`MAX_HELD`]) is paused in librdkafka and no longer
     /// waited for.
-    pub(super) fn wait<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+    pub(super) fn wait(&self, consumer: &impl PauseClient) {
         if !self.busy.load(Ordering::Acquire) {
             return;
         }
