@@ -39,6 +39,8 @@ mod in_flight;
 mod jxt_core_health;
 mod options;
 pub mod publisher_dead_letters;
+#[cfg(feature = "http")]
+mod status;
 
 pub use builder::EventBusBuilder;
 pub use dead_letter_filter::{DeadLetterFilter, ReplayOptions, DEFAULT_MAX_REPLAYS};
