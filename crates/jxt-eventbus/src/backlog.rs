@@ -102,15 +102,29 @@ impl PublisherGauge {
         }
     }
 
-    /// A publish starts.
-    pub(crate) fn started(&self) -> Option<PublisherState> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// `count` publishes start.
+    pub(crate) fn started(&self, count: usize) -> Option<PublisherState> {
+        self.in_flight.fetch_add(count, Ordering::Relaxed);
         self.evaluate()
     }
 
-    /// A publish ended after `elapsed` (`acknowledged`: it succeeded).
-    pub(crate) fn finished(&self, elapsed: Duration, acknowledged: bool) -> Option<PublisherState> {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    /// `count` publishes were given up before they ended (their future was
+    /// dropped): they no longer count as in flight, and say nothing about
+    /// latency.
+    pub(crate) fn cancelled(&self, count: usize) -> Option<PublisherState> {
+        self.in_flight.fetch_sub(count, Ordering::Relaxed);
+        self.evaluate()
+    }
+
+    /// `count` publishes ended after `elapsed` (`acknowledged`: at least
+    /// one succeeded, so `elapsed` is a latency sample).
+    pub(crate) fn finished(
+        &self,
+        count: usize,
+        elapsed: Duration,
+        acknowledged: bool,
+    ) -> Option<PublisherState> {
+        self.in_flight.fetch_sub(count, Ordering::Relaxed);
         if acknowledged {
             // Exponential moving average, 1/8 weight per sample; a lost
             // update under contention only delays the average slightly.
@@ -418,26 +432,39 @@ mod tests {
             max_publish_latency: Duration::from_millis(100),
             ..BacklogConfig::default()
         });
-        assert!(g.started().is_none());
-        assert!(g.started().is_none());
-        let over = g.started().expect("3 in flight is over 2");
+        assert!(g.started(1).is_none());
+        assert!(g.started(1).is_none());
+        let over = g.started(1).expect("3 in flight is over 2");
         assert!(over.backlog && over.in_flight == 3);
-        assert!(g.started().is_none(), "no second report while over");
-        assert!(g.finished(Duration::from_millis(1), true).is_none());
+        assert!(g.started(1).is_none(), "no second report while over");
+        assert!(g.finished(1, Duration::from_millis(1), true).is_none());
         let cleared = g
-            .finished(Duration::from_millis(1), true)
+            .finished(1, Duration::from_millis(1), true)
             .expect("back to 2");
         assert!(!cleared.backlog);
-        g.finished(Duration::from_millis(1), true);
-        g.finished(Duration::from_millis(1), true);
+        g.finished(1, Duration::from_millis(1), true);
+        g.finished(1, Duration::from_millis(1), true);
         assert_eq!(g.state().in_flight, 0);
         // Slow acknowledgements alone are a backlog once the average is over.
         let mut flipped = None;
         for _ in 0..40 {
-            flipped = flipped.or(g.started());
-            flipped = flipped.or(g.finished(Duration::from_secs(1), true));
+            flipped = flipped.or(g.started(1));
+            flipped = flipped.or(g.finished(1, Duration::from_secs(1), true));
         }
         assert!(flipped.is_some_and(|s| s.backlog && s.latency > Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn cancelled_publishes_clear_the_gauge_without_a_latency_sample() {
+        let g = PublisherGauge::new(&BacklogConfig {
+            max_publish_in_flight: 2,
+            ..BacklogConfig::default()
+        });
+        assert!(g.started(5).is_some_and(|s| s.backlog && s.in_flight == 5));
+        let cleared = g.cancelled(5).expect("back to 0");
+        assert!(!cleared.backlog);
+        assert_eq!(g.state().in_flight, 0);
+        assert_eq!(g.state().latency, Duration::ZERO);
     }
 
     #[test]

@@ -221,3 +221,88 @@ async fn two_buses_on_an_application_registry() {
     assert_eq!(metric_value(&t, &series("billing")), Some(4.0), "{t}");
     assert_eq!(metric_value(&t, &series("shipping")), Some(1.0), "{t}");
 }
+
+/// Cancelled publishes (futures dropped before they resolve, as inside a
+/// `tokio::time::timeout`) must not leave the in-flight gauge and the
+/// publisher backlog counter raised.
+#[tokio::test]
+async fn cancelled_publishes_leave_no_publisher_load_behind() {
+    use futures::FutureExt;
+
+    // One partition retaining one record, held by a group whose handler
+    // never finishes: every publish after the first waits for room.
+    let broker = MemoryBroker::new(MemoryConfig {
+        partitions: 1,
+        max_retained_per_partition: 1,
+        publish_timeout: Duration::from_secs(600),
+    });
+    let mut c = config("cancel");
+    c.backlog.max_publish_in_flight = 100;
+    let bus = EventBus::builder()
+        .config(c)
+        .memory_broker(broker.clone())
+        .build()
+        .await
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    bus.subscribe(
+        "stuck",
+        move |_d: Delivery| {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<jxt_eventbus::HandlerResult>()
+        },
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    bus.publish("stuck", Message::new("first")).await.unwrap();
+    eventually("the first record is being handled", 10, || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let registry = bus.metrics_registry().unwrap();
+    let gauge = r#"eventbus_publisher_in_flight{backend="memory"}"#;
+
+    // 200 publishes waiting at once raise the publisher backlog alarm ...
+    let mut waiting = Vec::new();
+    for i in 0..200 {
+        let mut f = if i % 2 == 0 {
+            bus.publish("stuck", Message::new("x")).map(|_| ()).boxed()
+        } else {
+            let batch = vec![Message::new("y")];
+            bus.publish_batch("stuck", batch).map(|_| ()).boxed()
+        };
+        assert!(futures::poll!(&mut f).is_pending(), "publish {i} waits");
+        waiting.push(f);
+    }
+    assert_eq!(metric_value(&text(&registry), gauge), Some(200.0));
+    let raised = bus.backlog_state().publisher;
+    // ... and cancelling them clears it.
+    drop(waiting);
+    assert_eq!(metric_value(&text(&registry), gauge), Some(0.0));
+    assert_eq!(raised.in_flight, 200, "batches count too: {raised:?}");
+    assert!(raised.backlog, "{raised:?}");
+    let state = bus.backlog_state().publisher;
+    assert_eq!(state.in_flight, 0);
+    assert!(!state.backlog, "{state:?}");
+
+    // 10,000 publishes cancelled one by one, as by a short timeout.
+    for i in 0..10_000 {
+        let pending = if i % 2 == 0 {
+            bus.publish("stuck", Message::new("x"))
+                .map(|_| ())
+                .now_or_never()
+        } else {
+            let batch = vec![Message::new("y"), Message::new("z")];
+            bus.publish_batch("stuck", batch).map(|_| ()).now_or_never()
+        };
+        assert!(pending.is_none(), "publish {i} waits");
+    }
+    assert_eq!(metric_value(&text(&registry), gauge), Some(0.0));
+    let state = bus.backlog_state().publisher;
+    assert_eq!(state.in_flight, 0, "{state:?}");
+    assert!(!state.backlog, "{state:?}");
+    // Only the first record was stored.
+    assert_eq!(broker.end_offsets("stuck"), vec![1]);
+}

@@ -35,9 +35,12 @@ use tracing::Instrument;
 mod builder;
 mod dead_letter_filter;
 mod dead_letters;
+mod in_flight;
 mod jxt_core_health;
 mod options;
 pub mod publisher_dead_letters;
+#[cfg(feature = "http")]
+mod status;
 
 pub use builder::EventBusBuilder;
 pub use dead_letter_filter::{DeadLetterFilter, ReplayOptions, DEFAULT_MAX_REPLAYS};
@@ -45,6 +48,8 @@ pub use dead_letters::{
     DeadLetter, RefusedDeadLetter, ReplayReport, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,
 };
 pub use options::SubscribeOptions;
+
+use in_flight::PublishesInFlight;
 
 /// One event bus: one producer and one consumer (one group, every subscribed
 /// topic) over the configured backend.
@@ -174,7 +179,8 @@ impl EventBus {
     ///
     /// # Cancel safety
     /// Dropping the future before it resolves leaves it unknown whether the
-    /// record was stored.
+    /// record was stored; it stops counting as in flight (the
+    /// `publisher_in_flight` gauge and the publisher backlog) at once.
     pub async fn publish(&self, topic: &str, mut message: Message) -> Result<PublishReceipt> {
         self.ensure_open()?;
         validate::topic(topic)?;
@@ -184,12 +190,7 @@ impl EventBus {
         if let Some(l) = &self.inner.publish_limiter {
             l.until_ready().await;
         }
-        let gauge = &self.inner.backlog.publisher;
-        if let Some(s) = gauge.started() {
-            self.inner.backlog.publisher_changed(s);
-        }
-        let metrics = &self.inner.metrics;
-        metrics.publisher_in_flight.inc();
+        let in_flight = PublishesInFlight::start(&self.inner.backlog, &self.inner.metrics, 1);
         let span = tracing::debug_span!(
             "eventbus.publish",
             topic,
@@ -199,20 +200,14 @@ impl EventBus {
         if let Some(trace_id) = trace::inject(&mut message, !span.is_disabled()) {
             span.record("trace_id", trace_id.as_str());
         }
-        let started = std::time::Instant::now();
         let result = self
             .inner
             .producer
             .send(topic, message)
             .instrument(span)
             .await;
-        let elapsed = started.elapsed();
-        metrics.publisher_in_flight.dec();
         let ok = result.is_ok();
-        metrics.published(topic, ok as u64, !ok as u64, elapsed);
-        if let Some(s) = gauge.finished(elapsed, ok) {
-            self.inner.backlog.publisher_changed(s);
-        }
+        in_flight.finish(topic, ok as u64, !ok as u64);
         result
     }
 
@@ -247,10 +242,8 @@ impl EventBus {
                 l.until_ready().await;
             }
         }
-        let n = messages.len() as i64;
-        let metrics = &self.inner.metrics;
-        metrics.publisher_in_flight.inc_by(n);
-        let started = std::time::Instant::now();
+        let n = messages.len();
+        let in_flight = PublishesInFlight::start(&self.inner.backlog, &self.inner.metrics, n);
         let start_new = tracing::enabled!(tracing::Level::DEBUG);
         for m in &mut messages {
             trace::inject(m, start_new);
@@ -262,9 +255,8 @@ impl EventBus {
             .send_batch(topic, messages)
             .instrument(span)
             .await;
-        metrics.publisher_in_flight.dec_by(n);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-        metrics.published(topic, ok, results.len() as u64 - ok, started.elapsed());
+        in_flight.finish(topic, ok, results.len() as u64 - ok);
         Ok(results)
     }
 

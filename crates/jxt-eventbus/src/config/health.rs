@@ -32,6 +32,8 @@ pub struct HealthConfig {
     /// jxt-core's health-check heartbeats, published and read so Go and
     /// Rust services see each other. Default off.
     pub jxt_core: JxtCoreHealthConfig,
+    /// What the operator endpoint `/status` shows and what it may cost.
+    pub status: StatusConfig,
 }
 
 impl Default for HealthConfig {
@@ -42,6 +44,7 @@ impl Default for HealthConfig {
             stall_after: Duration::from_secs(300),
             probe: ProbeConfig::default(),
             jxt_core: JxtCoreHealthConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -71,6 +74,35 @@ impl Default for JxtCoreHealthConfig {
             enabled: false,
             topic: crate::health::jxt_core::DEFAULT_TOPIC.into(),
             interval: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The `/status` endpoint (cargo feature `http`). It answers every request
+/// at once from state the bus already holds; nothing in it waits on the
+/// broker or on a subscription change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Show the text of recent handler errors. Those texts come from
+    /// application code and often quote the record (a customer's name, an
+    /// address, an account number), and `/status` usually has no
+    /// authentication: with `false` only their kind, topic, partition,
+    /// offset, attempt and time are shown. Default false.
+    pub show_error_messages: bool,
+    /// How old the per-partition lag shown may be. A request that finds it
+    /// older starts one background read from the broker and is answered
+    /// with the reading it has, so however many requests arrive, the
+    /// broker is asked at most once per this interval. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub lag_max_age: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            show_error_messages: false,
+            lag_max_age: Duration::from_secs(5),
         }
     }
 }
@@ -142,6 +174,11 @@ impl HealthConfig {
                 Duration::from_millis(10),
             )?;
         }
+        timer(
+            "health.status.lag_max_age",
+            self.status.lag_max_age,
+            Duration::from_millis(100),
+        )?;
         let p = &self.probe;
         if !p.enabled {
             return Ok(());

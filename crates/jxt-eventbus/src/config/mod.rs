@@ -20,7 +20,7 @@ mod load;
 mod nats;
 
 pub use env::{environment_overrides, DEV_PREFIX, ENV_PREFIX};
-pub use health::{HealthConfig, JxtCoreHealthConfig, ProbeConfig};
+pub use health::{HealthConfig, JxtCoreHealthConfig, ProbeConfig, StatusConfig};
 pub use kafka::{
     Acks, Compression, IdHeader, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig,
     KafkaProducerConfig, KafkaSaslConfig, KafkaTlsConfig, OffsetReset, Partitioner, SaslMechanism,

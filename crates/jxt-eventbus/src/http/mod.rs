@@ -10,7 +10,11 @@
 //! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, recent handler errors, health components |
 //!
 //! Nothing served contains configuration or credentials: `/status` reports
-//! the backend name, the group and runtime state only.
+//! the backend name, the group and runtime state only. Every route answers
+//! at once, whatever the broker or a subscription change is doing: `/status`
+//! shows lag read in the background at most once per
+//! `health.status.lag_max_age`, and handler error texts (which may quote
+//! personal data) only with `health.status.show_error_messages`.
 //!
 //! ```no_run
 //! # async fn run(bus: jxt_eventbus::EventBus) -> std::io::Result<()> {
@@ -27,17 +31,19 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::SystemTime;
 
+use crate::config::StatusConfig;
+use crate::EventBus;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
-use serde_json::{json, Value};
 
-use crate::EventBus;
+mod status;
+
+use status::LagCache;
 
 /// Where [`serve`] listens unless told otherwise: loopback only, port 9464
 /// (the port commonly used for Prometheus exporters).
@@ -51,6 +57,8 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 struct AppState {
     bus: EventBus,
     registry: Option<Arc<Registry>>,
+    lag: Arc<LagCache>,
+    status: StatusConfig,
 }
 
 /// The operator routes for `bus`; `/metrics` serves the registry the bus
@@ -64,12 +72,19 @@ pub fn router(bus: EventBus) -> Router {
 /// The operator routes for `bus`, serving `registry` on `/metrics` (for
 /// example the application's registry holding this bus's metrics).
 pub fn router_with_registry(bus: EventBus, registry: Option<Arc<Registry>>) -> Router {
+    let status_config = bus.config().health.status.clone();
+    let lag = Arc::new(LagCache::new(status_config.lag_max_age));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .with_state(AppState { bus, registry })
+        .with_state(AppState {
+            bus,
+            registry,
+            lag,
+            status: status_config,
+        })
 }
 
 /// A running server started by [`serve`]. Dropping it stops the server.
@@ -162,95 +177,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()
-}
-
-/// The `/status` document.
-async fn status_json(bus: &EventBus) -> Value {
-    let health = bus.health().await;
-    let backlog = bus.backlog_state();
-    let (partitions, lag_error) = match bus.lag().await {
-        Ok(lags) => (
-            lags.iter()
-                .map(|l| {
-                    json!({
-                        "topic": &*l.partition.topic,
-                        "partition": l.partition.partition,
-                        "log_end": l.log_end,
-                        "committed": l.committed,
-                        "lag": l.lag(),
-                    })
-                })
-                .collect::<Vec<_>>(),
-            None,
-        ),
-        Err(e) => (Vec::new(), Some(e.to_string())),
-    };
-    let dispatch = bus.dispatch_stats().await.map(|s| {
-        json!({
-            "assigned_partitions": s.assigned_partitions,
-            "paused_partitions": s.paused_partitions,
-            "buffered_records": s.buffered,
-            "running_records": s.running,
-            "live_lanes": s.live_lanes,
-            "partitions_assigned_total": s.assigned_total,
-            "partitions_revoked_total": s.revoked_total,
-            "oldest_unfinished": s.oldest_unfinished.map(rfc3339),
-            "partitions": s.partitions.iter().map(|p| json!({
-                "topic": &*p.partition.topic,
-                "partition": p.partition.partition,
-                "buffered_records": p.buffered,
-                "running_records": p.running,
-                "paused": p.paused,
-                "position": p.position,
-                "position_still_for_ms": p.stuck_for.map(|d| d.as_millis() as u64),
-            })).collect::<Vec<_>>(),
-        })
-    });
-    json!({
-        "backend": bus.config().backend,
-        "group": bus.config().group,
-        "closed": bus.is_closed(),
-        "subscriptions": bus.subscriptions().await,
-        "partitions": partitions,
-        "lag_error": lag_error,
-        "dispatch": dispatch,
-        "recovery": {
-            "recovering": backlog.recovering,
-            "backlog": backlog.backlog,
-            "lag": backlog.lag,
-            "clean_checks": backlog.clean_checks,
-            "oldest_unfinished_age_ms": backlog.oldest_unfinished_age.map(|d| d.as_millis() as u64),
-            "checked_at": backlog.checked_at.map(rfc3339),
-        },
-        "publisher": {
-            "in_flight": backlog.publisher.in_flight,
-            "latency_ms": backlog.publisher.latency.as_secs_f64() * 1000.0,
-            "backlog": backlog.publisher.backlog,
-        },
-        "recent_errors": bus.recent_errors().iter().map(|e| json!({
-            "at": rfc3339(e.at),
-            "topic": &*e.topic,
-            "partition": e.partition,
-            "offset": e.offset,
-            "attempt": e.attempt,
-            "kind": e.kind.as_str(),
-            "message": e.message,
-        })).collect::<Vec<_>>(),
-        "health": {
-            "overall": health.overall.as_str(),
-            "checked_at": rfc3339(health.checked_at),
-            "components": health.components.iter().map(|c| json!({
-                "name": c.name,
-                "state": c.state.as_str(),
-                "reason": c.reason,
-            })).collect::<Vec<_>>(),
-        },
-    })
-}
-
 async fn status(State(state): State<AppState>) -> Response {
-    let body = status_json(&state.bus).await.to_string();
+    let body = status::status_json(&state.bus, &state.lag, &state.status)
+        .await
+        .to_string();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

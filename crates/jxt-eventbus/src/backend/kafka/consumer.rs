@@ -2,8 +2,10 @@
 //! by its own thread ([`super::poll_loop`]).
 //!
 //! The dispatcher's calls are cheap and safe at any time, rebalances
-//! included: `pause`/`resume` note the change for the poll thread
-//! ([`super::flow`]), `store` notes the position in memory for the poll
+//! included, and never wait on the poll thread or librdkafka (they run on
+//! the async runtime's workers): `pause`/`resume` queue the change for the
+//! poll thread ([`super::flow`]), `store` notes the position in memory
+//! (a lock the poll thread holds only to take the notes) for the poll
 //! thread to store. Subscription changes and close go to the thread as
 //! commands, since they interact with rebalance callbacks that only that
 //! thread serves.

@@ -57,8 +57,8 @@ pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Recei
     let ctx = consumer.context().clone();
     ctx.flush();
     ctx.apply_stores(&consumer);
-    // The handle only upgrades its weak reference for a moment (pause,
-    // resume, a lag or commit request): wait for those to end so that the
+    // The handle only upgrades its weak reference for a moment (a lag or
+    // commit request): wait for those to end so that the
     // last reference stays on this thread.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Arc::strong_count(&consumer) > 1 && Instant::now() < deadline {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::group::{Member, Owned};
-use super::{release, MemoryBroker, TopicLog};
+use super::group::{Member, MemberShared, Owned};
+use super::MemoryBroker;
 use crate::backend::{Consumer, ConsumerEvent, PartitionLag, Record, TopicPartition};
 use crate::config::StartFrom;
 use crate::error::Result;
@@ -30,6 +30,8 @@ pub(super) struct MemoryConsumer {
     group: String,
     id: u64,
     start_from: StartFrom,
+    /// Its partitions, shared with its fetch loop and the group's rebalances.
+    shared: Arc<MemberShared>,
     closed: Arc<AtomicBool>,
     stop: Arc<Notify>,
 }
@@ -42,31 +44,29 @@ impl MemoryConsumer {
         start_from: StartFrom,
         events: mpsc::Sender<ConsumerEvent>,
     ) -> Self {
-        {
-            let mut state = broker.inner.lock();
-            let g = state.groups.entry(group.clone()).or_default();
-            g.members.insert(
+        let shared = Arc::new(MemberShared::default());
+        broker
+            .inner
+            .groups()
+            .entry(group.clone())
+            .or_default()
+            .members
+            .insert(
                 id,
                 Member {
                     topics: BTreeSet::new(),
                     events: events.clone(),
-                    owned: HashMap::new(),
+                    shared: shared.clone(),
                 },
             );
-        }
         let stop = Arc::new(Notify::new());
-        tokio::spawn(fetch_loop(
-            broker.clone(),
-            group.clone(),
-            id,
-            events,
-            stop.clone(),
-        ));
+        tokio::spawn(fetch_loop(shared.clone(), events, stop.clone()));
         MemoryConsumer {
             broker,
             group,
             id,
             start_from,
+            shared,
             closed: Arc::new(AtomicBool::new(false)),
             stop,
         }
@@ -79,11 +79,23 @@ impl MemoryConsumer {
             return false;
         }
         self.stop.notify_one();
-        let mut state = self.broker.inner.lock();
-        if let Some(g) = state.groups.get_mut(&self.group) {
+        let mut groups = self.broker.inner.groups();
+        if let Some(g) = groups.get_mut(&self.group) {
             g.members.remove(&self.id);
         }
+        for (tp, o) in self.shared.lock().drain() {
+            o.stop_reading(self.id, tp.partition);
+        }
         true
+    }
+
+    fn set_paused(&self, partitions: &[TopicPartition], paused: bool) {
+        let mut owned = self.shared.lock();
+        for tp in partitions {
+            if let Some(o) = owned.get_mut(tp) {
+                o.paused = paused;
+            }
+        }
     }
 }
 
@@ -98,22 +110,17 @@ impl Drop for MemoryConsumer {
 }
 
 async fn fetch_loop(
-    broker: MemoryBroker,
-    group: String,
-    id: u64,
+    shared: Arc<MemberShared>,
     events: mpsc::Sender<ConsumerEvent>,
     stop: Arc<Notify>,
 ) {
     loop {
-        let data = broker.inner.data.notified();
-        tokio::pin!(data);
-        data.as_mut().enable();
-        let Some(batch) = fetch(&broker, &group, id) else {
-            return;
-        };
+        // A wake-up that arrives while fetching is kept as a permit, so the
+        // wait below returns at once and nothing is missed.
+        let batch = fetch(&shared);
         if batch.is_empty() {
             tokio::select! {
-                _ = &mut data => {}
+                _ = shared.wake.notified() => {}
                 _ = stop.notified() => return,
             }
             // Let the publishers that woke us append a few more records, so
@@ -127,67 +134,58 @@ async fn fetch_loop(
     }
 }
 
-/// Takes the next records of every fetchable partition of a member; `None`
-/// when the member is gone.
-fn fetch(broker: &MemoryBroker, group: &str, id: u64) -> Option<Vec<Record>> {
-    let mut state = broker.inner.lock();
-    let super::State { topics, groups, .. } = &mut *state;
-    let member = groups.get_mut(group)?.members.get_mut(&id)?;
+/// Takes the next records of every fetchable partition of a member.
+fn fetch(shared: &MemberShared) -> Vec<Record> {
+    let mut owned = shared.lock();
     let mut out = Vec::new();
-    for (tp, owned) in member.owned.iter_mut() {
-        if !owned.fetchable || owned.paused {
+    for (tp, o) in owned.iter_mut() {
+        if !o.fetchable || o.paused {
             continue;
         }
-        let Some(plog) = topics
-            .get(&tp.topic)
-            .and_then(|t| t.partitions.get(tp.partition as usize))
-        else {
+        let Some(partition) = o.log.partitions.get(tp.partition as usize) else {
             continue;
         };
-        let until = plog.end().min(owned.position + FETCH_PER_PARTITION as i64);
-        while owned.position < until && out.len() < FETCH_MAX {
-            if let Some(m) = plog.get(owned.position) {
+        let st = partition.lock();
+        let until = st.log.end().min(o.position + FETCH_PER_PARTITION as i64);
+        while o.position < until && out.len() < FETCH_MAX {
+            if let Some(m) = st.log.get(o.position) {
                 out.push(Record {
                     partition: tp.clone(),
-                    offset: owned.position,
+                    offset: o.position,
                     message: m.clone(),
                     ack: None,
                 });
             }
-            owned.position += 1;
+            o.position += 1;
         }
         if out.len() >= FETCH_MAX {
             break;
         }
     }
-    Some(out)
+    out
 }
 
 /// Moves the group toward its target assignment: revoke first (and wait for
 /// the owners to finish and commit), then assign at the committed position.
 async fn rebalance(broker: MemoryBroker, group: String) {
     let lock = {
-        let mut locks = broker
-            .inner
-            .rebalancing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut locks = super::lock(&broker.inner.rebalancing);
         locks.entry(group.clone()).or_default().clone()
     };
     let _serial = lock.lock().await;
+    let inner = &broker.inner;
 
     // Phase 1: revoke what moves or is no longer subscribed.
     let mut revokes = Vec::new();
     {
-        let mut state = broker.inner.lock();
-        let super::State { topics, groups, .. } = &mut *state;
-        let Some(g) = groups.get_mut(&group) else {
+        let groups = inner.groups();
+        let Some(g) = groups.get(&group) else {
             return;
         };
-        let target = g.target(|t| partitions(topics, t));
-        for (id, m) in g.members.iter_mut() {
-            let gone: Vec<TopicPartition> = m
-                .owned
+        let target = g.target(|t| inner.partitions_of(t));
+        for (id, m) in &g.members {
+            let mut owned = m.shared.lock();
+            let gone: Vec<TopicPartition> = owned
                 .keys()
                 .filter(|tp| target.get(*tp) != Some(id))
                 .cloned()
@@ -196,17 +194,17 @@ async fn rebalance(broker: MemoryBroker, group: String) {
                 continue;
             }
             for tp in &gone {
-                if let Some(o) = m.owned.get_mut(tp) {
+                if let Some(o) = owned.get_mut(tp) {
                     o.fetchable = false;
                 }
             }
-            revokes.push((*id, m.events.clone(), gone));
+            revokes.push((m.events.clone(), gone));
         }
     }
     // The owners keep the partitions (so their final `store` counts) until
     // they answer; only then are the partitions released.
     let mut waits = Vec::new();
-    for (_, events, partitions) in revokes {
+    for (events, partitions) in revokes {
         let (done, answered) = oneshot::channel();
         let event = ConsumerEvent::Revoked {
             partitions,
@@ -222,10 +220,15 @@ async fn rebalance(broker: MemoryBroker, group: String) {
         let _ = tokio::time::timeout(REVOKE_WAIT, answered).await;
     }
     {
-        let mut state = broker.inner.lock();
-        if let Some(g) = state.groups.get_mut(&group) {
-            for m in g.members.values_mut() {
-                m.owned.retain(|_, o| o.fetchable);
+        let groups = inner.groups();
+        if let Some(g) = groups.get(&group) {
+            for (id, m) in &g.members {
+                m.shared.lock().retain(|tp, o| {
+                    if !o.fetchable {
+                        o.stop_reading(*id, tp.partition);
+                    }
+                    o.fetchable
+                });
             }
         }
     }
@@ -234,95 +237,87 @@ async fn rebalance(broker: MemoryBroker, group: String) {
     // committed position.
     let mut assigns = Vec::new();
     {
-        let mut state = broker.inner.lock();
-        let super::State { topics, groups, .. } = &mut *state;
-        let Some(g) = groups.get_mut(&group) else {
+        let groups = inner.groups();
+        let Some(g) = groups.get(&group) else {
             return;
         };
-        let target = g.target(|t| partitions(topics, t));
+        let target = g.target(|t| inner.partitions_of(t));
+        let owned_now = g.owned();
         let mut per_member: HashMap<u64, Vec<TopicPartition>> = HashMap::new();
         for (tp, owner) in target {
-            if g.owner(&tp).is_none() {
+            if !owned_now.contains(&tp) {
                 per_member.entry(owner).or_default().push(tp);
             }
         }
         for (id, mut tps) in per_member {
-            tps.sort();
-            let position: Vec<i64> = tps
-                .iter()
-                .map(|tp| g.committed.get(tp).copied().unwrap_or(0))
-                .collect();
-            let Some(m) = g.members.get_mut(&id) else {
+            let Some(m) = g.members.get(&id) else {
                 continue;
             };
-            for (tp, position) in tps.iter().zip(position) {
-                m.owned.insert(
+            tps.sort();
+            let mut owned = m.shared.lock();
+            tps.retain(|tp| {
+                let Some(log) = inner.existing_topic(&tp.topic) else {
+                    return false;
+                };
+                let Some(partition) = log.partitions.get(tp.partition as usize) else {
+                    return false;
+                };
+                let position = {
+                    let mut st = partition.lock();
+                    st.readers.push((id, m.shared.wake.clone()));
+                    st.committed.get(&group).copied().unwrap_or(0)
+                };
+                owned.insert(
                     tp.clone(),
                     Owned {
+                        log: log.clone(),
                         position,
                         fetchable: false,
                         paused: false,
                     },
                 );
-            }
-            assigns.push((id, m.events.clone(), tps));
+                true
+            });
+            assigns.push((id, m.events.clone(), m.shared.clone(), tps));
         }
     }
-    for (id, events, tps) in assigns {
+    for (id, events, shared, tps) in assigns {
         let delivered = events
             .send(ConsumerEvent::Assigned(tps.clone()))
             .await
             .is_ok();
-        let mut state = broker.inner.lock();
-        if let Some(m) = state
-            .groups
-            .get_mut(&group)
-            .and_then(|g| g.members.get_mut(&id))
-        {
-            for tp in &tps {
-                if delivered {
-                    if let Some(o) = m.owned.get_mut(tp) {
-                        o.fetchable = true;
-                    }
-                } else {
-                    m.owned.remove(tp);
+        let mut owned = shared.lock();
+        for tp in &tps {
+            if delivered {
+                if let Some(o) = owned.get_mut(tp) {
+                    o.fetchable = true;
                 }
+            } else if let Some(o) = owned.remove(tp) {
+                o.stop_reading(id, tp.partition);
             }
         }
+        drop(owned);
+        shared.wake.notify_one();
     }
-    broker.inner.data.notify_waiters();
-}
-
-fn partitions(topics: &HashMap<Arc<str>, TopicLog>, topic: &str) -> u32 {
-    topics.get(topic).map_or(0, |t| t.partitions.len() as u32)
 }
 
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn subscribe(&self, topics: &[String]) -> Result<()> {
-        {
-            let mut state = self.broker.inner.lock();
-            let default_partitions = self.broker.inner.config.partitions;
-            let super::State {
-                topics: logs,
-                groups,
-                ..
-            } = &mut *state;
-            let g = groups.entry(self.group.clone()).or_default();
-            for t in topics {
-                let log = logs
-                    .entry(Arc::from(t.as_str()))
-                    .or_insert_with(|| TopicLog::new(default_partitions));
-                for (p, plog) in log.partitions.iter().enumerate() {
-                    let start = match self.start_from {
-                        StartFrom::Earliest => plog.base,
-                        StartFrom::Latest => plog.end(),
-                    };
-                    g.committed
-                        .entry(TopicPartition::new(t.as_str(), p as i32))
-                        .or_insert(start);
-                }
+        for t in topics {
+            let log = self.broker.inner.topic(t);
+            for partition in log.partitions.iter() {
+                let mut st = partition.lock();
+                let start = match self.start_from {
+                    StartFrom::Earliest => st.log.base,
+                    StartFrom::Latest => st.log.end(),
+                };
+                st.committed.entry(self.group.clone()).or_insert(start);
             }
+        }
+        {
+            let mut groups = self.broker.inner.groups();
+            let g = groups.entry(self.group.clone()).or_default();
             if let Some(m) = g.members.get_mut(&self.id) {
                 m.topics = topics.iter().map(|t| Arc::from(t.as_str())).collect();
             }
@@ -337,26 +332,22 @@ impl Consumer for MemoryConsumer {
 
     fn resume(&self, partitions: &[TopicPartition]) {
         self.set_paused(partitions, false);
-        self.broker.inner.data.notify_waiters();
+        self.shared.wake.notify_one();
     }
 
     fn store(&self, partition: &TopicPartition, next_offset: i64) {
-        let mut state = self.broker.inner.lock();
-        let Some(g) = state.groups.get_mut(&self.group) else {
+        // Held while committing: a rebalance cannot take the partition away
+        // in between, so positions of partitions not owned are ignored.
+        let owned = self.shared.lock();
+        let Some(p) = owned
+            .get(partition)
+            .and_then(|o| o.log.partitions.get(partition.partition as usize))
+        else {
             return;
         };
-        let owns = g
-            .members
-            .get(&self.id)
-            .is_some_and(|m| m.owned.contains_key(partition));
-        if !owns {
-            return;
+        if p.lock().commit(&self.group, next_offset) {
+            p.space.notify_waiters();
         }
-        let c = g.committed.entry(partition.clone()).or_insert(next_offset);
-        *c = (*c).max(next_offset);
-        release(&mut state, &partition.topic);
-        drop(state);
-        self.broker.inner.space.notify_waiters();
     }
 
     async fn commit(&self) -> Result<()> {
@@ -365,29 +356,29 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn lag(&self) -> Result<Vec<PartitionLag>> {
-        let state = self.broker.inner.lock();
-        let Some(g) = state.groups.get(&self.group) else {
-            return Ok(Vec::new());
-        };
-        let Some(m) = g.members.get(&self.id) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<PartitionLag> = m
-            .owned
-            .keys()
-            .map(|tp| {
-                let log_end = state
-                    .topics
-                    .get(&tp.topic)
-                    .and_then(|t| t.partitions.get(tp.partition as usize))
-                    .map_or(0, |p| p.end());
+        let owned = self.shared.lock();
+        let mut out: Vec<PartitionLag> = owned
+            .iter()
+            .map(|(tp, o)| {
+                let (log_end, committed) =
+                    o.log
+                        .partitions
+                        .get(tp.partition as usize)
+                        .map_or((0, 0), |p| {
+                            let st = p.lock();
+                            (
+                                st.log.end(),
+                                st.committed.get(&self.group).copied().unwrap_or(0),
+                            )
+                        });
                 PartitionLag {
                     partition: tp.clone(),
                     log_end,
-                    committed: g.committed.get(tp).copied().unwrap_or(0),
+                    committed,
                 }
             })
             .collect();
+        drop(owned);
         out.sort_by(|a, b| a.partition.cmp(&b.partition));
         Ok(out)
     }
@@ -397,23 +388,5 @@ impl Consumer for MemoryConsumer {
             rebalance(self.broker.clone(), self.group.clone()).await;
         }
         Ok(())
-    }
-}
-
-impl MemoryConsumer {
-    fn set_paused(&self, partitions: &[TopicPartition], paused: bool) {
-        let mut state = self.broker.inner.lock();
-        let Some(m) = state
-            .groups
-            .get_mut(&self.group)
-            .and_then(|g| g.members.get_mut(&self.id))
-        else {
-            return;
-        };
-        for tp in partitions {
-            if let Some(o) = m.owned.get_mut(tp) {
-                o.paused = paused;
-            }
-        }
     }
 }

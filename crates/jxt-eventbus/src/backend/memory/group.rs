@@ -1,16 +1,24 @@
 //! Consumer groups of the in-memory broker: members, ownership and the
 //! assignment they should converge to.
+//!
+//! Membership changes only in joins, leaves and rebalances (under the
+//! broker's group lock). What a member does with its partitions — fetch,
+//! pause, resume, store — takes only that member's own lock
+//! ([`MemberShared`]) and the partition's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
+use super::log::TopicLog;
 use crate::backend::{ConsumerEvent, TopicPartition};
 
 /// Fetch state of one owned partition.
 #[derive(Debug)]
 pub(super) struct Owned {
+    /// The partition's topic.
+    pub(super) log: Arc<TopicLog>,
     /// Next offset to hand out.
     pub(super) position: i64,
     /// False while an `Assigned` or `Revoked` event is in flight, so no record
@@ -20,19 +28,41 @@ pub(super) struct Owned {
     pub(super) paused: bool,
 }
 
+/// What a member's consumer and its fetch loop share with rebalances.
+#[derive(Debug, Default)]
+pub(super) struct MemberShared {
+    owned: Mutex<HashMap<TopicPartition, Owned>>,
+    /// Wakes the fetch loop: a record appended to an owned partition, a
+    /// resume, an assignment.
+    pub(super) wake: Arc<Notify>,
+}
+
+impl MemberShared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<TopicPartition, Owned>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Owned {
+    /// Member `id` gives partition `partition` up: its fetcher is no
+    /// longer woken by new records there.
+    pub(super) fn stop_reading(&self, id: u64, partition: i32) {
+        if let Some(p) = self.log.partitions.get(partition as usize) {
+            p.lock().readers.retain(|(reader, _)| *reader != id);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Member {
     pub(super) topics: BTreeSet<Arc<str>>,
     pub(super) events: mpsc::Sender<ConsumerEvent>,
-    pub(super) owned: HashMap<TopicPartition, Owned>,
+    pub(super) shared: Arc<MemberShared>,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Group {
     pub(super) members: BTreeMap<u64, Member>,
-    /// Committed position (next offset to read) per partition. Kept when
-    /// members leave, like a broker keeps a group's offsets.
-    pub(super) committed: HashMap<TopicPartition, i64>,
 }
 
 impl Group {
@@ -59,12 +89,12 @@ impl Group {
         target
     }
 
-    /// Current owner of a partition.
-    pub(super) fn owner(&self, tp: &TopicPartition) -> Option<u64> {
+    /// Every partition some member owns.
+    pub(super) fn owned(&self) -> HashSet<TopicPartition> {
         self.members
-            .iter()
-            .find(|(_, m)| m.owned.contains_key(tp))
-            .map(|(id, _)| *id)
+            .values()
+            .flat_map(|m| m.shared.lock().keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 }
 
@@ -77,7 +107,7 @@ mod tests {
         Member {
             topics: topics.iter().map(|t| Arc::from(*t)).collect(),
             events: tx,
-            owned: HashMap::new(),
+            shared: Arc::default(),
         }
     }
 

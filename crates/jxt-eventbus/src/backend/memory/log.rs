@@ -1,8 +1,19 @@
-//! Topic storage of the in-memory broker: partitions of retained records.
+//! Topic storage of the in-memory broker: partitions of retained records,
+//! each behind its own lock.
+//!
+//! A partition's lock covers its records, the committed position of every
+//! group in it (retention depends on them) and the fetchers to wake when it
+//! grows — everything a publish, a fetch or an offset store of that
+//! partition touches, and nothing of any other partition. Publishers to
+//! different partitions, and consumers of different partitions, never wait
+//! for each other.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use crate::message::Message;
 
@@ -30,33 +41,87 @@ impl PartitionLog {
         self.records.get(idx)
     }
 
-    /// Releases records below `position`.
-    pub(super) fn release_below(&mut self, position: i64) {
+    /// Releases records below `position`; true when any was released.
+    pub(super) fn release_below(&mut self, position: i64) -> bool {
+        let before = self.base;
         while self.base < position && self.records.pop_front().is_some() {
             self.base += 1;
         }
+        self.base != before
+    }
+}
+
+/// What a partition's lock guards.
+#[derive(Debug, Default)]
+pub(super) struct PartitionState {
+    pub(super) log: PartitionLog,
+    /// Committed position (next offset to read) per group. Kept when
+    /// members leave, like a broker keeps a group's offsets.
+    pub(super) committed: HashMap<String, i64>,
+    /// The fetchers of the members owning this partition, by member id:
+    /// woken when a record is appended.
+    pub(super) readers: Vec<(u64, Arc<Notify>)>,
+}
+
+impl PartitionState {
+    /// Releases the records every group holding a position passed; true
+    /// when any was released.
+    pub(super) fn release(&mut self) -> bool {
+        match self.committed.values().min() {
+            Some(&min) => self.log.release_below(min),
+            None => false,
+        }
+    }
+
+    /// Moves `group`'s committed position forward to `next_offset` (never
+    /// back) and releases what no group needs any more; true when records
+    /// were released.
+    pub(super) fn commit(&mut self, group: &str, next_offset: i64) -> bool {
+        match self.committed.get_mut(group) {
+            Some(c) => *c = (*c).max(next_offset),
+            None => {
+                self.committed.insert(group.to_string(), next_offset);
+            }
+        }
+        self.release()
+    }
+}
+
+/// One partition: its state and the publishers waiting for room in it.
+#[derive(Debug, Default)]
+pub(super) struct Partition {
+    state: Mutex<PartitionState>,
+    /// Woken when records are released.
+    pub(super) space: Notify,
+}
+
+impl Partition {
+    pub(super) fn lock(&self) -> MutexGuard<'_, PartitionState> {
+        // Every mutation is a single step: a panic elsewhere while holding
+        // the lock leaves consistent state, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// A topic: fixed partitions, keyed records always land in the same one.
 #[derive(Debug)]
 pub(super) struct TopicLog {
-    pub(super) partitions: Vec<PartitionLog>,
-    next_keyless: usize,
+    pub(super) partitions: Box<[Partition]>,
+    next_keyless: AtomicUsize,
 }
 
 impl TopicLog {
     pub(super) fn new(partitions: u32) -> Self {
         TopicLog {
             partitions: (0..partitions.max(1))
-                .map(|_| PartitionLog::default())
+                .map(|_| Partition::default())
                 .collect(),
-            next_keyless: 0,
+            next_keyless: AtomicUsize::new(0),
         }
     }
 
     /// Partition for a record: a stable hash of the key, round-robin without.
-    pub(super) fn partition_for(&mut self, key: Option<&str>) -> usize {
+    pub(super) fn partition_for(&self, key: Option<&str>) -> usize {
         let n = self.partitions.len();
         match key {
             Some(k) => {
@@ -64,10 +129,7 @@ impl TopicLog {
                 k.hash(&mut h);
                 (h.finish() % n as u64) as usize
             }
-            None => {
-                self.next_keyless = (self.next_keyless + 1) % n;
-                self.next_keyless
-            }
+            None => (self.next_keyless.fetch_add(1, Ordering::Relaxed) + 1) % n,
         }
     }
 }
@@ -82,7 +144,8 @@ mod tests {
         for i in 0..5 {
             assert_eq!(p.append(Message::new(vec![i])), i64::from(i));
         }
-        p.release_below(3);
+        assert!(p.release_below(3));
+        assert!(!p.release_below(3));
         assert_eq!(p.base, 3);
         assert!(p.get(2).is_none());
         assert_eq!(p.get(3).unwrap().payload[0], 3);
@@ -91,8 +154,23 @@ mod tests {
     }
 
     #[test]
+    fn records_are_kept_for_the_slowest_group() {
+        let mut s = PartitionState::default();
+        for i in 0..4 {
+            s.log.append(Message::new(vec![i]));
+        }
+        s.committed.insert("slow".into(), 0);
+        assert!(!s.commit("fast", 4), "the slow group still needs them");
+        assert_eq!(s.committed["fast"], 4);
+        assert!(!s.commit("fast", 2), "positions never move back");
+        assert_eq!(s.committed["fast"], 4);
+        assert!(s.commit("slow", 3));
+        assert_eq!(s.log.base, 3);
+    }
+
+    #[test]
     fn keys_stick_to_partitions() {
-        let mut t = TopicLog::new(8);
+        let t = TopicLog::new(8);
         let a = t.partition_for(Some("order-1"));
         for _ in 0..10 {
             assert_eq!(t.partition_for(Some("order-1")), a);
@@ -101,5 +179,7 @@ mod tests {
             .map(|i| t.partition_for(Some(&format!("k{i}"))))
             .collect();
         assert!(spread.len() > 4);
+        let keyless: std::collections::HashSet<_> = (0..8).map(|_| t.partition_for(None)).collect();
+        assert_eq!(keyless.len(), 8, "round-robin without a key");
     }
 }

@@ -3,17 +3,21 @@
 //! bounded retention (publish waits for slow groups, it never drops).
 //!
 //! Buses that should talk to each other share a [`MemoryBroker`]; a bus built
-//! without one gets a private broker. There is no process-global state.
+//! without one gets a private broker. There is no process-global state, and
+//! no broker-wide lock on the record path: each partition has its own lock
+//! and each group member its own (see `BrokerInner` for which is taken
+//! where), so publishers and consumers of different partitions never wait
+//! for each other.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
-use crate::backend::{Backend, ConsumerEvent, PublishReceipt, TopicPartition};
+use crate::backend::{Backend, ConsumerEvent, PublishReceipt};
 use crate::config::{MemoryConfig, StartFrom};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -21,10 +25,12 @@ use crate::message::Message;
 mod consumer;
 mod group;
 mod log;
+#[cfg(test)]
+mod tests;
 
 use consumer::MemoryConsumer;
 use group::Group;
-use log::TopicLog;
+use log::{Partition, TopicLog};
 
 /// A handle to an in-process broker. Cloning shares the broker.
 #[derive(Clone, Debug)]
@@ -32,25 +38,97 @@ pub struct MemoryBroker {
     inner: Arc<BrokerInner>,
 }
 
+/// The broker's state, split so that the record path (publish, fetch,
+/// offset store, pause) takes only the lock of the partition it touches and
+/// of the member doing it — never one lock of the whole broker:
+///
+/// | lock | taken by |
+/// |------|----------|
+/// | `topics` (read/write) | read on every publish to find the topic; written only to create one |
+/// | a partition's (`log::Partition`) | publish, fetch, store and lag of that partition |
+/// | a member's (`group::MemberShared`) | its fetch loop, pause, resume, store, lag; rebalances |
+/// | `groups` | joins, leaves, subscription changes and rebalances |
+///
+/// Locks are taken in that order from the bottom up — `groups`, then a
+/// member's, then `topics`, then a partition's — and none is held across an
+/// await.
 #[derive(Debug)]
 struct BrokerInner {
     config: MemoryConfig,
-    state: Mutex<State>,
-    /// Woken when records are appended or partitions resumed.
-    data: Notify,
-    /// Woken when committed positions release records.
-    space: Notify,
+    topics: RwLock<HashMap<Arc<str>, Arc<TopicLog>>>,
+    groups: Mutex<HashMap<String, Group>>,
+    /// Topics whose publishes fail (fault injection for tests), with a flag
+    /// so that publishes skip the set while it is empty.
+    unavailable: Mutex<HashSet<String>>,
+    any_unavailable: AtomicBool,
     next_member: AtomicU64,
     /// One rebalance at a time per group.
     rebalancing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    topics: HashMap<Arc<str>, TopicLog>,
-    groups: HashMap<String, Group>,
-    /// Topics whose publishes fail (fault injection for tests).
-    unavailable: std::collections::HashSet<String>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutation is a single step: a panic elsewhere while holding a
+    // lock leaves consistent state, so keep serving rather than poisoning.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl BrokerInner {
+    fn groups(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        lock(&self.groups)
+    }
+
+    fn existing_topic(&self, name: &str) -> Option<Arc<TopicLog>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The topic, created with `partitions` partitions on first use.
+    fn topic_or_create(&self, name: &str, partitions: u32) -> Arc<TopicLog> {
+        if let Some(t) = self.existing_topic(name) {
+            return t;
+        }
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(Arc::from(name))
+            .or_insert_with(|| Arc::new(TopicLog::new(partitions)))
+            .clone()
+    }
+
+    fn topic(&self, name: &str) -> Arc<TopicLog> {
+        self.topic_or_create(name, self.config.partitions)
+    }
+
+    fn all_topics(&self) -> Vec<Arc<TopicLog>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn partitions_of(&self, topic: &str) -> u32 {
+        self.existing_topic(topic)
+            .map_or(0, |t| t.partitions.len() as u32)
+    }
+
+    fn check_available(&self, topic: &str) -> Result<()> {
+        if self.any_unavailable.load(AtomicOrdering::Acquire)
+            && lock(&self.unavailable).contains(topic)
+        {
+            return Err(Error::Publish {
+                topic: topic.to_string(),
+                reason: "topic is unavailable (MemoryBroker::set_unavailable)".into(),
+                retryable: true,
+                source: None,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl MemoryBroker {
@@ -59,9 +137,10 @@ impl MemoryBroker {
         MemoryBroker {
             inner: Arc::new(BrokerInner {
                 config,
-                state: Mutex::default(),
-                data: Notify::new(),
-                space: Notify::new(),
+                topics: RwLock::default(),
+                groups: Mutex::default(),
+                unavailable: Mutex::default(),
+                any_unavailable: AtomicBool::new(false),
                 next_member: AtomicU64::new(1),
                 rebalancing: Mutex::default(),
             }),
@@ -72,46 +151,41 @@ impl MemoryBroker {
     /// Topics are otherwise created on first use with
     /// [`MemoryConfig::partitions`].
     pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let mut state = self.inner.lock();
-        state
-            .topics
-            .entry(Arc::from(topic))
-            .or_insert_with(|| TopicLog::new(partitions));
+        self.inner.topic_or_create(topic, partitions);
     }
 
     /// Offset after the last record of each partition of `topic`.
     pub fn end_offsets(&self, topic: &str) -> Vec<i64> {
-        let state = self.inner.lock();
-        state
-            .topics
-            .get(topic)
-            .map(|t| t.partitions.iter().map(|p| p.end()).collect())
+        self.inner
+            .existing_topic(topic)
+            .map(|t| t.partitions.iter().map(|p| p.lock().log.end()).collect())
             .unwrap_or_default()
     }
 
     /// Committed position of `group` for each partition of `topic` (`None`
     /// where the group never read that partition).
     pub fn committed(&self, group: &str, topic: &str) -> Vec<Option<i64>> {
-        let state = self.inner.lock();
-        let Some(t) = state.topics.get(topic) else {
-            return Vec::new();
-        };
-        let g = state.groups.get(group);
-        (0..t.partitions.len() as i32)
-            .map(|p| g.and_then(|g| g.committed.get(&TopicPartition::new(topic, p)).copied()))
-            .collect()
+        self.inner
+            .existing_topic(topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| p.lock().committed.get(group).copied())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Records of `topic` still retained, as `(partition, offset, message)`.
     pub fn retained(&self, topic: &str) -> Vec<(i32, i64, Message)> {
-        let state = self.inner.lock();
-        let Some(t) = state.topics.get(topic) else {
+        let Some(t) = self.inner.existing_topic(topic) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (p, log) in t.partitions.iter().enumerate() {
-            for (i, m) in log.records.iter().enumerate() {
-                out.push((p as i32, log.base + i as i64, Message::clone(m)));
+        for (p, partition) in t.partitions.iter().enumerate() {
+            let st = partition.lock();
+            for (i, m) in st.log.records.iter().enumerate() {
+                out.push((p as i32, st.log.base + i as i64, Message::clone(m)));
             }
         }
         out
@@ -120,8 +194,7 @@ impl MemoryBroker {
     /// Number of members currently in `group`.
     pub fn group_members(&self, group: &str) -> usize {
         self.inner
-            .lock()
-            .groups
+            .groups()
             .get(group)
             .map_or(0, |g| g.members.len())
     }
@@ -130,12 +203,15 @@ impl MemoryBroker {
     /// `false` — fault injection, to see what the bus does when a broker
     /// refuses a write (for example to a dead-letter topic).
     pub fn set_unavailable(&self, topic: &str, unavailable: bool) {
-        let mut state = self.inner.lock();
+        let mut set = lock(&self.inner.unavailable);
         if unavailable {
-            state.unavailable.insert(topic.to_string());
+            set.insert(topic.to_string());
         } else {
-            state.unavailable.remove(topic);
+            set.remove(topic);
         }
+        self.inner
+            .any_unavailable
+            .store(!set.is_empty(), AtomicOrdering::Release);
     }
 
     /// Forgets a group's committed positions (it no longer holds back
@@ -144,21 +220,23 @@ impl MemoryBroker {
     /// # Errors
     /// [`Error::Backend`] when members are still in the group.
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        let mut state = self.inner.lock();
-        if state
-            .groups
-            .get(group)
-            .is_some_and(|g| !g.members.is_empty())
-        {
+        // Held throughout, so that no member joins and subscribes meanwhile.
+        let mut groups = self.inner.groups();
+        if groups.get(group).is_some_and(|g| !g.members.is_empty()) {
             return Err(backend_error(format!("group {group:?} still has members")));
         }
-        state.groups.remove(group);
-        let topics: Vec<Arc<str>> = state.topics.keys().cloned().collect();
-        for t in topics {
-            release(&mut state, &t);
+        groups.remove(group);
+        for t in self.inner.all_topics() {
+            for p in t.partitions.iter() {
+                let released = {
+                    let mut st = p.lock();
+                    st.committed.remove(group).is_some() && st.release()
+                };
+                if released {
+                    p.space.notify_waiters();
+                }
+            }
         }
-        drop(state);
-        self.inner.space.notify_waiters();
         Ok(())
     }
 
@@ -170,7 +248,11 @@ impl MemoryBroker {
     }
 
     async fn publish(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
-        let mut message = match self.try_append(topic, message)? {
+        self.inner.check_available(topic)?;
+        let log = self.inner.topic(topic);
+        let p = log.partition_for(message.key.as_deref());
+        let partition = &log.partitions[p];
+        let mut message = match self.try_append(partition, p, message) {
             Ok(receipt) => return Ok(receipt),
             Err(message) => message,
         };
@@ -178,10 +260,11 @@ impl MemoryBroker {
         // made in between is not missed.
         let deadline = tokio::time::Instant::now() + self.inner.config.publish_timeout;
         loop {
-            let space = self.inner.space.notified();
+            let space = partition.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            message = match self.try_append(topic, message)? {
+            self.inner.check_available(topic)?;
+            message = match self.try_append(partition, p, message) {
                 Ok(receipt) => return Ok(receipt),
                 Err(message) => message,
             };
@@ -202,66 +285,26 @@ impl MemoryBroker {
         }
     }
 
-    /// Appends `message` to its partition of `topic` (created on first
-    /// use), or hands it back when the partition is full.
+    /// Appends `message` to partition `p`, or hands it back when the
+    /// partition is full. Wakes the fetchers of the partition's owners.
     fn try_append(
         &self,
-        topic: &str,
+        partition: &Partition,
+        p: usize,
         message: Message,
-    ) -> Result<std::result::Result<PublishReceipt, Message>> {
-        let mut state = self.inner.lock();
-        if state.unavailable.contains(topic) {
-            return Err(Error::Publish {
-                topic: topic.to_string(),
-                reason: "topic is unavailable (MemoryBroker::set_unavailable)".into(),
-                retryable: true,
-                source: None,
-            });
+    ) -> std::result::Result<PublishReceipt, Message> {
+        let mut st = partition.lock();
+        if st.log.records.len() >= self.inner.config.max_retained_per_partition {
+            return Err(message);
         }
-        if !state.topics.contains_key(topic) {
-            let partitions = self.inner.config.partitions;
-            state
-                .topics
-                .insert(Arc::from(topic), TopicLog::new(partitions));
+        let offset = st.log.append(message);
+        for (_, reader) in &st.readers {
+            reader.notify_one();
         }
-        let Some(log) = state.topics.get_mut(topic) else {
-            unreachable!("inserted above");
-        };
-        let p = log.partition_for(message.key.as_deref());
-        let plog = &mut log.partitions[p];
-        if plog.records.len() >= self.inner.config.max_retained_per_partition {
-            return Ok(Err(message));
-        }
-        let offset = plog.append(message);
-        drop(state);
-        self.inner.data.notify_waiters();
-        Ok(Ok(PublishReceipt {
+        Ok(PublishReceipt {
             partition: p as i32,
             offset,
-        }))
-    }
-}
-
-impl BrokerInner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent-enough state (every
-        // mutation is a single step); keep serving rather than poisoning.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Releases records of `topic` that every group holding a position passed.
-fn release(state: &mut State, topic: &Arc<str>) {
-    let State { topics, groups, .. } = state;
-    let Some(log) = topics.get_mut(topic) else {
-        return;
-    };
-    for (p, plog) in log.partitions.iter_mut().enumerate() {
-        let tp = TopicPartition::new(topic.clone(), p as i32);
-        let min = groups.values().filter_map(|g| g.committed.get(&tp)).min();
-        if let Some(&min) = min {
-            plog.release_below(min);
-        }
+        })
     }
 }
 
