@@ -207,17 +207,15 @@ pub async fn replay_refuses_unallowed_targets_and_tired_records(h: &dyn Harness)
         .await
         .expect("replay");
     assert_eq!(report.replayed, 1, "{report:?}");
+    // Refusals come in the order the dead-letter topic's partitions were
+    // read, not in publish order.
     assert_eq!(report.refused.len(), 2, "{report:?}");
-    assert!(
-        report.refused[0]
-            .reason
-            .contains("not an allowed replay target"),
-        "{report:?}"
-    );
-    assert!(
-        report.refused[1].reason.contains("already replayed 3"),
-        "{report:?}"
-    );
+    for why in ["not an allowed replay target", "already replayed 3"] {
+        assert!(
+            report.refused.iter().any(|r| r.reason.contains(why)),
+            "no refusal says {why:?}: {report:?}"
+        );
+    }
     wait_for("c replayed", WAIT, || !handled.lock().unwrap().is_empty()).await;
     let (key, headers) = handled.lock().unwrap()[0].clone();
     assert_eq!(key, "c");
