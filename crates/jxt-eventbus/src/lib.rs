@@ -103,7 +103,7 @@ pub use bus::{
 };
 pub use config::{BackendKind, BusConfig, Ordering, ShutdownMode};
 pub use delivery::Delivery;
-pub use envelope::{Envelope, EventInfo};
+pub use envelope::{Envelope, EventInfo, TenantIdEncoding};
 pub use error::{BoxError, Error, Result};
 pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, ResultExt};
 pub use health::{HealthState, HealthStatus};

@@ -298,3 +298,41 @@ fn published_message_has_jxt_core_key_headers_and_value() {
         )
     );
 }
+
+/// A bus configured for consumers on older jxt-core envelopes writes the
+/// tenant as a string; the configuration file says so by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_writes_the_tenant_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.yaml");
+    std::fs::write(&path, "envelope:\n  tenant_id: string\n").unwrap();
+    let config = jxt_eventbus::BusConfig::load(Some(&path)).unwrap();
+    assert_eq!(
+        config.envelope.tenant_id,
+        jxt_eventbus::TenantIdEncoding::String
+    );
+    let bus = jxt_eventbus::EventBus::from_config(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    bus.subscribe(
+        "tenants",
+        move |d: jxt_eventbus::Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send(d.payload().clone()).unwrap();
+                Ok(())
+            }
+        },
+        jxt_eventbus::SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    let env = Envelope::new("order-1", "OrderCreated", 1, &serde_json::json!({}))
+        .unwrap()
+        .with_tenant_id(42);
+    bus.publish_envelope("tenants", &env).await.unwrap();
+    let body = rx.recv().await.unwrap();
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(text.contains(r#""tenant_id":"42""#), "{text}");
+    assert_eq!(Envelope::from_slice(&body).unwrap().tenant_id, Some(42));
+    bus.shutdown().await.unwrap();
+}

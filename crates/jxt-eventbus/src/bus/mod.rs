@@ -273,7 +273,7 @@ impl EventBus {
         topic: &str,
         envelope: &Envelope,
     ) -> Result<PublishReceipt> {
-        let message = envelope.to_message()?;
+        let message = envelope.to_message_with(self.inner.config.envelope.tenant_id)?;
         self.publish(topic, message).await
     }
 

@@ -99,6 +99,16 @@ pub enum ShutdownMode {
     DrainBuffered,
 }
 
+/// How envelopes are written, for the consumers that read them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvelopeConfig {
+    /// `number` (current jxt-core, which refuses a string) or `string`
+    /// (consumers on older jxt-core envelopes, which refuse a number). This
+    /// bus reads both. Default `number`.
+    pub tenant_id: crate::envelope::TenantIdEncoding,
+}
+
 /// The whole bus configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,6 +131,9 @@ pub struct BusConfig {
     pub backlog: BacklogConfig,
     /// Health rules and the heartbeat probe.
     pub health: HealthConfig,
+    /// How [`publish_envelope`](crate::EventBus::publish_envelope) writes
+    /// envelopes.
+    pub envelope: EnvelopeConfig,
     /// Limits `publish` calls of this bus with a token bucket (publishes wait
     /// for a token). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +157,7 @@ impl Default for BusConfig {
             dead_letter: DeadLetterConfig::default(),
             backlog: BacklogConfig::default(),
             health: HealthConfig::default(),
+            envelope: EnvelopeConfig::default(),
             publish_rate_limit: None,
             memory: MemoryConfig::default(),
             kafka: KafkaConfig::default(),

@@ -41,6 +41,21 @@ use crate::validate;
 
 pub use headers::EventInfo;
 
+/// How `tenant_id` is written. Reading always accepts both forms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TenantIdEncoding {
+    /// A JSON number (`"tenant_id":42`), as jxt-core v1.7 writes and reads
+    /// it (a Go `int`); its reader refuses a string. The default.
+    #[default]
+    Number,
+    /// A JSON string of digits (`"tenant_id":"42"`), for consumers built on
+    /// older jxt-core envelopes whose `TenantID` is a Go `string` and which
+    /// refuse a number.
+    String,
+}
+
 /// A domain event, as jxt-core's `Envelope`.
 #[derive(Clone, Debug)]
 pub struct Envelope {
@@ -167,11 +182,20 @@ impl Envelope {
     /// # Errors
     /// As [`Envelope::validate`].
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        self.validate()?;
-        Ok(self.encode())
+        self.to_bytes_with(TenantIdEncoding::Number)
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// As [`Envelope::to_bytes`], with `tenant_id` written as `tenant`
+    /// says.
+    ///
+    /// # Errors
+    /// As [`Envelope::validate`].
+    pub fn to_bytes_with(&self, tenant: TenantIdEncoding) -> Result<Vec<u8>> {
+        self.validate()?;
+        Ok(self.encode(tenant))
+    }
+
+    fn encode(&self, tenant: TenantIdEncoding) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.payload.get().len());
         let field = |out: &mut Vec<u8>, name: &str| {
             out.push(if out.is_empty() { b'{' } else { b',' });
@@ -199,7 +223,10 @@ impl Envelope {
         }
         if let Some(t) = self.tenant_id.filter(|t| *t != 0) {
             field(&mut out, "tenant_id");
-            out.extend_from_slice(t.to_string().as_bytes());
+            match tenant {
+                TenantIdEncoding::Number => out.extend_from_slice(t.to_string().as_bytes()),
+                TenantIdEncoding::String => go_json::write_string(&mut out, &t.to_string()),
+            }
         }
         field(&mut out, "payload");
         out.extend_from_slice(self.payload.get().as_bytes());
@@ -241,7 +268,16 @@ impl Envelope {
     /// [`Error::InvalidMessage`] when [`Envelope::validate`] fails, or when
     /// the payload is `null` (which jxt-core's reader refuses).
     pub fn to_message(&self) -> Result<Message> {
-        let body = self.to_bytes()?;
+        self.to_message_with(TenantIdEncoding::Number)
+    }
+
+    /// As [`Envelope::to_message`], with `tenant_id` in the body written as
+    /// `tenant` says (the `X-Tenant-ID` header is decimal text either way).
+    ///
+    /// # Errors
+    /// As [`Envelope::to_message`].
+    pub fn to_message_with(&self, tenant: TenantIdEncoding) -> Result<Message> {
+        let body = self.to_bytes_with(tenant)?;
         if self.payload.get() == "null" {
             return Err(Error::InvalidMessage(
                 "invalid envelope: payload is null, which jxt-core's reader refuses (payload is required)".into(),

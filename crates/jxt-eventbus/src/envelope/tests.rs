@@ -63,6 +63,24 @@ fn tenant_reads_as_number_or_digit_string() {
 }
 
 #[test]
+fn tenant_is_written_as_configured_and_reads_back() {
+    let env = sample().with_tenant_id(-7);
+    let number = String::from_utf8(env.to_bytes().unwrap()).unwrap();
+    assert!(number.contains(r#","tenant_id":-7,"#), "{number}");
+    let string = env.to_bytes_with(TenantIdEncoding::String).unwrap();
+    let text = String::from_utf8(string.clone()).unwrap();
+    assert!(text.contains(r#","tenant_id":"-7","#), "{text}");
+    assert_eq!(Envelope::from_slice(&string).unwrap().tenant_id, Some(-7));
+    // Only the tenant differs; none is written for 0 in either form.
+    assert_eq!(text.replace(r#""-7""#, "-7"), number);
+    let none = sample().to_bytes_with(TenantIdEncoding::String).unwrap();
+    assert!(!String::from_utf8(none).unwrap().contains("tenant_id"));
+    let m = env.to_message_with(TenantIdEncoding::String).unwrap();
+    assert_eq!(m.payload, string);
+    assert_eq!(m.headers.get_str(headers::TENANT_ID), Some("-7"));
+}
+
+#[test]
 fn event_version_is_an_integer_only() {
     let read = |v: &str| {
         Envelope::from_slice(
