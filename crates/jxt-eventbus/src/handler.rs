@@ -101,6 +101,24 @@ impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }
+
+    /// The message followed by the chain of sources (`message: cause:
+    /// cause's cause`), as logged and written to the `x-dlq-error` header.
+    /// A source whose text the message already ends with is not repeated.
+    pub fn detail(&self) -> Cow<'_, str> {
+        let mut text = Cow::Borrowed(self.message());
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                let t = text.to_mut();
+                t.push_str(": ");
+                t.push_str(&cause_text);
+            }
+            next = cause.source();
+        }
+        text
+    }
 }
 
 impl fmt::Display for HandlerError {
@@ -242,6 +260,17 @@ mod tests {
         .into();
         assert_eq!(timeout.kind(), ErrorKind::Retryable);
         assert_eq!(timeout.message(), "publish timed out after 1s");
+    }
+
+    #[test]
+    fn detail_shows_the_source_chain_once() {
+        let io = std::io::Error::other("connection refused");
+        let e = HandlerError::retryable("charging card").with_source(io);
+        assert_eq!(e.detail(), "charging card: connection refused");
+        // Converted errors carry their own text as the message: not twice.
+        let closed: HandlerError = crate::Error::Closed.into();
+        assert_eq!(closed.detail(), "the event bus is closed");
+        assert_eq!(HandlerError::permanent("bad").detail(), "bad");
     }
 
     #[test]

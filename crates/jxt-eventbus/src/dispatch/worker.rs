@@ -317,7 +317,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
             // unacknowledged and the group's next owner handles it.
             tracing::debug!(
                 topic = %job.partition.topic, partition = job.partition.partition,
-                offset = job.offset, error = %err.message(),
+                offset = job.offset, error = %err.detail(),
                 "handler failed during shutdown; record left for redelivery"
             );
             return Outcome::Abandoned;
@@ -331,7 +331,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
         let exhausted = !err.is_retryable() || attempt >= ctx.retry.max_attempts || out_of_time;
         tracing::debug!(
             topic = %job.partition.topic, partition = job.partition.partition,
-            offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.message(),
+            offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.detail(),
             "handler failed"
         );
         let dead_letter_now = exhausted && ctx.dead_letter.enabled;
@@ -355,7 +355,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
                 crate::log_limit::warn_limited!(
                     topic = %job.partition.topic, partition = job.partition.partition,
                     offset = job.offset, attempts = attempt, kind = err.kind().as_str(),
-                    error = %err.message(), "record dead-lettered"
+                    error = %err.detail(), "record dead-lettered"
                 );
                 metrics.dead_lettered.inc();
                 metrics.consumed_dead_lettered.inc();
@@ -365,7 +365,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
         if exhausted {
             crate::log_limit::warn_limited!(
                 topic = %job.partition.topic, partition = job.partition.partition,
-                offset = job.offset, attempt, error = %err.message(),
+                offset = job.offset, attempt, error = %err.detail(),
                 "retries exhausted and dead letters are disabled; the record holds its key and is tried again"
             );
         }
@@ -481,7 +481,7 @@ fn dead_letter_message(
     h.set(CONSUMER_GROUP, ctx.group.clone());
     h.set(
         ERROR,
-        super::dead_letter::bounded(err.message(), super::dead_letter::MAX_ERROR_BYTES)
+        super::dead_letter::bounded(&err.detail(), super::dead_letter::MAX_ERROR_BYTES)
             .into_owned(),
     );
     h.set(ERROR_KIND, err.kind().as_str());
