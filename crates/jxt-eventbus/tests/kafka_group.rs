@@ -104,16 +104,7 @@ async fn ten_topics_one_member_no_revocations() {
     })
     .await;
     // Nothing buffered and everything committed: the counts below are final.
-    wait_for("nothing buffered and everything committed", WAIT, || {
-        futures::executor::block_on(async {
-            bus.dispatch_stats().await.is_some_and(|s| s.buffered == 0)
-                && bus
-                    .lag()
-                    .await
-                    .is_ok_and(|lags| lags.iter().all(|l| l.lag() == 0))
-        })
-    })
-    .await;
+    support::wait_settled(&[&bus], WAIT).await;
     assert_eq!(log.distinct_in_topics(), sent);
     // A member that lost its assignment (a missed session timeout on a
     // loaded machine) rightly handles records again: say so first.

@@ -121,21 +121,7 @@ async fn members_leave_and_join_while_records_flow() {
     .await;
     // Nothing buffered and everything committed: no rebalance can deliver a
     // record again, so the counts below are final.
-    wait_for("nothing buffered and everything committed", WAIT, || {
-        futures::executor::block_on(async {
-            for bus in [&b, &c, &d] {
-                if bus.dispatch_stats().await.is_some_and(|s| s.buffered > 0) {
-                    return false;
-                }
-                match bus.lag().await {
-                    Ok(lags) if lags.iter().all(|l| l.lag() == 0) => {}
-                    _ => return false,
-                }
-            }
-            true
-        })
-    })
-    .await;
+    support::wait_settled(&[&b, &c, &d], WAIT).await;
     let seen = log.all();
     assert_eq!(log.distinct_in_topics(), sent, "no record lost");
     for bus in ["a", "b", "c", "d"] {

@@ -145,21 +145,7 @@ async fn settle(h: &dyn Harness, topic: &str, partitions: u32, log: &Log, buses:
         keys.iter().all(|k| seen.contains(k))
     })
     .await;
-    wait_for("nothing buffered and everything committed", WAIT, || {
-        futures::executor::block_on(async {
-            for bus in buses {
-                if bus.dispatch_stats().await.is_some_and(|s| s.buffered > 0) {
-                    return false;
-                }
-                match bus.lag().await {
-                    Ok(lags) if lags.iter().all(|l| l.lag() == 0) => {}
-                    _ => return false,
-                }
-            }
-            true
-        })
-    })
-    .await;
+    crate::support::wait_settled(buses, WAIT).await;
 }
 
 /// Handler invocations of records other than [`settle`]'s sentinels.

@@ -36,6 +36,28 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
     }
 }
 
+/// Waits until none of `buses` has records queued or running and each
+/// reports no lag: everything delivered finished and is committed, so not
+/// even a rebalance can deliver it again. The end condition of an
+/// exactly-once count, instead of a sleep.
+pub async fn wait_settled(buses: &[&jxt_eventbus::EventBus], timeout: Duration) {
+    wait_for("nothing buffered and everything committed", timeout, || {
+        futures::executor::block_on(async {
+            for bus in buses {
+                if bus.dispatch_stats().await.is_some_and(|s| s.buffered > 0) {
+                    return false;
+                }
+                match bus.lag().await {
+                    Ok(lags) if lags.iter().all(|l| l.lag() == 0) => {}
+                    _ => return false,
+                }
+            }
+            true
+        })
+    })
+    .await;
+}
+
 /// [`wait_for`] with the limit in seconds.
 pub async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(secs), cond).await;
