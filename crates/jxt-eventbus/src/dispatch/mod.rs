@@ -495,10 +495,13 @@ impl Dispatcher {
         for sub in self.subs.values_mut() {
             dropped.extend(sub.lanes.retain(&keep));
         }
-        self.forget_dropped(dropped);
+        self.uncount_dropped(dropped, false);
     }
 
-    fn forget_dropped(&mut self, dropped: Vec<Job>) {
+    /// Takes dropped queued records out of the buffered counts of their
+    /// (current) assignment. With `hold`, they stay unfinished and count as
+    /// held: they keep holding their partition's commit position.
+    fn uncount_dropped(&mut self, dropped: Vec<Job>, hold: bool) {
         for job in dropped {
             if let Some(ps) = revoke::state_mut(
                 &mut self.partitions,
@@ -508,6 +511,10 @@ impl Dispatcher {
             ) {
                 ps.buffered -= 1;
                 self.buffered -= 1;
+                if hold {
+                    ps.held += 1;
+                    self.held += 1;
+                }
             }
         }
     }
@@ -568,7 +575,7 @@ impl Dispatcher {
                 if last {
                     sub.lanes.finish(lane);
                 }
-                self.forget_dropped(dropped);
+                self.uncount_dropped(dropped, false);
             } else if last {
                 sub.lanes.finish(lane);
             }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::lanes::{KeyedLanes, LaneId};
-use super::{revoke, Dispatcher, Job, SubscriptionSettings};
+use super::{Dispatcher, Job, SubscriptionSettings};
 use crate::handler::Handler;
 use crate::metrics::TopicMetrics;
 
@@ -76,19 +76,7 @@ impl Dispatcher {
         // Its queued records stay unfinished, holding their partitions, like
         // records that arrive without a handler.
         let dropped: Vec<Job> = sub.lanes.retain(|_| false);
-        for job in dropped {
-            if let Some(ps) = revoke::state_mut(
-                &mut self.partitions,
-                &mut self.revokes,
-                &job.partition,
-                job.generation,
-            ) {
-                ps.buffered -= 1;
-                ps.held += 1;
-                self.buffered -= 1;
-                self.held += 1;
-            }
-        }
+        self.uncount_dropped(dropped, true);
     }
 
     /// A batch of an unsubscribed instance finished: the current instance
