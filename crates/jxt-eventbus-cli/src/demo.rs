@@ -94,7 +94,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             let h = delivery.headers();
             d.lock().unwrap().push(format!(
                 "{} v{} ({}: {})",
-                delivery.key().unwrap_or("-"),
+                delivery.key_str().unwrap_or("-"),
                 h.get_str("X-Event-Version").unwrap_or("?"),
                 h.get_str("x-dlq-error-kind").unwrap_or("?"),
                 h.get_str("x-dlq-error").unwrap_or("?"),

@@ -57,14 +57,25 @@ impl Delivery {
         &self.message
     }
 
-    /// The key (aggregate id), if any.
-    pub fn key(&self) -> Option<&str> {
+    /// The key (aggregate id) as it was published, if any.
+    pub fn key(&self) -> Option<&[u8]> {
         self.message.key.as_deref()
     }
 
-    /// The payload.
+    /// The key as text; `None` when there is none or it is not UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.message.key_str()
+    }
+
+    /// The payload; empty for a tombstone ([`Delivery::is_tombstone`]).
     pub fn payload(&self) -> &Bytes {
-        &self.message.payload
+        self.message.payload()
+    }
+
+    /// Whether the payload is null: a tombstone, which deletes its key on a
+    /// compacted Kafka topic.
+    pub fn is_tombstone(&self) -> bool {
+        self.message.is_tombstone()
     }
 
     /// The headers.

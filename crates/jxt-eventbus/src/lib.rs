@@ -26,7 +26,7 @@
 //!     move |d: Delivery| {
 //!         let tx = tx.clone();
 //!         async move {
-//!             tx.send(d.key().unwrap_or_default().to_string()).unwrap();
+//!             tx.send(d.key_str().unwrap_or_default().to_string()).unwrap();
 //!             HandlerResult::Ok(())
 //!         }
 //!     },

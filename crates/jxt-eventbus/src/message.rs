@@ -5,9 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 /// Ordered record headers. Names are case-sensitive; a name may repeat
-/// (as on Kafka), [`Headers::get`] returns the last value.
+/// (as on Kafka), [`Headers::get`] returns the last value. A value may be
+/// null (a Kafka header without a value), which differs from an empty one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Bytes)>);
+pub struct Headers(Vec<(String, Option<Bytes>)>);
 
 impl Headers {
     /// Empty headers.
@@ -17,19 +18,35 @@ impl Headers {
 
     /// Appends a header.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
-        self.0.push((name.into(), value.into()));
+        self.0.push((name.into(), Some(value.into())));
+    }
+
+    /// Appends a header without a value (null). NATS headers cannot carry
+    /// one: publishing it there is refused.
+    pub fn insert_null(&mut self, name: impl Into<String>) {
+        self.0.push((name.into(), None));
     }
 
     /// Replaces every header called `name` with one value.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
         let name = name.into();
         self.0.retain(|(n, _)| *n != name);
-        self.0.push((name, value.into()));
+        self.0.push((name, Some(value.into())));
     }
 
-    /// The last value of `name`.
+    /// Removes every header called `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    /// The last value of `name`; `None` when there is no such header or
+    /// its last value is null ([`Headers::contains`] tells them apart).
     pub fn get(&self, name: &str) -> Option<&Bytes> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_ref())
     }
 
     /// The last value of `name`, if it is UTF-8.
@@ -37,9 +54,19 @@ impl Headers {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// All headers in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v))
+    /// Keeps only the headers `keep` accepts, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, Option<&Bytes>) -> bool) {
+        self.0.retain(|(n, v)| keep(n, v.as_ref()));
+    }
+
+    /// Whether a header called `name` is present (with a value or null).
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    /// All headers in order; `None` for a null value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&Bytes>)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
     }
 
     /// Number of headers.
@@ -57,7 +84,7 @@ impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<T: IntoIterator<Item = (N, V)>>(iter: T) -> Self {
         Headers(
             iter.into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
+                .map(|(n, v)| (n.into(), Some(v.into())))
                 .collect(),
         )
     }
@@ -66,22 +93,25 @@ impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
 /// A record to publish: id, optional key (the aggregate id), headers,
 /// payload and timestamp.
 ///
-/// Cloning is cheap: the payload and header values are reference-counted.
+/// Key and payload are opaque bytes, carried unchanged by every backend: a
+/// null key differs from an empty one, and a null payload (a tombstone, which
+/// a compacted Kafka topic uses to delete a key) from an empty one.
+///
+/// Cloning is cheap: key, payload and header values are reference-counted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     /// Unique id; UUIDv7 (time-ordered) unless set. Carried as the `X-Message-ID`
     /// header on Kafka and as `Nats-Msg-Id` on JetStream (broker-side de-duplication).
     pub id: String,
-    /// Aggregate id. Records with the same key on the same topic are handled
-    /// one at a time in publish order. Validated at publish by jxt-core's
-    /// rule ([`crate::validate::aggregate_id`]): after trimming white space,
-    /// 1 to 256 characters of `[A-Za-z0-9:_\-./]`; the key itself is sent
-    /// untrimmed.
-    pub key: Option<String>,
+    /// The key (aggregate id): records with the same key on the same topic
+    /// are handled one at a time in publish order. Any bytes; an
+    /// [envelope](crate::Envelope)'s aggregate id is checked by jxt-core's
+    /// rule ([`crate::validate::aggregate_id`]).
+    pub key: Option<Bytes>,
     /// Headers.
     pub headers: Headers,
-    /// Payload bytes.
-    pub payload: Bytes,
+    /// Payload bytes; `None` is a tombstone (Kafka's null value).
+    pub payload: Option<Bytes>,
     /// Creation time.
     pub timestamp: SystemTime,
 }
@@ -89,20 +119,30 @@ pub struct Message {
 impl Message {
     /// A message with a fresh UUIDv7 id, no key and no headers.
     pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self::with_payload(Some(payload.into()))
+    }
+
+    /// A tombstone: a message with a null payload. Give it the key it
+    /// deletes ([`Message::with_key`]).
+    pub fn tombstone() -> Self {
+        Self::with_payload(None)
+    }
+
+    fn with_payload(payload: Option<Bytes>) -> Self {
         let timestamp = SystemTime::now();
         Message {
             id: new_id(timestamp),
             key: None,
             headers: Headers::new(),
-            payload: payload.into(),
+            payload,
             timestamp,
         }
     }
 
-    /// Sets the key (aggregate id).
+    /// Sets the key (aggregate id): text or any bytes.
     #[must_use]
-    pub fn with_key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
+    pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(Bytes::copy_from_slice(key.as_ref()));
         self
     }
 
@@ -120,11 +160,26 @@ impl Message {
         self
     }
 
-    /// The key, or `""`.
-    pub fn key_str(&self) -> &str {
-        self.key.as_deref().unwrap_or("")
+    /// The key as text; `None` when there is none or it is not UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The payload; empty for a tombstone.
+    pub fn payload(&self) -> &Bytes {
+        self.payload.as_ref().unwrap_or(&EMPTY)
+    }
+
+    /// Whether the payload is null (a tombstone).
+    pub fn is_tombstone(&self) -> bool {
+        self.payload.is_none()
     }
 }
+
+/// What [`Message::payload`] returns for a tombstone.
+static EMPTY: Bytes = Bytes::new();
 
 thread_local! {
     /// UUIDv7 counters per thread: ids made on one thread are strictly

@@ -50,6 +50,10 @@ impl Harness for Nats {
     fn partitions(&self) -> bool {
         false
     }
+
+    fn header_values_are_bytes(&self) -> bool {
+        false
+    }
 }
 
 async fn nats() -> Option<Nats> {

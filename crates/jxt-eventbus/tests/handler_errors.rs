@@ -65,7 +65,7 @@ async fn handler_errors_convert_and_their_causes_reach_the_dead_letter() {
                     let h = d.headers();
                     let text = |n| h.get_str(n).unwrap_or_default().to_string();
                     d2.lock().unwrap().push((
-                        d.key().unwrap_or_default().to_string(),
+                        d.key_str().unwrap_or_default().to_string(),
                         text(dlq_headers::ERROR_KIND),
                         text(dlq_headers::ERROR),
                     ));

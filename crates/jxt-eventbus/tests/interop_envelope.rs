@@ -260,9 +260,9 @@ fn published_message_has_jxt_core_key_headers_and_value() {
         let value = r["value"]["text"].as_str().unwrap();
         let env = Envelope::from_slice(value.as_bytes()).unwrap();
         let msg: Message = env.to_message().unwrap();
-        assert_eq!(msg.payload, value.as_bytes(), "{}", r["note"]);
+        assert_eq!(msg.payload(), value.as_bytes(), "{}", r["note"]);
         let key = interop_support::dumped_bytes(&r["key"]);
-        assert_eq!(msg.key.map(String::into_bytes), key, "{}", r["note"]);
+        assert_eq!(msg.key.map(|k| k.to_vec()), key, "{}", r["note"]);
         let theirs: Vec<(String, Vec<u8>)> = r["headers"]
             .as_array()
             .unwrap()
@@ -277,7 +277,7 @@ fn published_message_has_jxt_core_key_headers_and_value() {
         let ours: Vec<(String, Vec<u8>)> = msg
             .headers
             .iter()
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .map(|(n, v)| (n.to_string(), v.unwrap().to_vec()))
             .collect();
         assert_eq!(ours, theirs, "{}", r["note"]);
         assert_eq!(msg.id, env.event_id);

@@ -426,7 +426,7 @@ async fn jxt_core_publisher_dead_letters_are_listed_and_replayed() {
                 .to_rfc3339()
         )
     );
-    assert_eq!(listed[0].message.payload, value.as_bytes());
+    assert_eq!(listed[0].message.payload(), value.as_bytes());
     assert_eq!(listed[0].message.key, None);
 
     // A header never names a topic the caller did not: nothing replayed.

@@ -77,11 +77,11 @@ async fn watermill_messages_are_read_with_their_uuid_and_metadata() {
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     for (m, l) in seen.iter().zip(&sent) {
         assert_eq!(m.id, l["uuid"].as_str().unwrap());
-        assert_eq!(m.payload, l["payload"].as_str().unwrap().as_bytes());
+        assert_eq!(m.payload(), l["payload"].as_str().unwrap().as_bytes());
         let headers: BTreeMap<&str, &str> = m
             .headers
             .iter()
-            .map(|(n, v)| (n, std::str::from_utf8(v).unwrap()))
+            .map(|(n, v)| (n, std::str::from_utf8(v.unwrap()).unwrap()))
             .collect();
         let metadata: BTreeMap<&str, &str> = l["metadata"]
             .as_object()

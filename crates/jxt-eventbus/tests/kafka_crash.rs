@@ -46,7 +46,7 @@ async fn crash_redelivers_every_unfinished_record() {
                     .unwrap()
                     .insert((d.partition(), d.offset()), parse(&d));
                 // Key k0 is slow: later records of other keys finish first.
-                let slow = d.key() == Some("k0");
+                let slow = d.key_str() == Some("k0");
                 tokio::time::sleep(Duration::from_millis(if slow { 150 } else { 2 })).await;
                 if k.load(Ordering::SeqCst) {
                     // The process is dead: this work never completes.

@@ -196,7 +196,7 @@ async fn timed_member(
     b.subscribe(
         topic,
         move |d: Delivery| {
-            let key = d.key().expect("keyed").to_string();
+            let key = d.key_str().expect("keyed").to_string();
             t.push(Event::Start(name, key.clone()));
             let guard = EndGuard {
                 timeline: t.clone(),

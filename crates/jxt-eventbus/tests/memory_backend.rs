@@ -380,7 +380,7 @@ async fn a_waiting_record_never_holds_back_other_keys() {
         move |d: Delivery| {
             let (done, all, waited) = (done.clone(), all.clone(), waited.clone());
             async move {
-                match d.key() {
+                match d.key_str() {
                     // Pending until every other key was handled.
                     Some("waits") => {
                         while done.load(Ordering::SeqCst) < OTHERS {

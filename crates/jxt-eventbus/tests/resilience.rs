@@ -89,7 +89,7 @@ async fn poison_flood_every_bad_record_dead_lettered_once_every_good_one_handled
     let dead = broker.retained("payments.dlq");
     let mut seen = HashSet::new();
     for (_, _, m) in &dead {
-        let s: u64 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+        let s: u64 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
         assert_eq!(s % 10, 0);
         assert!(seen.insert(s), "{s} dead-lettered twice");
         let h = &m.headers;
@@ -107,7 +107,7 @@ async fn poison_flood_every_bad_record_dead_lettered_once_every_good_one_handled
             h.get_str("x-dlq-first-failure").is_some() && h.get_str("x-dlq-last-failure").is_some()
         );
         assert_eq!(
-            m.key.as_deref(),
+            m.key_str(),
             Some(format!("acct-{}", s % 1000).as_str()),
             "same key"
         );
@@ -138,7 +138,7 @@ async fn transient_failures_keep_their_key_in_order_and_do_not_hold_other_keys()
     b.subscribe(
         "orders",
         move |d: Delivery| {
-            let key = d.key().unwrap().to_string();
+            let key = d.key_str().unwrap().to_string();
             let s = seq(&d);
             l.lock()
                 .unwrap()
@@ -247,7 +247,7 @@ async fn a_failed_dead_letter_write_keeps_the_record_until_the_topic_is_back() {
     .await;
     let dead = broker.retained("jobs.dlq");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].2.payload, "1");
+    assert_eq!(dead[0].2.payload(), "1");
     b.shutdown().await.unwrap();
 }
 

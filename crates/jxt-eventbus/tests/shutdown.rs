@@ -80,14 +80,14 @@ async fn consume_then_publish(
                 gate.acquire().await.unwrap().forget();
             }
             let text = std::str::from_utf8(d.payload()).unwrap().to_string();
-            let payment = Message::new(text.clone()).with_key(d.key().unwrap_or_default());
+            let payment = Message::new(text.clone()).with_key(d.key_str().unwrap_or_default());
             if let Err(e) = bus.publish(&payments, payment).await {
                 side.publish_errors.lock().unwrap().push(e.to_string());
                 return Err(HandlerError::retryable(format!("publishing payment: {e}")));
             }
             side.handled.lock().unwrap().push(Handled {
                 id: text.parse().unwrap(),
-                key: d.key().unwrap_or_default().to_string(),
+                key: d.key_str().unwrap_or_default().to_string(),
                 partition: d.partition(),
                 offset: d.offset(),
             });

@@ -69,7 +69,7 @@ async fn raw_side(args: &BenchArgs) -> Result<SideResult> {
     let t: Arc<Tally> = tally.clone();
     let consumer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
-            t.record(&m.payload);
+            t.record(m.payload());
         }
     });
     tally.start();

@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use crate::dispatch::worker::dlq_headers;
 use crate::envelope::headers as envelope_headers;
 use crate::message::{Headers, Message};
@@ -34,7 +36,7 @@ enum Groups {
 #[must_use]
 pub struct DeadLetterFilter {
     groups: Groups,
-    key: Option<String>,
+    key: Option<Bytes>,
     event_id: Option<String>,
     from: Option<SystemTime>,
     until: Option<SystemTime>,
@@ -60,9 +62,9 @@ impl DeadLetterFilter {
         self
     }
 
-    /// Only records with this key (aggregate id).
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.key = Some(key.into());
+    /// Only records with this key (aggregate id): text or any bytes.
+    pub fn key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(Bytes::copy_from_slice(key.as_ref()));
         self
     }
 
@@ -94,7 +96,7 @@ impl DeadLetterFilter {
 
     /// Whether `m` matches the key, event id and time range.
     pub(crate) fn matches(&self, m: &Message) -> bool {
-        if self.key.as_ref().is_some_and(|k| m.key.as_ref() != Some(k)) {
+        if self.key.is_some() && m.key != self.key {
             return false;
         }
         if let Some(id) = &self.event_id {
@@ -281,15 +283,9 @@ pub(crate) fn replay_message(mut m: Message) -> Message {
         Some(id) => id.to_string(),
         None => std::mem::take(&mut m.id),
     };
-    let mut headers: Headers = m
-        .headers
-        .iter()
-        .filter(|(name, _)| !name.starts_with("x-dlq-"))
-        .map(|(n, v)| (n.to_string(), v.clone()))
-        .collect();
-    headers.set(REPLAYED_HEADER, (times + 1).to_string());
-    headers.set(REPLAYED_FROM_ID_HEADER, from);
-    m.headers = headers;
+    m.headers.retain(|name, _| !name.starts_with("x-dlq-"));
+    m.headers.set(REPLAYED_HEADER, (times + 1).to_string());
+    m.headers.set(REPLAYED_FROM_ID_HEADER, from);
     m.id = uuid::Uuid::now_v7().to_string();
     m.timestamp = SystemTime::now();
     m
@@ -424,6 +420,6 @@ mod tests {
             Some("failed-id")
         );
         assert_ne!(r.id, id);
-        assert_eq!(r.key.as_deref(), Some("k"));
+        assert_eq!(r.key_str(), Some("k"));
     }
 }

@@ -173,7 +173,7 @@ impl EventBus {
     /// Publishes a message and resolves once the backend stored it.
     ///
     /// # Errors
-    /// [`Error::InvalidMessage`] for a bad topic or aggregate id (nothing is
+    /// [`Error::InvalidMessage`] for a bad topic name (nothing is
     /// published); [`Error::Closed`] after shutdown; [`Error::Publish`] or
     /// [`Error::Timeout`] when the backend did not store it.
     ///
@@ -184,9 +184,6 @@ impl EventBus {
     pub async fn publish(&self, topic: &str, mut message: Message) -> Result<PublishReceipt> {
         self.ensure_open()?;
         validate::topic(topic)?;
-        if let Some(key) = &message.key {
-            validate::aggregate_id(key)?;
-        }
         if let Some(l) = &self.inner.publish_limiter {
             l.until_ready().await;
         }
@@ -194,7 +191,7 @@ impl EventBus {
         let span = tracing::debug_span!(
             "eventbus.publish",
             topic,
-            key = message.key.as_deref(),
+            key = message.key_str(),
             trace_id = tracing::field::Empty,
         );
         if let Some(trace_id) = trace::inject(&mut message, !span.is_disabled()) {
@@ -218,7 +215,7 @@ impl EventBus {
     /// the order given. Messages with the same key keep their order.
     ///
     /// # Errors
-    /// [`Error::InvalidMessage`] for a bad topic or aggregate id and
+    /// [`Error::InvalidMessage`] for a bad topic name and
     /// [`Error::Closed`] after shutdown: nothing of the batch is published.
     /// Failures of single messages ([`Error::Publish`], [`Error::Timeout`])
     /// are in the returned results.
@@ -232,11 +229,6 @@ impl EventBus {
     ) -> Result<Vec<Result<PublishReceipt>>> {
         self.ensure_open()?;
         validate::topic(topic)?;
-        for m in &messages {
-            if let Some(key) = &m.key {
-                validate::aggregate_id(key)?;
-            }
-        }
         if let Some(l) = &self.inner.publish_limiter {
             for _ in 0..messages.len() {
                 l.until_ready().await;

@@ -30,6 +30,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, FixedOffset};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -92,12 +93,18 @@ impl PublisherDeadLetter {
     /// alone. Both carry [`REPLAYED_HEADER`].
     pub fn replay_message(&self) -> Message {
         let payload = self.message.payload.clone();
-        let mut message = match Envelope::from_slice(&payload).and_then(|e| e.to_message()) {
-            Ok(mut m) => {
+        let envelope = payload
+            .as_deref()
+            .map(|p| Envelope::from_slice(p).and_then(|e| e.to_message()));
+        let mut message = match envelope {
+            Some(Ok(mut m)) => {
                 m.payload = payload;
                 m
             }
-            Err(_) => Message::new(payload),
+            _ => Message {
+                payload,
+                ..Message::new(Bytes::new())
+            },
         };
         message.headers.set(REPLAYED_HEADER, "1");
         message
@@ -306,8 +313,8 @@ mod tests {
             "2026-12-05T13:18:25+08:00"
         );
         let m = letter.replay_message();
-        assert_eq!(m.key.as_deref(), Some("order-1"));
-        assert_eq!(m.payload, value);
+        assert_eq!(m.key_str(), Some("order-1"));
+        assert_eq!(m.payload()[..], value[..]);
         assert_eq!(m.id, env.event_id);
         assert_eq!(m.headers.get_str("X-Tenant-ID"), Some("7"));
         assert_eq!(m.headers.get_str(ORIGINAL_TOPIC_HEADER), None);
@@ -316,7 +323,7 @@ mod tests {
         let plain = PublisherDeadLetter::new(0, 6, Message::new("raw bytes"));
         let m = plain.replay_message();
         assert_eq!(m.key, None);
-        assert_eq!(m.payload, "raw bytes");
+        assert_eq!(m.payload(), "raw bytes");
         assert_eq!(plain.original_topic, None);
     }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::worker::dlq_headers;
-use crate::message::{Headers, Message};
+use crate::message::Message;
 
 /// Upper bound of `x-dlq-error`, in bytes, marker included.
 pub const MAX_ERROR_BYTES: usize = 4096;
@@ -71,30 +71,22 @@ pub(crate) fn sha256_hex(payload: &[u8]) -> String {
 /// payload's size and hash, and no payload.
 pub(crate) fn pointer(full: &Message, write_error: &str) -> Message {
     use dlq_headers::*;
-    let mut headers: Headers = full
-        .headers
-        .iter()
-        .filter(|(name, _)| name.starts_with("x-dlq-"))
-        .map(|(name, value)| {
-            let value = match (name == ERROR, std::str::from_utf8(value)) {
-                (true, Ok(text)) => {
-                    Bytes::from(bounded(text, MAX_POINTER_ERROR_BYTES).into_owned())
-                }
-                _ => value.clone(),
-            };
-            (name.to_string(), value)
-        })
-        .collect();
+    let mut headers = full.headers.clone();
+    headers.retain(|name, _| name.starts_with("x-dlq-"));
+    if let Some(text) = headers.get_str(ERROR) {
+        let cut = bounded(text, MAX_POINTER_ERROR_BYTES).into_owned();
+        headers.set(ERROR, cut);
+    }
     headers.set(POINTER, "true");
-    headers.set(PAYLOAD_SIZE, full.payload.len().to_string());
-    headers.set(PAYLOAD_SHA256, sha256_hex(&full.payload));
+    headers.set(PAYLOAD_SIZE, full.payload().len().to_string());
+    headers.set(PAYLOAD_SHA256, sha256_hex(full.payload()));
     headers.set(
         WRITE_ERROR,
         bounded(write_error, MAX_POINTER_ERROR_BYTES).into_owned(),
     );
     let mut m = full.clone();
     m.headers = headers;
-    m.payload = Bytes::new();
+    m.payload = Some(Bytes::new());
     m
 }
 
@@ -142,7 +134,7 @@ mod tests {
         full.headers.set(dlq_headers::ORIGINAL_TOPIC, "orders");
         full.headers.set(dlq_headers::ERROR, "e".repeat(3000));
         let p = pointer(&full, "too large");
-        assert!(p.payload.is_empty());
+        assert!(p.payload().is_empty());
         assert_eq!(p.key, full.key);
         assert_eq!(p.id, full.id);
         let h = &p.headers;

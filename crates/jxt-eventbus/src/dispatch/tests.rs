@@ -655,7 +655,7 @@ mod interleavings {
             let handler = {
                 let (active, violations) = (active.clone(), violations.clone());
                 move |d: Delivery| {
-                    let key = d.key().unwrap_or_default().to_string();
+                    let key = d.key_str().unwrap_or_default().to_string();
                     if !active.lock().unwrap().insert(key.clone()) {
                         violations
                             .lock()

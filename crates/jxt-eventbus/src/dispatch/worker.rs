@@ -256,7 +256,7 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
             topic = %job.partition.topic,
             partition = job.partition.partition,
             offset = job.offset,
-            key = job.message.key.as_deref(),
+            key = job.message.key_str(),
             attempt,
             trace_id = tracing::field::Empty,
             correlation_id = tracing::field::Empty,

@@ -91,7 +91,7 @@ impl EventInfo {
         }
         let mut info = Self::from_headers(&message.headers);
         if info.aggregate_id.is_none() {
-            info.aggregate_id = message.key.clone();
+            info.aggregate_id = message.key_str().map(str::to_string);
         }
         info
     }

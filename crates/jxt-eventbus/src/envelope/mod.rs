@@ -296,7 +296,7 @@ impl Envelope {
     /// # Errors
     /// As [`Envelope::from_slice`].
     pub fn from_message(msg: &Message) -> Result<Self> {
-        Self::from_slice(&msg.payload)
+        Self::from_slice(msg.payload())
     }
 }
 

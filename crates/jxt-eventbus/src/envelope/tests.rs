@@ -76,7 +76,7 @@ fn tenant_is_written_as_configured_and_reads_back() {
     let none = sample().to_bytes_with(TenantIdEncoding::String).unwrap();
     assert!(!String::from_utf8(none).unwrap().contains("tenant_id"));
     let m = env.to_message_with(TenantIdEncoding::String).unwrap();
-    assert_eq!(m.payload, string);
+    assert_eq!(m.payload()[..], string[..]);
     assert_eq!(m.headers.get_str(headers::TENANT_ID), Some("-7"));
 }
 
@@ -130,7 +130,7 @@ fn message_carries_jxt_core_headers_in_order_and_the_key() {
         .with_tenant_id(42)
         .with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
     let msg = env.to_message().unwrap();
-    assert_eq!(msg.key.as_deref(), Some("order-1"));
+    assert_eq!(msg.key_str(), Some("order-1"));
     assert_eq!(msg.id, "evt-1");
     let names: Vec<&str> = msg.headers.iter().map(|(n, _)| n).collect();
     assert_eq!(

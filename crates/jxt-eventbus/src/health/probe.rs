@@ -244,7 +244,7 @@ pub(crate) fn spawn(bus: crate::bus::WeakBus, probe: Arc<Probe>) {
             if !probe.is_subscribed() {
                 let p = probe.clone();
                 let handler = move |d: crate::Delivery| {
-                    p.received(&d.message().payload);
+                    p.received(d.payload());
                     async { Ok(()) }
                 };
                 let result = bus

@@ -45,7 +45,7 @@ pub(super) fn headers(message: &Message, id_header: IdHeader) -> OwnedHeaders {
         }
         out = out.insert(Header {
             key: name,
-            value: Some(value.as_ref()),
+            value: value.map(|v| &v[..]),
         });
     }
     if id_header == IdHeader::XMessageId
@@ -121,14 +121,16 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
                     .map(str::to_string);
                 continue;
             }
-            let value = h.value.map(Bytes::copy_from_slice).unwrap_or_default();
-            headers.insert(h.key, value);
+            match h.value {
+                Some(v) => headers.insert(h.key, Bytes::copy_from_slice(v)),
+                None => headers.insert_null(h.key),
+            }
         }
     }
     let id = record_id(id, &headers, || {
         format!("kafka:{}/{}/{}", topic, m.partition(), m.offset())
     });
-    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    let key = m.key().map(Bytes::copy_from_slice);
     let timestamp = m
         .timestamp()
         .to_millis()
@@ -145,7 +147,7 @@ pub(super) fn record(m: &BorrowedMessage<'_>, names: &mut TopicNames) -> Record 
             id,
             key,
             headers,
-            payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            payload: m.payload().map(Bytes::copy_from_slice),
             timestamp,
         }),
         ack: None,

@@ -173,11 +173,13 @@ impl KafkaProducer {
     ) -> Result<(), KafkaError> {
         let headers = mapping::headers(message, self.config.kafka.producer.id_header);
         let mut record: BaseRecord<'_, [u8], [u8], Box<Ticket>> =
-            BaseRecord::with_opaque_to(topic, ticket)
-                .payload(&message.payload[..])
-                .headers(headers);
+            BaseRecord::with_opaque_to(topic, ticket).headers(headers);
+        // Left unset, key and payload are null on the wire.
+        if let Some(payload) = &message.payload {
+            record = record.payload(&payload[..]);
+        }
         if let Some(key) = &message.key {
-            record = record.key(key.as_bytes());
+            record = record.key(&key[..]);
         }
         if let Some(ts) = mapping::timestamp_millis(message.timestamp) {
             record = record.timestamp(ts);

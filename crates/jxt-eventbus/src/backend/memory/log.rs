@@ -121,7 +121,7 @@ impl TopicLog {
     }
 
     /// Partition for a record: a stable hash of the key, round-robin without.
-    pub(super) fn partition_for(&self, key: Option<&str>) -> usize {
+    pub(super) fn partition_for(&self, key: Option<&[u8]>) -> usize {
         let n = self.partitions.len();
         match key {
             Some(k) => {
@@ -148,7 +148,7 @@ mod tests {
         assert!(!p.release_below(3));
         assert_eq!(p.base, 3);
         assert!(p.get(2).is_none());
-        assert_eq!(p.get(3).unwrap().payload[0], 3);
+        assert_eq!(p.get(3).unwrap().payload()[0], 3);
         assert_eq!(p.append(Message::new(vec![9])), 5);
         assert_eq!(p.end(), 6);
     }
@@ -171,12 +171,12 @@ mod tests {
     #[test]
     fn keys_stick_to_partitions() {
         let t = TopicLog::new(8);
-        let a = t.partition_for(Some("order-1"));
+        let a = t.partition_for(Some(b"order-1"));
         for _ in 0..10 {
-            assert_eq!(t.partition_for(Some("order-1")), a);
+            assert_eq!(t.partition_for(Some(b"order-1")), a);
         }
         let spread: std::collections::HashSet<_> = (0..100)
-            .map(|i| t.partition_for(Some(&format!("k{i}"))))
+            .map(|i| t.partition_for(Some(format!("k{i}").as_bytes())))
             .collect();
         assert!(spread.len() > 4);
         let keyless: std::collections::HashSet<_> = (0..8).map(|_| t.partition_for(None)).collect();

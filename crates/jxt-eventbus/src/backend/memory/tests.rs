@@ -16,7 +16,7 @@ fn key_on(broker: &MemoryBroker, topic: &str, partition: i32) -> String {
     let log = broker.inner.existing_topic(topic).unwrap();
     (0..)
         .map(|i| format!("k{i}"))
-        .find(|k| log.partition_for(Some(k)) == partition as usize)
+        .find(|k| log.partition_for(Some(k.as_bytes())) == partition as usize)
         .unwrap()
 }
 

@@ -1,20 +1,27 @@
 //! [`Message`] to and from a JetStream message.
 //!
 //! NATS has no record key or timestamp, so they travel as headers, next to
-//! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). The
+//! the id in `Nats-Msg-Id` (which the stream uses to drop duplicates). NATS
+//! headers are text, and the client trims their values: a key that is UTF-8
+//! without line breaks or white space at its ends travels as it is in
+//! `X-Message-Key`, any other key (binary, say) base64-encoded in
+//! `X-Message-Key-Base64`, so that every key arrives unchanged. NATS has no
+//! null payload either: a tombstone is an empty payload marked by
+//! `X-Message-Tombstone`. The
 //! timestamp header is left out when the id is a UUIDv7 of the same
 //! millisecond (what [`Message::new`] makes): the id carries it, and every
 //! header costs an allocation or more per record on both ends. These three
 //! headers, and `Nats-Pin-Id` (the server's, on records of a pinned
 //! consumer), are reserved: a user header of the same name is replaced or
-//! dropped on publish, and they are removed from the headers a handler sees. NATS
-//! headers are text: a header value that is not UTF-8, or holds a line break,
-//! is refused at publish. Header order is kept per name, not across names.
+//! dropped on publish, and they are removed from the headers a handler sees.
+//! A user header value that is not UTF-8, holds a line break or is null is
+//! refused at publish. Header order is kept per name, not across names.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
@@ -23,8 +30,12 @@ use crate::message::{Headers, Message};
 /// Carries [`Message::id`]; JetStream drops a second publish with the same id
 /// within the stream's duplicate window.
 pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
-/// Carries [`Message::key`].
+/// Carries [`Message::key`] when it is text a header keeps unchanged.
 pub(crate) const KEY: &str = "X-Message-Key";
+/// Carries any other [`Message::key`], base64-encoded (standard alphabet).
+pub(crate) const KEY_BASE64: &str = "X-Message-Key-Base64";
+/// Marks a null payload (a tombstone); its value is `true`.
+pub(crate) const TOMBSTONE: &str = "X-Message-Tombstone";
 /// Carries [`Message::timestamp`] as milliseconds since the Unix epoch.
 pub(crate) const TIMESTAMP: &str = "X-Message-Timestamp";
 
@@ -32,7 +43,7 @@ pub(crate) const TIMESTAMP: &str = "X-Message-Timestamp";
 /// they are delivered to (see `pin`). Not a user header.
 pub(crate) const PIN_ID: &str = "Nats-Pin-Id";
 
-const RESERVED: [&str; 4] = [MSG_ID, KEY, TIMESTAMP, PIN_ID];
+const RESERVED: [&str; 6] = [MSG_ID, KEY, KEY_BASE64, TOMBSTONE, TIMESTAMP, PIN_ID];
 
 /// The headers to publish `message` with.
 ///
@@ -55,12 +66,12 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
                 "header name {name:?} is not valid on NATS: use printable ASCII without ':' or spaces"
             ))
         })?;
-        let v = std::str::from_utf8(value)
-            .ok()
+        let v = value
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|s| s.parse::<HeaderValue>().ok())
             .ok_or_else(|| {
                 refuse(format!(
-                    "header {name:?} has a value NATS cannot carry: header values are UTF-8 text without line breaks"
+                    "header {name:?} has a value NATS cannot carry: header values are UTF-8 text without line breaks, never null"
                 ))
             })?;
         map.append(n, v);
@@ -74,15 +85,19 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
         text(&message.id, "message id")?,
     );
     if let Some(key) = &message.key {
-        // The client trims header values on read: a key with white space
-        // at either end (valid by jxt-core's aggregate-id rule) would come
-        // back altered.
-        if key.trim() != key {
-            return Err(refuse(format!(
-                "key {key:?} has white space at its start or end, which a NATS header cannot carry unchanged"
-            )));
+        match key_as_text(key) {
+            Some(text) => map.insert(HeaderName::from_static(KEY), HeaderValue::from(text)),
+            None => map.insert(
+                HeaderName::from_static(KEY_BASE64),
+                HeaderValue::from(BASE64_STANDARD.encode(key).as_str()),
+            ),
         }
-        map.insert(HeaderName::from_static(KEY), text(key, "key")?);
+    }
+    if message.payload.is_none() {
+        map.insert(
+            HeaderName::from_static(TOMBSTONE),
+            HeaderValue::from("true"),
+        );
     }
     let millis = message
         .timestamp
@@ -95,6 +110,14 @@ pub(crate) fn headers(topic: &str, message: &Message) -> Result<HeaderMap> {
         );
     }
     Ok(map)
+}
+
+/// `key` as a header value that arrives unchanged: UTF-8 without line
+/// breaks or white space at either end (the client trims values on read).
+fn key_as_text(key: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(key).ok()?;
+    let kept = text.trim() == text && !text.contains(['\r', '\n']);
+    kept.then_some(text)
 }
 
 /// The Unix time in milliseconds a UUIDv7 in its hyphenated form
@@ -160,14 +183,24 @@ pub(crate) fn message(
     published: SystemTime,
 ) -> Message {
     let mut headers = Headers::new();
-    let (mut id, mut key, mut timestamp) = (None, None, None);
+    let (mut id, mut key, mut timestamp, mut tombstone) = (None, None, None, false);
     if let Some(map) = map {
         let mut user = Vec::new();
         for (name, values) in map.iter() {
             let last = values.last().map(|v| v.as_str());
             match header_str(name) {
                 MSG_ID => id = last.map(str::to_string),
-                KEY => key = last.map(str::to_string),
+                KEY => key = last.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                KEY_BASE64 => {
+                    // A value that does not decode was not written by the
+                    // bus: keep it as the text it is rather than drop it.
+                    key = last.map(|k| {
+                        BASE64_STANDARD
+                            .decode(k)
+                            .map_or_else(|_| Bytes::copy_from_slice(k.as_bytes()), Bytes::from)
+                    })
+                }
+                TOMBSTONE => tombstone = true,
                 TIMESTAMP => timestamp = last.and_then(|v| v.parse::<u64>().ok()),
                 PIN_ID => {}
                 _ => user.push((name, values)),
@@ -193,7 +226,7 @@ pub(crate) fn message(
         id,
         key,
         headers,
-        payload,
+        payload: (!(tombstone && payload.is_empty())).then_some(payload),
         timestamp,
     }
 }
@@ -212,10 +245,49 @@ mod tests {
     }
 
     #[test]
-    fn a_key_with_outer_white_space_is_refused_not_altered() {
-        let m = Message::new("x").with_key("  order-1  ");
+    fn every_key_comes_back_unchanged_as_text_or_base64() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"order-1", KEY),
+            (b"", KEY),
+            (b"  order-1  ", KEY_BASE64),
+            (b"a\r\nb", KEY_BASE64),
+            (&[0x00, 0x00, 0x00, 0x00, 0x2a, 0xff], KEY_BASE64),
+            ("z\u{fc}rich".as_bytes(), KEY),
+        ];
+        for (key, header) in cases {
+            let m = Message::new("x").with_key(key);
+            let map = headers("t", &m).unwrap();
+            assert!(
+                map.get(header).is_some(),
+                "{key:?} should travel in {header}"
+            );
+            let back = read_back(m.payload(), &map);
+            assert_eq!(back.key.as_deref(), Some(key));
+            assert!(back.headers.is_empty());
+        }
+        let keyless = read_back(
+            &Bytes::from("x"),
+            &headers("t", &Message::new("x")).unwrap(),
+        );
+        assert_eq!(keyless.key, None);
+    }
+
+    #[test]
+    fn a_tombstone_differs_from_an_empty_payload() {
+        let t = Message::tombstone().with_key("k");
+        let back = read_back(t.payload(), &headers("t", &t).unwrap());
+        assert!(back.is_tombstone());
+        let empty = Message::new("");
+        let back = read_back(empty.payload(), &headers("t", &empty).unwrap());
+        assert_eq!(back.payload.as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn a_null_header_value_is_refused() {
+        let mut m = Message::new("x");
+        m.headers.insert_null("x-n");
         let err = headers("t", &m).unwrap_err().to_string();
-        assert!(err.contains("white space"), "{err}");
+        assert!(err.contains("never null"), "{err}");
     }
 
     #[test]
@@ -228,20 +300,20 @@ mod tests {
             .with_header("X-Message-Key", "spoofed");
         m.timestamp = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let map = headers("t", &m).unwrap();
-        let back = read_back(&m.payload, &map);
+        let back = read_back(m.payload(), &map);
         assert_eq!(back.id, "id-1");
-        assert_eq!(back.key.as_deref(), Some("order-1"));
+        assert_eq!(back.key_str(), Some("order-1"));
         assert_eq!(back.timestamp, m.timestamp);
         let values: Vec<_> = back
             .headers
             .iter()
-            .map(|(n, v)| (n.to_string(), v.clone()))
+            .map(|(n, v)| (n.to_string(), v.cloned()))
             .collect();
         assert_eq!(
             values,
             vec![
-                ("x-a".to_string(), Bytes::from("1")),
-                ("x-a".to_string(), Bytes::from("2"))
+                ("x-a".to_string(), Some(Bytes::from("1"))),
+                ("x-a".to_string(), Some(Bytes::from("2")))
             ]
         );
     }
@@ -250,7 +322,7 @@ mod tests {
     fn a_uuid_v7_id_carries_the_timestamp() {
         let m = Message::new("x");
         let map = headers("t", &m).unwrap();
-        let back = read_back(&m.payload, &map);
+        let back = read_back(m.payload(), &map);
         let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
         assert_eq!(millis(back.timestamp), millis(m.timestamp));
         if uuid_v7_millis(&m.id) == Some(millis(m.timestamp) as u64) {
@@ -261,7 +333,7 @@ mod tests {
         old.timestamp = UNIX_EPOCH + Duration::from_millis(1_000);
         let map = headers("t", &old).unwrap();
         assert_eq!(map.get(TIMESTAMP).map(|v| v.as_str()), Some("1000"));
-        let back = read_back(&old.payload, &map);
+        let back = read_back(old.payload(), &map);
         assert_eq!(back.timestamp, old.timestamp);
     }
 

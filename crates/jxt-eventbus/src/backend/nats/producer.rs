@@ -105,7 +105,7 @@ impl NatsProducer {
     ) -> Result<PublishAckFuture> {
         let headers = convert::headers(topic, &message)?;
         let publish = PublishMessage::build()
-            .payload(message.payload)
+            .payload(message.payload.clone().unwrap_or_default())
             .headers(headers);
         self.js
             .send_publish(subject.clone(), publish)
