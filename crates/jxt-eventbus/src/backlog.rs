@@ -39,6 +39,8 @@ pub struct TopicBacklog {
 pub struct BacklogState {
     /// Recovery mode is on.
     pub recovering: bool,
+    /// When recovery mode was entered (`None` while it is off).
+    pub recovering_since: Option<SystemTime>,
     /// Whether the latest check found a backlog.
     pub backlog: bool,
     /// Total lag over every owned partition.
@@ -211,12 +213,14 @@ impl BacklogDetector {
             s.clean_checks = 0;
             if !s.recovering {
                 s.recovering = true;
+                s.recovering_since = Some(now);
                 change = Some(BacklogChange::RecoveryEntered(s.clone()));
             }
         } else {
             s.clean_checks = s.clean_checks.saturating_add(1);
             if s.recovering && s.clean_checks >= self.config.clean_checks {
                 s.recovering = false;
+                s.recovering_since = None;
                 change = Some(BacklogChange::RecoveryLeft(s.clone()));
             }
         }

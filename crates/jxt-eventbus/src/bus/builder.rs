@@ -144,6 +144,7 @@ impl EventBusBuilder {
             metrics.clone(),
             config.health.check_interval,
         ));
+        crate::metrics::throughput::spawn_sampler(Arc::downgrade(&metrics.throughput));
         crate::health::broker::spawn(
             Arc::downgrade(&backend),
             broker.clone(),

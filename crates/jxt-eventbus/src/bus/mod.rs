@@ -32,6 +32,7 @@ use crate::validate;
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
+mod activity;
 mod builder;
 mod dead_letter_filter;
 mod dead_letters;

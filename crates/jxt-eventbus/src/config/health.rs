@@ -96,6 +96,11 @@ pub struct StatusConfig {
     /// broker is asked at most once per this interval. Default 5s.
     #[serde(with = "humantime_serde")]
     pub lag_max_age: Duration,
+    /// Let `POST /dead-letters/replay` replay this group's dead letters.
+    /// The operator endpoints have no authentication of their own: turn
+    /// it on only where they are reachable by operators alone. Default
+    /// false (the status page says so where its replay button would be).
+    pub allow_replay: bool,
 }
 
 impl Default for StatusConfig {
@@ -103,6 +108,7 @@ impl Default for StatusConfig {
         StatusConfig {
             show_error_messages: false,
             lag_max_age: Duration::from_secs(5),
+            allow_replay: false,
         }
     }
 }

@@ -7,7 +7,10 @@
 //! | `GET /metrics` | the bus's metrics as OpenMetrics text |
 //! | `GET /healthz` | liveness: 200 unless the bus was shut down |
 //! | `GET /readyz` | readiness ([`EventBus::readiness`]): 200 when the bus is open, no health component is unhealthy, the broker answered its last check and, if it has subscriptions, it owns partitions; 503 with the reason otherwise |
-//! | `GET /status` | JSON: subscriptions, partitions with lag, lanes, recovery mode, publisher load, recent handler errors, health components |
+//! | `GET /` | the status page: `/status` rendered for people, refreshed every few seconds, with a dead-letter view |
+//! | `GET /status` | JSON: identity and uptime, readiness, subscriptions, partitions with lag, lanes, recovery mode, publisher load, throughput over the last minutes, dead letters per topic, recent handler errors, health components |
+//! | `GET /dead-letters?topic=T` | JSON: up to 100 of the topic's dead letters with decoded provenance (`&key=`, `&id=`, `&group=G\|all` filter) |
+//! | `POST /dead-letters/replay?topic=T` | replays this group's dead letters of `T` (same filters); 403 unless `health.status.allow_replay` |
 //!
 //! Nothing served contains configuration or credentials: `/status` reports
 //! the backend name, the group and runtime state only. Every route answers
@@ -37,10 +40,12 @@ use crate::EventBus;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
+mod dead_letters;
+mod page;
 mod status;
 
 use status::LagCache;
@@ -59,6 +64,8 @@ struct AppState {
     registry: Option<Arc<Registry>>,
     lag: Arc<LagCache>,
     status: StatusConfig,
+    /// One dead-letter read from the broker at a time.
+    broker_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The operator routes for `bus`; `/metrics` serves the registry the bus
@@ -79,11 +86,15 @@ pub fn router_with_registry(bus: EventBus, registry: Option<Arc<Registry>>) -> R
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/", get(page::page))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay))
         .with_state(AppState {
             bus,
             registry,
             lag,
             status: status_config,
+            broker_reads: Arc::new(tokio::sync::Semaphore::new(1)),
         })
 }
 

@@ -101,6 +101,26 @@ impl LagCache {
     }
 }
 
+/// Who this bus is: the Kafka static member id when set, else host and
+/// process id.
+fn instance(bus: &EventBus) -> String {
+    if let Some(id) = &bus.config().kafka.group_instance_id {
+        return id.clone();
+    }
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    });
+    match host {
+        Some(h) => format!("{h} pid {}", std::process::id()),
+        None => format!("pid {}", std::process::id()),
+    }
+}
+
 pub(super) fn rfc3339(t: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()
 }
@@ -160,9 +180,31 @@ pub(super) async fn status_json(
         })
     });
     let show_messages = config.show_error_messages;
+    let started = bus.started_at();
+    let readiness = bus.readiness().await;
     json!({
         "backend": bus.config().backend,
         "group": bus.config().group,
+        "instance": instance(bus),
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(started),
+        "uptime_s": SystemTime::now().duration_since(started).map_or(0, |d| d.as_secs()),
+        "ready": readiness.is_ok(),
+        "not_ready_reason": readiness.err(),
+        "stall_after_ms": bus.config().health.stall_after.as_millis() as u64,
+        "show_error_messages": show_messages,
+        "allow_replay": config.allow_replay,
+        "throughput": bus.throughput().iter().map(|p| json!({
+            "at": rfc3339(p.at),
+            "handled": p.handled,
+            "published": p.published,
+            "retried": p.retried,
+            "dead_lettered": p.dead_lettered,
+        })).collect::<Vec<_>>(),
+        "dead_letters": bus.dead_lettered_by_topic().into_iter().map(|(topic, n)| json!({
+            "topic": topic,
+            "dead_lettered": n,
+        })).collect::<Vec<_>>(),
         "closed": bus.is_closed(),
         "subscriptions": subscriptions,
         "subscription_change_in_progress": changing,
@@ -172,6 +214,7 @@ pub(super) async fn status_json(
         "dispatch": dispatch,
         "recovery": {
             "recovering": backlog.recovering,
+            "since": backlog.recovering_since.map(rfc3339),
             "backlog": backlog.backlog,
             "lag": backlog.lag,
             "clean_checks": backlog.clean_checks,

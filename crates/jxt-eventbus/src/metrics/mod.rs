@@ -72,9 +72,12 @@ use crate::handler::HandlerError;
 use crate::health::dead_letters::DeadLetterHealth;
 
 mod recent_errors;
+pub(crate) mod throughput;
 
 pub(crate) use recent_errors::RecentErrors;
 pub use recent_errors::{RecentError, RECENT_ERRORS};
+pub use throughput::ThroughputPoint;
+use throughput::{Throughput, TopicCounters};
 
 /// Labels `backend`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -387,6 +390,8 @@ impl BusMetrics {
             lag_partitions: Mutex::default(),
             recent_errors: Arc::default(),
             dead_letters: Arc::default(),
+            throughput: Arc::default(),
+            started_at: std::time::SystemTime::now(),
             families: self.clone(),
         }
     }
@@ -425,6 +430,10 @@ pub(crate) struct BoundMetrics {
     pub(crate) recent_errors: Arc<RecentErrors>,
     /// What the workers report about failed dead-letter writes, for health.
     pub(crate) dead_letters: Arc<DeadLetterHealth>,
+    /// Counts over the last minutes, for the status page.
+    pub(crate) throughput: Arc<Throughput>,
+    /// When the bus was built (one `bind` per bus).
+    pub(crate) started_at: std::time::SystemTime,
     families: BusMetrics,
 }
 
@@ -472,11 +481,12 @@ impl BoundMetrics {
                 .publish_duration
                 .get_or_create_owned(&self.topic_labels(topic)),
         };
-        self.publish
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(topic.into())
-            .or_insert(h)
+        let mut map = self.publish.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(topic.into())
+            .or_insert_with(|| {
+                self.throughput.add_published(h.ok.clone());
+                h
+            })
             .clone()
     }
 
@@ -517,7 +527,7 @@ impl BoundMetrics {
             result,
         };
         let f = &self.families;
-        TopicMetrics {
+        let m = TopicMetrics {
             consumed_ok: f.consumed.get_or_create_owned(&result("ok")),
             consumed_dead_lettered: f.consumed.get_or_create_owned(&result("dead_lettered")),
             handler_duration: f.handler_duration.get_or_create_owned(&labels),
@@ -530,7 +540,16 @@ impl BoundMetrics {
             recent_errors: self.recent_errors.clone(),
             topic: topic.clone(),
             backend: self.backend,
-        }
+        };
+        self.throughput.add_topic(
+            topic.clone(),
+            TopicCounters {
+                handled: m.consumed_ok.clone(),
+                retried: m.retries.clone(),
+                dead_lettered: m.dead_lettered.clone(),
+            },
+        );
+        m
     }
 
     /// Sets the lag gauges from a backlog check and drops the gauges of
