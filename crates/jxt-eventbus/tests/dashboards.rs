@@ -3,7 +3,8 @@
 //! exports: a memory bus with published, handled, retried and dead-lettered
 //! records is scraped over its `/metrics` route, and every metric name a
 //! panel, a template variable or a rule reads must be among the names of
-//! that exposition. A renamed metric, or a typo in a query, fails here
+//! that exposition (the PromQL examples of `docs/observability.md` too). A
+//! renamed metric, or a typo in a query, fails here
 //! instead of leaving an empty panel or an alert that can never fire.
 //! (`promtool check rules` / `promtool test rules` run in `scripts/test`.)
 #![cfg(feature = "http")]
@@ -256,6 +257,20 @@ async fn dashboard_and_rules_read_only_metrics_the_bus_exports() {
                 unknown.push(format!("{at}: {n}"));
             }
             used_by_dashboard.insert(n);
+        }
+    }
+    let docs = shipped::doc_exprs();
+    assert!(
+        docs.len() >= 5,
+        "the PromQL examples of docs/observability.md: {docs:?}"
+    );
+    for expr in &docs {
+        let names = metric_names(expr).unwrap_or_else(|e| panic!("docs: {e}"));
+        assert!(!names.is_empty(), "docs: {expr} reads no metric");
+        for n in names {
+            if !known.contains(&n) {
+                unknown.push(format!("docs/observability.md: {n}"));
+            }
         }
     }
     for r in shipped::rules().groups.iter().flat_map(|g| &g.rules) {

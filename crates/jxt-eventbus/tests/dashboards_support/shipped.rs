@@ -98,3 +98,29 @@ pub fn rules() -> RuleFile {
         .extract()
         .unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
+
+/// The expressions of the ```promql blocks in docs/observability.md: one per
+/// line, indented lines continuing the one before, `#` lines skipped.
+pub fn doc_exprs() -> Vec<String> {
+    let path = repo_file("docs/observability.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut exprs: Vec<String> = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside = line.trim() == "```promql";
+            continue;
+        }
+        if !inside || line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match exprs.last_mut() {
+            Some(last) if line.starts_with(char::is_whitespace) => {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            _ => exprs.push(line.trim().to_string()),
+        }
+    }
+    exprs
+}
