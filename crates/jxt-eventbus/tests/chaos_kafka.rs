@@ -137,6 +137,125 @@ async fn sigkill_loop_loses_nothing_and_keeps_key_order() {
     publisher.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_for_10_s_bounds_publishes_and_loses_nothing() {
+    use support::private_kafka::PrivateKafka;
+
+    // The shared broker answering shows the rig (java, jars) is in place.
+    if support::kafka_brokers().is_none() {
+        return;
+    }
+    let kafka = PrivateKafka::start();
+    let topic = support::unique_name("chaos-broker");
+    kafka_support::create_topic(&kafka.brokers, &topic, 6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let message_timeout = Duration::from_secs(5);
+    let check_interval = Duration::from_secs(1);
+    let mut config = kafka_support::config(&kafka.brokers, &support::unique_name("g-broker"));
+    config.kafka.producer.message_timeout = message_timeout;
+    config.health.check_interval = check_interval;
+    let consumer = ChildSpec {
+        config: config.clone(),
+        topic: topic.clone(),
+        log: dir.path().join("consumer.log"),
+        handler_delay_us: 50,
+    };
+    let mut child = spawn_child(&std::env::current_exe().unwrap(), CHILD_TEST, &consumer);
+    let publisher = EventBus::from_config(config).await.unwrap();
+
+    let mut sent: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut slowest_in_outage = Duration::ZERO;
+    let mut failed_in_outage = 0usize;
+    let mut publish_round = async |sent: &mut BTreeMap<String, BTreeSet<u64>>| {
+        let batch: Vec<Message> = (0..20)
+            .map(|k| Message::new(format!("k{k} {seq}")).with_key(format!("k{k}")))
+            .collect();
+        let t = Instant::now();
+        let results = publisher.publish_batch(&topic, batch).await.unwrap();
+        let took = t.elapsed();
+        let mut failed = 0;
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(_) => {
+                    sent.entry(format!("k{k}")).or_default().insert(seq);
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        seq += 1;
+        (took, failed)
+    };
+    // Before: records flow and are handled.
+    while !has_handled(&consumer.log) {
+        publish_round(&mut sent).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    kafka.kill();
+    let killed = Instant::now();
+    // Readiness is watched on its own, not between publishes that may wait.
+    let unready = tokio::spawn({
+        let publisher = publisher.clone();
+        async move {
+            while publisher.readiness().await.is_ok() {
+                if killed.elapsed() > Duration::from_secs(60) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(killed.elapsed())
+        }
+    });
+    while killed.elapsed() < Duration::from_secs(10) {
+        let (took, failed) = publish_round(&mut sent).await;
+        slowest_in_outage = slowest_in_outage.max(took);
+        failed_in_outage += failed;
+    }
+    let unready_after = unready.await.unwrap();
+    kafka.restart();
+    let restarted = Instant::now();
+    // After: publishing works again without a new bus.
+    loop {
+        let (_, failed) = publish_round(&mut sent).await;
+        if failed == 0 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(60),
+            "publishing did not recover"
+        );
+    }
+    for _ in 0..10 {
+        publish_round(&mut sent).await;
+    }
+    wait_all_handled(dir.path(), &sent, &mut [&mut child]).await;
+    terminate(&mut child, Duration::from_secs(60)).await;
+    let report = checker::check(&sent, &read_logs(dir.path()));
+    let unready_after = unready_after.expect("the publisher turned unready during the outage");
+    eprintln!(
+        "chaos broker kill: {report}; during the outage the slowest publish_batch took \
+         {slowest_in_outage:.1?} (message_timeout {message_timeout:?}), {failed_in_outage} \
+         publishes failed, readiness failed {unready_after:.1?} after the kill \
+         (check_interval {check_interval:?})"
+    );
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        report.processes, 1,
+        "the consumer resumed without a restart"
+    );
+    assert!(failed_in_outage > 0, "publishes during the outage failed");
+    assert!(
+        slowest_in_outage <= message_timeout + Duration::from_secs(1),
+        "a publish_batch took {slowest_in_outage:?} with message_timeout {message_timeout:?}"
+    );
+    assert!(
+        unready_after <= check_interval * 2 + Duration::from_secs(1),
+        "readiness failed only {unready_after:?} after the kill"
+    );
+    publisher.shutdown().await.unwrap();
+}
+
 /// Waits until every acknowledged record was handled at least once, while
 /// the `running` children stay alive.
 async fn wait_all_handled(

@@ -49,6 +49,11 @@ impl PrivateKafka {
         self.run(&["kafka-node", "1", "stop"]);
     }
 
+    /// Kills the broker (SIGKILL): no clean shutdown, as in a crash.
+    pub fn kill(&self) {
+        self.run(&["kafka-node", "1", "kill"]);
+    }
+
     /// Starts it again on the same ports and data, and waits until it answers.
     pub fn restart(&self) {
         self.run(&["kafka-node", "1", "start"]);

@@ -9,23 +9,57 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 
-/// The last error librdkafka reported for a client, with when.
+/// The last error librdkafka reported for a client, with when, and whether
+/// it said that no broker connection is up.
 #[derive(Debug, Default, Clone)]
-pub(super) struct LastError(Arc<Mutex<Option<(Instant, String)>>>);
+pub(super) struct LastError(Arc<ErrorState>);
+
+#[derive(Debug, Default)]
+pub(super) struct ErrorState {
+    last: Mutex<Option<(Instant, String)>>,
+    /// Since when librdkafka reports every broker down (`ALL_BROKERS_DOWN`),
+    /// until a broker answered again.
+    all_down: Mutex<Option<Instant>>,
+    went_down: tokio::sync::Notify,
+}
 
 impl LastError {
     pub(super) fn set(&self, message: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), message));
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), message));
     }
 
     /// The last error if it happened after `since`.
     pub(super) fn since(&self, since: Instant) -> Option<String> {
         self.0
+            .last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .filter(|(at, _)| *at >= since)
             .map(|(_, m)| m.clone())
+    }
+
+    fn set_all_down(&self) {
+        let mut down = self.0.all_down.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_none() {
+            *down = Some(Instant::now());
+        }
+        self.0.went_down.notify_waiters();
+    }
+
+    /// Since when every broker is down, as librdkafka last said.
+    pub(super) fn all_down_since(&self) -> Option<Instant> {
+        *self.0.all_down.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A broker answered.
+    pub(super) fn clear_all_down(&self) {
+        *self.0.all_down.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Resolves when librdkafka next says every broker is down.
+    pub(super) async fn went_all_down(&self) {
+        self.0.went_down.notified().await;
     }
 }
 
@@ -69,4 +103,7 @@ pub(super) fn forward_error(last: &LastError, error: &KafkaError, reason: &str) 
     // them every reconnect: rate-limited.
     crate::log_limit::warn_limited!(target: "librdkafka", error = %error, "{reason}");
     last.set(reason.to_string());
+    if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+        last.set_all_down();
+    }
 }

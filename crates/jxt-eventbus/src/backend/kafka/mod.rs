@@ -160,23 +160,55 @@ impl Backend for KafkaBackend {
 
     async fn check(&self) -> Result<()> {
         let k = &self.config.kafka;
-        let timeout = k.connect_timeout;
+        // While librdkafka says every broker is down, a check only looks
+        // whether one is back, briefly; a broker that goes down during a
+        // check ends the check at once. Either way `/readyz` follows a dead
+        // broker within about two check intervals, not `connect_timeout`.
+        let down = self.producer_errors.all_down_since();
+        let timeout = match down {
+            Some(_) => k.connect_timeout.min(
+                self.config
+                    .health
+                    .check_interval
+                    .max(Duration::from_secs(1)),
+            ),
+            None => k.connect_timeout,
+        };
         let started = std::time::Instant::now();
         // A producer in librdkafka's fatal state is rebuilt here too, so a bus
         // that publishes rarely recovers; if it cannot be, health says why.
         self.producer.recover().await?;
         let client = self.producer.client();
-        let answer = tokio::task::spawn_blocking(move || {
+        let fetch = tokio::task::spawn_blocking(move || {
             // One small metadata request; the topic need not exist.
             client
                 .client()
                 .fetch_metadata(Some("__consumer_offsets"), timeout)
                 .map(|m| m.brokers().len())
-        })
-        .await
+        });
+        let answer = if down.is_none() {
+            tokio::select! {
+                a = fetch => a,
+                () = self.producer_errors.went_all_down() => {
+                    return Err(errors::backend(
+                        format!(
+                            "every Kafka broker at {} went down (kafka.brokers)",
+                            k.brokers.join(",")
+                        ),
+                        true,
+                        None,
+                    ));
+                }
+            }
+        } else {
+            fetch.await
+        }
         .map_err(|e| errors::backend(format!("metadata task failed: {e}"), true, None))?;
         match answer {
-            Ok(brokers) if brokers > 0 => Ok(()),
+            Ok(brokers) if brokers > 0 => {
+                self.producer_errors.clear_all_down();
+                Ok(())
+            }
             Ok(_) => Err(errors::backend(
                 format!(
                     "Kafka at {} answered without any broker",
