@@ -22,6 +22,15 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// Several configuration problems, found together: loading and
+    /// [`validate`](crate::BusConfig::validate) report every problem they
+    /// find, not only the first. Each is an [`Error::Config`], shown on its
+    /// own line. A single problem is always an [`Error::Config`].
+    #[error("{}", lines(problems))]
+    InvalidConfig {
+        /// The problems, each an [`Error::Config`].
+        problems: Vec<Error>,
+    },
     /// A message was rejected before it reached the backend (bad aggregate
     /// id, zero event version, empty topic, ...). Nothing was published.
     #[error("invalid message: {0}")]
@@ -95,9 +104,23 @@ impl Error {
             Error::Timeout { .. } | Error::Commit { .. } => true,
             Error::Handler(e) => e.is_retryable(),
             Error::Config { .. }
+            | Error::InvalidConfig { .. }
             | Error::InvalidMessage(_)
             | Error::Subscribe { .. }
             | Error::Closed => false,
+        }
+    }
+
+    /// The configuration problems of an [`Error::Config`] or an
+    /// [`Error::InvalidConfig`], as (field, reason) pairs; empty for other
+    /// errors.
+    pub fn config_problems(&self) -> Vec<(&str, &str)> {
+        match self {
+            Error::Config { field, reason } => vec![(field.as_str(), reason.as_str())],
+            Error::InvalidConfig { problems } => {
+                problems.iter().flat_map(Error::config_problems).collect()
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -107,6 +130,15 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// One line per problem.
+fn lines(problems: &[Error]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Result alias for this crate.

@@ -186,9 +186,13 @@ fn walk(
             let mut full = path.clone();
             full.push(first.to_string());
             full.extend(rest.iter().map(|g| g.to_ascii_lowercase()));
+            // Entries of the raw property maps are text for the client,
+            // taken as they are (`007` stays `007`, a secret is not parsed).
+            let text =
+                full.len() >= 2 && matches!(full[full.len() - 2].as_str(), "properties" | "config");
             found.push(Resolved {
                 path: full,
-                kind: None,
+                kind: text.then_some(Kind::Text),
             });
         }
         _ => {}
@@ -246,18 +250,6 @@ pub(super) struct Variable {
     name: String,
     path: Vec<String>,
     value: Value,
-}
-
-impl Variable {
-    /// The variable's name.
-    pub(super) fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The dotted field path it sets.
-    pub(super) fn field(&self) -> String {
-        self.path.join(".")
-    }
 }
 
 impl Provider for Variable {

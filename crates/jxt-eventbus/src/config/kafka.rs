@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::problems::Problems;
 use crate::error::{Error, Result};
 
 // The mappings to librdkafka properties are used only by the backend; the
@@ -32,15 +33,18 @@ pub use producer::{Acks, Compression, IdHeader, KafkaProducerConfig, Partitioner
 pub use security::{KafkaNetConfig, KafkaSaslConfig, KafkaTlsConfig, SaslMechanism, Secret};
 pub use topics::{TopicCompression, TopicSettings, TopicStrategy};
 
-pub(crate) use properties::Redacted;
+#[cfg(feature = "kafka")]
+pub(crate) use properties::has_own_field;
+pub(crate) use properties::{is_secret, Redacted};
 
 /// Kafka settings (used when `backend: kafka`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port` (`bootstrap.servers`). More than one
-    /// lets the bus start while a broker is down. Default
-    /// `["127.0.0.1:9092"]`.
+    /// lets the bus start while a broker is down. Required with
+    /// `backend: kafka` (in the file, or `EVENTBUS_KAFKA_BROKERS=a:9092,b:9092`):
+    /// there is no default broker. Default empty.
     pub brokers: Vec<String>,
     /// Client id sent to the brokers (`client.id`), visible in broker logs
     /// and quotas. Default `"jxt-eventbus"`.
@@ -94,13 +98,14 @@ pub struct KafkaConfig {
     /// consumer, admin). Keys that have a field in this section, and keys
     /// the backend manages itself, are refused with the field to use.
     /// Default empty.
+    #[serde(deserialize_with = "super::scalar::text_map")]
     pub properties: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
-            brokers: vec!["127.0.0.1:9092".into()],
+            brokers: Vec::new(),
             client_id: "jxt-eventbus".into(),
             connect_timeout: Duration::from_secs(10),
             verify_connection: true,
@@ -146,58 +151,70 @@ impl KafkaConfig {
     /// refuses, and pass-through properties that collide with a field.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field under `kafka.` and what is allowed.
+    /// [`Error::Config`] naming the field under `kafka.` and what is
+    /// allowed; [`Error::InvalidConfig`] when there are several problems.
     pub fn validate(&self) -> Result<()> {
-        if self.brokers.is_empty() || self.brokers.iter().any(|b| b.trim().is_empty()) {
-            return Err(Error::config(
+        let mut p = Problems::default();
+        if self.brokers.iter().any(|b| b.trim().is_empty()) {
+            p.push(Error::config(
                 "kafka.brokers",
-                "give at least one `host:port`, none empty",
+                "an entry is empty: give `host:port` for each broker",
             ));
         }
         if self.client_id.is_empty() {
-            return Err(Error::config("kafka.client_id", "must not be empty"));
+            p.push(Error::config("kafka.client_id", "must not be empty"));
         }
-        positive("kafka.connect_timeout", self.connect_timeout)?;
-        positive("kafka.admin_timeout", self.admin_timeout)?;
-        super::bounds::at_most_timer("kafka.connect_timeout", self.connect_timeout)?;
-        super::bounds::at_most_timer("kafka.admin_timeout", self.admin_timeout)?;
+        p.check(positive("kafka.connect_timeout", self.connect_timeout));
+        p.check(positive("kafka.admin_timeout", self.admin_timeout));
+        p.check(super::bounds::at_most_timer(
+            "kafka.connect_timeout",
+            self.connect_timeout,
+        ));
+        p.check(super::bounds::at_most_timer(
+            "kafka.admin_timeout",
+            self.admin_timeout,
+        ));
         if let Some(id) = &self.group_instance_id {
             if id.is_empty() || crate::validate::topic(id).is_err() {
-                return Err(Error::config(
+                p.push(Error::config(
                     "kafka.group_instance_id",
                     format!("{id:?} is not allowed: use 1 to 249 characters of A-Z a-z 0-9 . _ -"),
                 ));
             }
         }
-        self.producer.validate()?;
-        self.consumer.validate()?;
-        self.net.validate()?;
+        p.check(self.producer.validate());
+        p.check(self.consumer.validate());
+        p.check(self.net.validate());
         if let Some(sasl) = &self.sasl {
-            sasl.validate()?;
+            p.check(sasl.validate());
         }
-        self.topic_defaults.validate("kafka.topic_defaults")?;
+        p.check(self.topic_defaults.validate("kafka.topic_defaults"));
         for (name, settings) in &self.topics {
             if crate::validate::topic(name).is_err() {
-                return Err(Error::config(
+                p.push(Error::config(
                     format!("kafka.topics.{name}"),
                     "not a valid topic name: use 1 to 249 characters of A-Z a-z 0-9 . _ -",
                 ));
             }
-            settings.validate(&format!("kafka.topics.{name}"))?;
+            p.check(settings.validate(&format!("kafka.topics.{name}")));
         }
         let security = self.tls.is_some() || self.sasl.is_some();
-        properties::check("kafka.properties", &self.properties, security)?;
-        properties::check(
+        p.check(properties::check(
+            "kafka.properties",
+            &self.properties,
+            security,
+        ));
+        p.check(properties::check(
             "kafka.producer.properties",
             &self.producer.properties,
             security,
-        )?;
-        properties::check(
+        ));
+        p.check(properties::check(
             "kafka.consumer.properties",
             &self.consumer.properties,
             security,
-        )?;
-        Ok(())
+        ));
+        p.finish()
     }
 
     /// Settings for `topic`: its `topics` entry over `topic_defaults`.

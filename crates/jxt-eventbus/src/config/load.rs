@@ -1,11 +1,19 @@
-//! Loading [`BusConfig`] from files and the environment (figment).
+//! Loading [`BusConfig`] from files, sections of a service's file, figment
+//! providers and the environment (figment).
+//!
+//! Every source is merged over the defaults, then `EVENTBUS_*` overrides,
+//! then [`BusConfig::validate`]. Each error names the field and where its
+//! value came from (the file, or the environment variable); every problem
+//! is reported, not only the first; and no error shows a secret the
+//! sources hold.
 
 use std::path::Path;
 
 use figment::providers::{Format, Serialized, Toml, Yaml};
-use figment::Figment;
+use figment::{Figment, Provider, Source};
 
-use super::{env, BusConfig};
+use super::problems::Problems;
+use super::{env, redact, BusConfig};
 use crate::error::{Error, Result};
 
 impl BusConfig {
@@ -22,62 +30,107 @@ impl BusConfig {
     /// `docs/configuration.md` for the rules.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field path (and the variable, for a value
-    /// from the environment): unknown keys, wrong types, bad durations,
-    /// out-of-range values, unreadable files; an `EVENTBUS_*` variable that
-    /// names no field or several; two variables setting one field to
-    /// different values.
+    /// [`Error::Config`] (or [`Error::InvalidConfig`] listing several)
+    /// naming the field path and where its value came from (the file or the
+    /// variable): unknown keys, wrong types, bad durations, out-of-range
+    /// values, unreadable files; an `EVENTBUS_*` variable that names no
+    /// field or several; two variables setting one field to different
+    /// values. No error shows the value of a secret.
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(BusConfig::default()));
-        if let Some(path) = path {
-            if !path.is_file() {
-                return Err(Error::config(
-                    "<file>",
-                    format!("{} does not exist or is not a file", path.display()),
-                ));
-            }
-            figment = match path.extension().and_then(|e| e.to_str()) {
-                Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
-                Some("toml") => figment.merge(Toml::file_exact(path)),
-                _ => {
-                    return Err(Error::config(
-                        "<file>",
-                        format!(
-                            "{}: unknown format; use a .yaml, .yml or .toml file",
-                            path.display()
-                        ),
-                    ))
-                }
-            };
+        match path {
+            Some(path) => Self::load_from(file(path)?),
+            None => Self::load_from(Figment::new()),
         }
-        let variables = env::overrides()?;
-        let sources: Vec<(String, String)> = variables
-            .iter()
-            .map(|v| (v.field(), v.name().to_string()))
-            .collect();
-        for variable in variables {
+    }
+
+    /// Loads the configuration from the section `section` (a key, or a
+    /// dotted path such as `"messaging.bus"`) of the service's own file:
+    /// defaults, then that section, then `EVENTBUS_*` overrides, then
+    /// [`BusConfig::validate`]. Keys outside the section are the service's
+    /// and are not looked at; unknown keys inside it are errors, as with
+    /// [`BusConfig::load`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("billing.yaml");
+    /// std::fs::write(
+    ///     &path,
+    ///     "service:\n  name: billing\n  port: 8080\n\
+    ///      eventbus:\n  group: billing\n  dispatch:\n    max_concurrency: 8\n",
+    /// )?;
+    /// let config = jxt_eventbus::BusConfig::load_section(&path, "eventbus")?;
+    /// assert_eq!(config.group, "billing");
+    /// assert_eq!(config.dispatch.max_concurrency, 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`BusConfig::load`]; also when the file has no such section (a
+    /// service that wants every default writes `eventbus: {}`), or the
+    /// section is not a map.
+    pub fn load_section(path: &Path, section: &str) -> Result<Self> {
+        let figment = Figment::from(file(path)?);
+        match figment.find_value(section) {
+            Ok(figment::value::Value::Dict(..)) => {}
+            Ok(_) => {
+                return Err(Error::config(
+                    section,
+                    format!(
+                        "is not a section (a map of bus settings) (from {})",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) if e.missing() => {
+                return Err(Error::config(
+                    section,
+                    format!(
+                        "no such section in {}: add it (`{section}: {{}}` for every default) \
+                         or name the section that holds the bus settings",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(figment_errors(e, &[])),
+        }
+        Self::load_from(figment.focus(section))
+    }
+
+    /// Loads the configuration from any figment provider, for a service
+    /// that builds its own [`Figment`] (re-exported as
+    /// [`config::figment`](crate::config::figment)): defaults, then
+    /// `provider`, then `EVENTBUS_*` overrides, then
+    /// [`BusConfig::validate`]. Pass the bus's part of the service's
+    /// configuration, such as `service_figment.focus("eventbus")`; its
+    /// unknown keys are errors.
+    ///
+    /// ```
+    /// use jxt_eventbus::config::figment::providers::{Format, Yaml};
+    /// use jxt_eventbus::config::figment::Figment;
+    ///
+    /// let service = Figment::from(Yaml::string(
+    ///     "service: {name: billing}\neventbus: {group: billing}\n",
+    /// ));
+    /// let config = jxt_eventbus::BusConfig::load_from(service.focus("eventbus")).unwrap();
+    /// assert_eq!(config.group, "billing");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`BusConfig::load`].
+    pub fn load_from(provider: impl Provider) -> Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(BusConfig::default())).merge(provider);
+        for variable in env::overrides()? {
             figment = figment.merge(variable);
         }
-        Self::extract(figment).map_err(|e| match e {
-            // A range error of a value from the environment names its variable
-            // (type errors already do, through figment's metadata).
-            Error::Config { field, reason } if !reason.contains("(from ") => {
-                match sources.iter().find(|(f, _)| *f == field) {
-                    Some((_, name)) => Error::config(
-                        field,
-                        format!("{reason} (from environment variable {name})"),
-                    ),
-                    None => Error::Config { field, reason },
-                }
-            }
-            other => other,
-        })
+        Self::extract(figment)
     }
 
     /// Parses YAML text (no environment overrides), then validates.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field path.
+    /// [`Error::Config`] (or [`Error::InvalidConfig`]) naming the field path.
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         Self::extract(
             Figment::from(Serialized::defaults(BusConfig::default())).merge(Yaml::string(text)),
@@ -87,7 +140,7 @@ impl BusConfig {
     /// Parses TOML text (no environment overrides), then validates.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field path.
+    /// [`Error::Config`] (or [`Error::InvalidConfig`]) naming the field path.
     pub fn from_toml_str(text: &str) -> Result<Self> {
         Self::extract(
             Figment::from(Serialized::defaults(BusConfig::default())).merge(Toml::string(text)),
@@ -95,24 +148,95 @@ impl BusConfig {
     }
 
     fn extract(figment: Figment) -> Result<Self> {
-        let config: BusConfig = figment.extract().map_err(figment_error)?;
-        config.validate()?;
+        let secrets = redact::secrets(&figment);
+        let config: BusConfig = figment.extract().map_err(|e| figment_errors(e, &secrets))?;
+        config.validate().map_err(|e| {
+            Problems::map(e, |e| match e {
+                Error::Config { field, reason } => {
+                    let reason = match source_of(&figment, &field) {
+                        Some(source) if !reason.contains("(from ") => {
+                            format!("{reason} (from {source})")
+                        }
+                        _ => reason,
+                    };
+                    Error::Config {
+                        reason: redact::scrub(reason, &secrets),
+                        field,
+                    }
+                }
+                other => other,
+            })
+        })?;
         Ok(config)
     }
 }
 
-fn figment_error(err: figment::Error) -> Error {
-    // Report the first error; figment chains one per failing field.
-    let field = if err.path.is_empty() {
-        "<root>".to_string()
-    } else {
-        err.path.join(".")
-    };
-    let mut reason = err.kind.to_string();
-    if let Some(source) = err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-        reason.push_str(&format!(" (from {source})"));
+/// The provider of the file at `path`, by its extension.
+fn file(path: &Path) -> Result<Figment> {
+    if !path.is_file() {
+        return Err(Error::config(
+            "<file>",
+            format!("{} does not exist or is not a file", path.display()),
+        ));
     }
-    Error::config(field, reason)
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => Ok(Figment::from(Yaml::file_exact(path))),
+        Some("toml") => Ok(Figment::from(Toml::file_exact(path))),
+        _ => Err(Error::config(
+            "<file>",
+            format!(
+                "{}: unknown format; use a .yaml, .yml or .toml file",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Where the value at `field` (a dotted path, maybe with `[i]` indexes or
+/// a map key holding dots) came from: a file or an environment variable.
+/// `None` for defaults and in-memory text.
+fn source_of(figment: &Figment, field: &str) -> Option<String> {
+    let field = field.split('[').next().unwrap_or(field);
+    let mut key = field;
+    loop {
+        if figment.find_value(key).is_ok() {
+            return match figment.find_metadata(key)?.source.as_ref()? {
+                Source::File(path) => Some(
+                    std::env::current_dir()
+                        .ok()
+                        .and_then(|cwd| path.strip_prefix(cwd).ok())
+                        .unwrap_or(path)
+                        .display()
+                        .to_string(),
+                ),
+                Source::Custom(text) => Some(text.clone()),
+                _ => None,
+            };
+        }
+        key = &key[..key.rfind('.')?];
+    }
+}
+
+/// Every error figment found, as field errors naming their source, with
+/// the secrets of the sources masked.
+fn figment_errors(err: figment::Error, secrets: &[String]) -> Error {
+    let mut problems = Problems::default();
+    for e in err {
+        let field = if e.path.is_empty() {
+            "<root>".to_string()
+        } else {
+            e.path.join(".")
+        };
+        let mut reason = e.kind.to_string();
+        if let Some(source) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            reason.push_str(&format!(" (from {source})"));
+        }
+        problems.push(Error::config(field, redact::scrub(reason, secrets)));
+    }
+    match problems.finish() {
+        Err(e) => e,
+        Ok(()) => Error::config("<root>", "the configuration could not be read"),
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +473,81 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.kafka.topic_settings("orders").partitions, Some(12));
+    }
+
+    /// Loads the section `section` of `service.yaml` holding `text`, in a
+    /// jail whose environment holds only `vars`.
+    #[allow(clippy::result_large_err)]
+    fn load_section_with_env(
+        text: &str,
+        section: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<BusConfig> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("service.yaml", text)?;
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(BusConfig::load_section(Path::new("service.yaml"), section));
+            Ok(())
+        });
+        out.unwrap()
+    }
+
+    const SERVICE: &str = "service:\n  name: billing\n  anything: [1, 2]\neventbus:\n  group: billing\n  dispatch:\n    max_batch: 4\n";
+
+    #[test]
+    fn a_section_loads_with_overrides_and_the_rest_is_not_looked_at() {
+        let c = load_section_with_env(
+            SERVICE,
+            "eventbus",
+            &[("EVENTBUS_DISPATCH__MAX_CONCURRENCY", "3")],
+        )
+        .unwrap();
+        assert_eq!(c.group, "billing");
+        assert_eq!(c.dispatch.max_batch, 4);
+        assert_eq!(c.dispatch.max_concurrency, 3);
+        let nested = "app:\n  bus:\n    group: nested\n";
+        assert_eq!(
+            load_section_with_env(nested, "app.bus", &[]).unwrap().group,
+            "nested"
+        );
+    }
+
+    #[test]
+    fn a_section_rejects_unknown_keys_and_must_exist() {
+        let e = load_section_with_env(
+            "service: {}\neventbus:\n  dispatch:\n    max_concurency: 8\n",
+            "eventbus",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_concurency") && e.contains("service.yaml"),
+            "{e}"
+        );
+        let e = load_section_with_env(SERVICE, "bus", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`bus`") && e.contains("no such section"), "{e}");
+        let e = load_section_with_env(SERVICE, "service.name", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a section"), "{e}");
+        let e = load_section_with_env(
+            "eventbus:\n  dispatch:\n    max_concurrency: 0\n",
+            "eventbus",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("dispatch.max_concurrency") && e.contains("service.yaml"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Bus configuration: plain serde structs with documented defaults.
 //!
 //! Load it from YAML or TOML plus `EVENTBUS_` environment overrides with
-//! [`BusConfig::load`], or build it in code. Unknown keys are errors, and
+//! [`BusConfig::load`], from a section of the service's own file with
+//! [`BusConfig::load_section`], from the service's figment with
+//! [`BusConfig::load_from`], or build it in code. Unknown keys are errors, and
 //! every error names the field path and what is allowed. Durations are human
 //! strings (`"250ms"`, `"30s"`, `"2m"`). Every field's default is listed in
 //! `docs/configuration.md` and on the field below.
@@ -11,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub(crate) use problems::Problems;
 
 mod bounds;
 mod env;
@@ -18,9 +21,17 @@ mod health;
 mod kafka;
 mod load;
 mod nats;
+mod problems;
+mod redact;
+mod scalar;
 
 pub use env::{environment_overrides, DEV_PREFIX, ENV_PREFIX};
+/// The figment version the loaders take providers of
+/// ([`BusConfig::load_from`]).
+pub use figment;
 pub use health::{HealthConfig, JxtCoreHealthConfig, ProbeConfig, StatusConfig};
+#[cfg(feature = "kafka")]
+pub(crate) use kafka::{has_own_field as property_has_own_field, is_secret as is_secret_property};
 pub use kafka::{
     Acks, Compression, IdHeader, KafkaConfig, KafkaConsumerConfig, KafkaNetConfig,
     KafkaProducerConfig, KafkaSaslConfig, KafkaTlsConfig, OffsetReset, Partitioner, SaslMechanism,
@@ -29,6 +40,10 @@ pub use kafka::{
 pub use nats::{
     NatsAuth, NatsConfig, NatsConsumerSettings, NatsRetention, NatsSharing, NatsStorage,
     NatsStreamSettings, NatsTls, NatsTopicSettings,
+};
+#[cfg(feature = "nats")]
+pub(crate) use redact::{
+    split_credentials, url as masked_url, urls as masked_urls, UrlCredentials,
 };
 
 /// Which broker the bus talks to.
@@ -367,13 +382,19 @@ impl Default for MemoryConfig {
 }
 
 impl BusConfig {
-    /// Checks value ranges that serde cannot.
+    /// Checks value ranges and combinations that serde cannot, and with
+    /// the `kafka` feature and `backend: kafka`, the Kafka client settings
+    /// with librdkafka itself (property names and values), without
+    /// connecting.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field and what is allowed.
+    /// [`Error::Config`] naming the field and what is allowed, or
+    /// [`Error::InvalidConfig`] listing every problem when there are
+    /// several.
     pub fn validate(&self) -> Result<()> {
+        let mut p = Problems::default();
         if self.group.is_empty() || crate::validate::topic(&self.group).is_err() {
-            return Err(Error::config(
+            p.push(Error::config(
                 "group",
                 format!(
                     "{:?} is not a valid group name: use 1 to 249 characters of A-Z a-z 0-9 . _ -",
@@ -381,17 +402,17 @@ impl BusConfig {
                 ),
             ));
         }
-        bounds::check(self)?;
+        p.check(bounds::check(self));
         let r = &self.retry;
-        at_least("retry.max_attempts", r.max_attempts as usize, 1)?;
+        p.check(at_least("retry.max_attempts", r.max_attempts as usize, 1));
         if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "retry.multiplier",
                 format!("{} is not allowed: use a number >= 1.0", r.multiplier),
             ));
         }
         if r.initial_backoff > r.max_backoff {
-            return Err(Error::config(
+            p.push(Error::config(
                 "retry.initial_backoff",
                 format!(
                     "{:?} is longer than retry.max_backoff ({:?})",
@@ -403,7 +424,7 @@ impl BusConfig {
             && (self.dead_letter.suffix.is_empty()
                 || crate::validate::topic(&format!("t{}", self.dead_letter.suffix)).is_err())
         {
-            return Err(Error::config(
+            p.push(Error::config(
                 "dead_letter.suffix",
                 format!(
                     "{:?} does not form valid topic names: use characters of A-Z a-z 0-9 . _ -",
@@ -412,34 +433,49 @@ impl BusConfig {
             ));
         }
         if let Some(l) = &self.publish_rate_limit {
-            l.validate("publish_rate_limit")?;
+            p.check(l.validate("publish_rate_limit"));
         }
         let b = &self.backlog;
         if b.check_interval < Duration::from_millis(10) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "backlog.check_interval",
                 format!("{:?} is too short: use at least 10ms", b.check_interval),
             ));
         }
         if b.max_lag < 0 {
-            return Err(Error::config("backlog.max_lag", "must not be negative"));
+            p.push(Error::config("backlog.max_lag", "must not be negative"));
         }
-        at_least("backlog.clean_checks", b.clean_checks as usize, 1)?;
-        self.health.validate()?;
+        p.check(at_least("backlog.clean_checks", b.clean_checks as usize, 1));
+        p.check(self.health.validate());
         let m = &self.memory;
         if !(1..=10_000).contains(&m.partitions) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "memory.partitions",
                 format!("{} is not allowed: use 1 to 10000", m.partitions),
             ));
         }
-        self.kafka.validate()?;
-        self.nats.validate()?;
-        Ok(())
+        if self.backend == BackendKind::Kafka && self.kafka.brokers.is_empty() {
+            p.push(Error::config(
+                "kafka.brokers",
+                "not set, and `backend: kafka` needs it: list the bootstrap brokers \
+                 (`kafka.brokers: [\"host:9092\"]` in the file, or \
+                 EVENTBUS_KAFKA_BROKERS=host:9092,host2:9092)",
+            ));
+        }
+        p.check(self.kafka.validate());
+        p.check(self.nats.validate());
+        #[cfg(feature = "kafka")]
+        p.check(crate::backend::kafka::check_properties(&self.kafka));
+        // librdkafka's own check adds timers of several sections: only once
+        // they are known to be in range.
+        #[cfg(feature = "kafka")]
+        if self.backend == BackendKind::Kafka && p.is_empty() {
+            p.check(crate::backend::kafka::validate_client_config(self));
+        }
+        p.finish()
     }
 }
 
-/// Fails naming `field` when `value` is below `min` (counts, durations).
 fn at_least<T: PartialOrd + std::fmt::Debug>(field: &str, value: T, min: T) -> Result<()> {
     if value < min {
         return Err(Error::config(

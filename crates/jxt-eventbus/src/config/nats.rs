@@ -9,16 +9,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::problems::Problems;
 use super::{bounds, Secret, TopicStrategy};
 use crate::error::{Error, Result};
 
-/// NATS settings (used when `backend: nats`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// NATS settings (used when `backend: nats`). `Debug` shows server URLs
+/// with their passwords masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URLs (`nats://host:port`, `tls://host:port`). The client
     /// connects to one and fails over to the others, and to the servers the
-    /// cluster announces. Default `["nats://127.0.0.1:4222"]`.
+    /// cluster announces. Credentials in a URL (`nats://user:password@host`,
+    /// `nats://token@host`) are used when `auth` sets none, and are masked
+    /// wherever a URL is shown (errors, logs, health, `Debug`). Default
+    /// `["nats://127.0.0.1:4222"]`.
     pub servers: Vec<String>,
     /// Connection name shown in the server's monitoring. Default: unset, the
     /// bus uses `jxt-eventbus/<group>`.
@@ -108,6 +113,30 @@ impl Default for NatsConfig {
             stream: NatsStreamSettings::default(),
             topics: BTreeMap::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("servers", &super::redact::MaskedUrls(&self.servers))
+            .field("connection_name", &self.connection_name)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("domain", &self.domain)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_ack_pending", &self.max_ack_pending)
+            .field("pull_batch", &self.pull_batch)
+            .field("pull_expires", &self.pull_expires)
+            .field("idle_heartbeat", &self.idle_heartbeat)
+            .field("consumer", &self.consumer)
+            .field("topic_strategy", &self.topic_strategy)
+            .field("stream", &self.stream)
+            .field("topics", &self.topics)
+            .finish()
     }
 }
 
@@ -348,10 +377,12 @@ impl NatsConfig {
     /// Checks value ranges and combinations that serde cannot.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the `nats.*` field and what is allowed.
+    /// [`Error::Config`] naming the `nats.*` field and what is allowed;
+    /// [`Error::InvalidConfig`] when there are several problems.
     pub fn validate(&self) -> Result<()> {
+        let mut p = Problems::default();
         if self.servers.is_empty() {
-            return Err(Error::config(
+            p.push(Error::config(
                 "nats.servers",
                 "empty: list at least one server URL such as nats://127.0.0.1:4222",
             ));
@@ -365,18 +396,19 @@ impl NatsConfig {
             #[cfg(not(feature = "nats"))]
             let bad = s.trim().is_empty().then(|| "empty".to_string());
             if let Some(e) = bad {
-                return Err(Error::config(
+                p.push(Error::config(
                     format!("nats.servers[{i}]"),
                     format!(
-                        "{s:?} is not a server URL ({e}): use nats://host:port or tls://host:port"
+                        "{:?} is not a server URL ({e}): use nats://host:port or tls://host:port",
+                        super::redact::url(s)
                     ),
                 ));
             }
         }
-        self.validate_auth()?;
+        p.check(self.validate_auth());
         let tls = &self.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
-            return Err(Error::config(
+            p.push(Error::config(
                 "nats.tls.cert_file",
                 "cert_file and key_file go together: set both or neither",
             ));
@@ -388,7 +420,7 @@ impl NatsConfig {
         ] {
             if let Some(path) = path {
                 if !path.is_file() {
-                    return Err(Error::config(
+                    p.push(Error::config(
                         field,
                         format!("{} does not exist or is not a file", path.display()),
                     ));
@@ -397,7 +429,7 @@ impl NatsConfig {
         }
         if let Some(domain) = &self.domain {
             if !is_valid_name(domain) {
-                return Err(Error::config(
+                p.push(Error::config(
                     "nats.domain",
                     format!(
                         "{domain:?} is not a valid JetStream domain: no spaces, '.', '*' or '>'"
@@ -405,6 +437,7 @@ impl NatsConfig {
                 ));
             }
         }
+        let mut timers = Problems::default();
         for (field, value, min) in [
             (
                 "nats.connect_timeout",
@@ -438,10 +471,11 @@ impl NatsConfig {
                 Duration::from_secs(1),
             ),
         ] {
-            bounds::timer(field, value, min)?;
+            timers.check(bounds::timer(field, value, min));
         }
-        if self.idle_heartbeat * 2 > self.pull_expires {
-            return Err(Error::config(
+        // Doubling a timer is exact only once it is in range.
+        if timers.is_empty() && self.idle_heartbeat * 2 > self.pull_expires {
+            timers.push(Error::config(
                 "nats.idle_heartbeat",
                 format!(
                     "{:?} is more than half of nats.pull_expires ({:?}): the server needs \
@@ -450,43 +484,48 @@ impl NatsConfig {
                 ),
             ));
         }
+        p.check(timers.finish());
         if !(1..=10_000).contains(&self.pull_batch) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "nats.pull_batch",
                 format!("{} is not allowed: use 1 to 10000", self.pull_batch),
             ));
         }
         if let Some(ttl) = self.consumer.pinned_ttl {
             if self.consumer.sharing == NatsSharing::Shared {
-                return Err(Error::config(
+                p.push(Error::config(
                     "nats.consumer.pinned_ttl",
                     "only applies to nats.consumer.sharing: pinned; remove it or use pinned",
                 ));
             }
-            bounds::timer("nats.consumer.pinned_ttl", ttl, Duration::from_secs(1))?;
+            p.check(bounds::timer(
+                "nats.consumer.pinned_ttl",
+                ttl,
+                Duration::from_secs(1),
+            ));
         }
         if self.max_ack_pending == Some(0) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "nats.max_ack_pending",
                 "0 is not allowed: use at least 1, or leave it unset for dispatch.max_buffered",
             ));
         }
-        validate_stream("nats.stream", &self.stream)?;
+        p.check(validate_stream("nats.stream", &self.stream));
         for (topic, t) in &self.topics {
             let path = format!("nats.topics.{topic}");
-            crate::validate::topic(topic).map_err(|e| Error::config(&path, e.to_string()))?;
+            p.check(crate::validate::topic(topic).map_err(|e| Error::config(&path, e.to_string())));
             if let Some(name) = &t.stream {
                 if !is_valid_name(name) {
-                    return Err(Error::config(
+                    p.push(Error::config(
                         format!("{path}.stream"),
                         format!("{name:?} is not a valid stream name: no spaces, '.', '*', '>', '/' or '\\'"),
                     ));
                 }
             }
             let (_, merged) = self.topic_settings(topic, "");
-            validate_stream(&path, &merged)?;
+            p.check(validate_stream(&path, &merged));
         }
-        Ok(())
+        p.finish()
     }
 
     fn validate_auth(&self) -> Result<()> {
@@ -503,6 +542,27 @@ impl NatsConfig {
             a.creds_file.is_some(),
             a.nkey_seed.is_some(),
         ];
+        // Credentials in server URLs: the same on every URL, and only when
+        // `auth` sets none (they are passed to the client as options, so
+        // that no URL it logs holds them).
+        let mut in_urls = None;
+        for (i, s) in self.servers.iter().enumerate() {
+            if let (_, Some(c)) = super::redact::split_credentials(s) {
+                if methods.iter().any(|m| *m) {
+                    return Err(Error::config(
+                        format!("nats.servers[{i}]"),
+                        "holds credentials and nats.auth sets some too: use one of them",
+                    ));
+                }
+                if in_urls.get_or_insert_with(|| c.clone()) != &c {
+                    return Err(Error::config(
+                        format!("nats.servers[{i}]"),
+                        "holds other credentials than an earlier server URL: give every \
+                         server the same, or set them once in nats.auth",
+                    ));
+                }
+            }
+        }
         if methods.iter().filter(|m| **m).count() > 1 {
             return Err(Error::config(
                 "nats.auth",

@@ -168,7 +168,7 @@ pub(super) fn admin(config: &BusConfig) -> ClientConfig {
 ///
 /// # Errors
 /// [`Error::Config`] naming the property as a `kafka.` field path.
-pub(super) fn validate(config: &BusConfig) -> Result<()> {
+pub(crate) fn validate(config: &BusConfig) -> Result<()> {
     let k = &config.kafka;
     let revoke_wait = config.dispatch.revoke_timeout + REVOKE_GRACE;
     if revoke_wait >= k.consumer.max_processing_time {
@@ -193,6 +193,37 @@ pub(super) fn validate(config: &BusConfig) -> Result<()> {
     Ok(())
 }
 
+/// Checks every raw property on its own with librdkafka (its name, and
+/// its value where librdkafka checks values), without connecting. It needs
+/// no other setting to be valid, so it runs with the rest of the
+/// validation and every bad property is reported at once.
+///
+/// # Errors
+/// [`Error::Config`] (or a list) naming each property as a `kafka.` field
+/// path; a secret property's value is never shown.
+pub(crate) fn check_properties(k: &KafkaConfig) -> Result<()> {
+    let mut problems = crate::config::Problems::default();
+    for map in [
+        &k.properties,
+        &k.producer.properties,
+        &k.consumer.properties,
+    ] {
+        // Empty names, and names with a field of their own, are refused by
+        // the field checks already.
+        let free = |(k, _): &(&String, &String)| {
+            !k.trim().is_empty() && !crate::config::property_has_own_field(k)
+        };
+        for (key, value) in map.iter().filter(free) {
+            let mut c = ClientConfig::new();
+            c.set(key, value);
+            if let Err(e) = c.create_native_config() {
+                problems.push(config_error(k, "Kafka client", &e));
+            }
+        }
+    }
+    problems.finish()
+}
+
 /// A librdkafka configuration error as a field error, naming the map the
 /// property came from.
 pub(super) fn config_error(k: &KafkaConfig, client: &str, e: &KafkaError) -> Error {
@@ -207,6 +238,19 @@ pub(super) fn config_error(k: &KafkaConfig, client: &str, e: &KafkaError) -> Err
             } else {
                 format!("kafka ({key})")
             };
+            // librdkafka quotes a refused value; a secret's is masked.
+            let mut desc = desc.clone();
+            if crate::config::is_secret_property(key) {
+                for map in [
+                    &k.properties,
+                    &k.producer.properties,
+                    &k.consumer.properties,
+                ] {
+                    if let Some(value) = map.get(key.as_str()).filter(|v| !v.is_empty()) {
+                        desc = desc.replace(value.as_str(), "***");
+                    }
+                }
+            }
             Error::config(
                 field,
                 format!("librdkafka refused it for the {client}: {desc}"),

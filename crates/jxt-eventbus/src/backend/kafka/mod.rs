@@ -59,6 +59,8 @@ mod reports;
 
 pub use mapping::MESSAGE_ID_HEADER;
 
+pub(crate) use client_config::{check_properties, validate as validate_client_config};
+
 use admin::TopicAdmin;
 use consumer::{ConsumerSettings, KafkaConsumer};
 use context::{BusClientContext, LastError};

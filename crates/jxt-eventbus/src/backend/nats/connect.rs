@@ -10,6 +10,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use tokio::sync::watch;
 
 use super::backend_error;
+use crate::config::UrlCredentials;
 use crate::config::{BusConfig, NatsConfig};
 use crate::error::{Error, Result};
 
@@ -103,12 +104,32 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
                 }
             }
         });
-    let servers: Vec<async_nats::ServerAddr> = nats
-        .servers
+    // Credentials in a URL go to the options (validation made them the
+    // same on every URL): the client logs the URLs it connects to.
+    let mut options = options;
+    let mut bare = Vec::new();
+    for s in &nats.servers {
+        let (url, credentials) = crate::config::split_credentials(s);
+        options = match credentials {
+            Some(UrlCredentials::UserPassword(user, password)) => {
+                options.user_and_password(user, password)
+            }
+            Some(UrlCredentials::Token(token)) => options.token(token),
+            None => options,
+        };
+        bare.push(url);
+    }
+    let servers: Vec<async_nats::ServerAddr> = bare
         .iter()
         .map(|s| {
             s.parse().map_err(|e: std::io::Error| {
-                Error::config("nats.servers", format!("{s:?} is not a server URL: {e}"))
+                Error::config(
+                    "nats.servers",
+                    format!(
+                        "{:?} is not a server URL: {e}",
+                        crate::config::masked_url(s)
+                    ),
+                )
             })
         })
         .collect::<Result<_>>()?;
@@ -148,7 +169,7 @@ fn connect_error(nats: &NatsConfig, e: async_nats::ConnectError) -> Error {
     backend_error(
         format!(
             "cannot connect to NATS at {} within {:?}: {e}{hint}",
-            nats.servers.join(","),
+            crate::config::masked_urls(&nats.servers),
             nats.connect_timeout
         ),
         retryable,

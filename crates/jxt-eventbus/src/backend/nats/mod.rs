@@ -150,7 +150,7 @@ impl NatsBackend {
                 format!(
                     "JetStream is not available on {} for this account (the bus does not fall \
                      back to core NATS; start the server with JetStream enabled): {e}",
-                    nats.servers.join(",")
+                    crate::config::masked_urls(&nats.servers)
                 ),
                 false,
                 e,
@@ -215,7 +215,7 @@ impl Backend for NatsBackend {
                 backend: "nats",
                 reason: format!(
                     "not connected to NATS ({state:?}); the client keeps reconnecting to {}",
-                    self.config.servers.join(",")
+                    crate::config::masked_urls(&self.config.servers)
                 ),
                 retryable: true,
                 source: None,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{at_most_i32_ms, in_range, millis, positive, Redacted};
+use crate::config::problems::Problems;
 use crate::error::{Error, Result};
 
 /// Where a partition goes when the group's committed position is no longer
@@ -88,6 +89,7 @@ pub struct KafkaConsumerConfig {
     /// Default `earliest`.
     pub offset_reset: OffsetReset,
     /// Other librdkafka properties for the consumer only. Default empty.
+    #[serde(deserialize_with = "super::super::scalar::text_map")]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -129,9 +131,20 @@ impl fmt::Debug for KafkaConsumerConfig {
 
 impl KafkaConsumerConfig {
     pub(super) fn validate(&self) -> Result<()> {
-        positive("kafka.consumer.session_timeout", self.session_timeout)?;
-        positive("kafka.consumer.heartbeat_interval", self.heartbeat_interval)?;
-        positive("kafka.consumer.commit_interval", self.commit_interval)?;
+        // Every check is independent (millisecond sums in u128): all run.
+        let mut p = Problems::default();
+        p.check(positive(
+            "kafka.consumer.session_timeout",
+            self.session_timeout,
+        ));
+        p.check(positive(
+            "kafka.consumer.heartbeat_interval",
+            self.heartbeat_interval,
+        ));
+        p.check(positive(
+            "kafka.consumer.commit_interval",
+            self.commit_interval,
+        ));
         for (field, d) in [
             ("kafka.consumer.session_timeout", self.session_timeout),
             ("kafka.consumer.heartbeat_interval", self.heartbeat_interval),
@@ -142,10 +155,10 @@ impl KafkaConsumerConfig {
             ("kafka.consumer.fetch_max_wait", self.fetch_max_wait),
             ("kafka.consumer.commit_interval", self.commit_interval),
         ] {
-            at_most_i32_ms(field, d)?;
+            p.check(at_most_i32_ms(field, d));
         }
         if millis(self.heartbeat_interval) >= millis(self.session_timeout) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.consumer.heartbeat_interval",
                 format!(
                     "{:?} must be shorter than kafka.consumer.session_timeout ({:?})",
@@ -154,7 +167,7 @@ impl KafkaConsumerConfig {
             ));
         }
         if millis(self.max_processing_time) < millis(self.session_timeout) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.consumer.max_processing_time",
                 format!(
                     "{:?} must be at least kafka.consumer.session_timeout ({:?})",
@@ -162,31 +175,31 @@ impl KafkaConsumerConfig {
                 ),
             ));
         }
-        in_range(
+        p.check(in_range(
             "kafka.consumer.fetch_max_bytes",
             self.fetch_max_bytes,
             1024,
             100_000_000,
-        )?;
-        in_range(
+        ));
+        p.check(in_range(
             "kafka.consumer.fetch_min_bytes",
             self.fetch_min_bytes,
             1,
             self.fetch_max_bytes,
-        )?;
-        in_range(
+        ));
+        p.check(in_range(
             "kafka.consumer.max_partition_fetch_bytes",
             self.max_partition_fetch_bytes,
             1,
             self.fetch_max_bytes,
-        )?;
-        in_range(
+        ));
+        p.check(in_range(
             "kafka.consumer.prefetch_max_bytes",
             self.prefetch_max_bytes,
             1024,
             2_097_151 * 1024,
-        )?;
-        Ok(())
+        ));
+        p.finish()
     }
 
     /// `queued.max.messages.kbytes` for `prefetch_max_bytes`.

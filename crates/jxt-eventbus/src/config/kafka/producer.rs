@@ -181,6 +181,7 @@ pub struct KafkaProducerConfig {
     /// `watermill` (for Watermill subscribers).
     pub id_header: IdHeader,
     /// Other librdkafka properties for the producer only. Default empty.
+    #[serde(deserialize_with = "super::super::scalar::text_map")]
     pub properties: BTreeMap<String, String>,
 }
 

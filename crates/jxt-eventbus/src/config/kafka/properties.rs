@@ -131,6 +131,14 @@ pub(super) fn check(field: &str, map: &BTreeMap<String, String>, security: bool)
     Ok(())
 }
 
+/// Whether `key` is managed by the backend or has a typed field (and so
+/// is refused by [`check`] whatever its value).
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+pub(crate) fn has_own_field(key: &str) -> bool {
+    let k = key.trim();
+    MANAGED.iter().any(|(m, _)| *m == k) || TYPED.iter().any(|(t, _)| *t == k)
+}
+
 /// Whether a property's value is secret and must not be shown.
 pub(crate) fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();

@@ -8,12 +8,24 @@ use serde::{Deserialize, Serialize};
 use super::{at_most_i32_ms, positive};
 use crate::error::{Error, Result};
 
-/// A secret string (password, key passphrase): shown as `"***"` by `Debug`.
-/// It serializes as the plain value, so a configuration written back to a
-/// file keeps it; keep such files private.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret string (password, key passphrase, token): shown as `"***"` by
+/// `Debug`. It serializes as the plain value, so a configuration written
+/// back to a file keeps it; keep such files private.
+///
+/// Any scalar loads as its text (`password: 20240611` unquoted in YAML is
+/// the secret `"20240611"`), and a value of the wrong shape fails without
+/// showing it. Quote a secret that YAML or TOML would read as a number of
+/// another spelling (`007`, `1e3`, `0x1f`): the text of the parsed number
+/// is what is kept.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        super::super::scalar::text(d).map(Secret)
+    }
+}
 
 impl Secret {
     /// Wraps a secret value.

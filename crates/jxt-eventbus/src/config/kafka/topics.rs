@@ -85,6 +85,7 @@ pub struct TopicSettings {
     pub compression: Option<TopicCompression>,
     /// Other topic configuration entries (`cleanup.policy`,
     /// `min.insync.replicas`, ...). Default empty.
+    #[serde(deserialize_with = "super::super::scalar::text_map")]
     pub config: BTreeMap<String, String>,
 }
 
