@@ -39,10 +39,26 @@ enum Command {
         /// the check.
         #[arg(long, value_name = "FILE", num_args = 0..=1)]
         check: Option<Option<std::path::PathBuf>>,
+        /// Check only this section of FILE (for example `eventbus` in a
+        /// service's own file); the rest of the file is not looked at.
+        #[arg(long, value_name = "NAME", requires = "check")]
+        section: Option<String>,
     },
 }
 
-fn main() -> Result<()> {
+/// Errors print as their message (one line per configuration problem),
+/// without a backtrace whatever `RUST_BACKTRACE` says.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -57,18 +73,27 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
-        Command::Config { check } => config(check),
+        Command::Config { check, section } => config(check, section),
     }
 }
 
-fn config(check: Option<Option<std::path::PathBuf>>) -> Result<()> {
+fn config(check: Option<Option<std::path::PathBuf>>, section: Option<String>) -> Result<()> {
     let Some(path) = check else {
         let defaults = jxt_eventbus::BusConfig::default();
         print!("{}", toml::to_string_pretty(&defaults)?);
         return Ok(());
     };
-    let loaded = jxt_eventbus::BusConfig::load(path.as_deref())?;
-    let source = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    let (loaded, source) = match (&path, &section) {
+        (Some(file), Some(name)) => (
+            jxt_eventbus::BusConfig::load_section(file, name)?,
+            format!("{} (section {name})", file.display()),
+        ),
+        (None, Some(_)) => anyhow::bail!("--section needs the FILE of --check"),
+        (_, None) => (
+            jxt_eventbus::BusConfig::load(path.as_deref())?,
+            path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string()),
+        ),
+    };
     println!(
         "{source}: valid (backend {:?}, group {:?})",
         loaded.backend, loaded.group

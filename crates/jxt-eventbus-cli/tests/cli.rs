@@ -244,3 +244,72 @@ fn bad_bench_arguments_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--size"));
 }
+
+#[test]
+fn config_errors_are_lines_without_backtrace_or_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "dispatch:\n  max_concurrency: 0\nnats:\n  pull_batch: 0\n  servers: [\"nats://bob:918273645@127.0.0.1:4222\"]\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = eventbus_config(&["--check", path], &[("RUST_BACKTRACE", "1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    assert!(!stderr.contains("918273645"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per problem: {stderr}");
+    for (line, field) in lines
+        .iter()
+        .zip(["dispatch.max_concurrency", "nats.pull_batch"])
+    {
+        assert!(line.contains(field) && line.contains("bad.yaml"), "{line}");
+    }
+}
+
+#[test]
+fn config_check_reads_a_section_of_a_service_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("billing.yaml");
+    std::fs::write(
+        &file,
+        "service:\n  name: billing\n  port: 8080\neventbus:\n  group: billing\n  dispatch:\n    max_concurrency: 8\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = eventbus_config(
+        &["--check", path, "--section", "eventbus"],
+        &[("EVENTBUS_DISPATCH__MAX_BATCH", "4")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(section eventbus): valid"), "{stdout}");
+    assert!(stdout.contains("\"billing\""), "{stdout}");
+    assert!(
+        stdout.contains("EVENTBUS_DISPATCH__MAX_BATCH sets dispatch.max_batch"),
+        "{stdout}"
+    );
+
+    // The whole file is no bus configuration; a missing section is named.
+    let out = eventbus_config(&["--check", path], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = eventbus_config(&["--check", path, "--section", "bus"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`bus`") && stderr.contains("no such section"),
+        "{stderr}"
+    );
+}
