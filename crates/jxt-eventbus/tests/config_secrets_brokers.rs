@@ -1,4 +1,5 @@
-//! Bad credentials against real brokers: the errors, the health reasons and
+//! Bad credentials against real brokers: the errors, the health reasons
+//! (and `/status`) and
 //! every log line (captured at TRACE, the clients' own included) keep the
 //! planted secret out. Kafka runs on the shared broker; NATS on private
 //! servers (one that requires a password, one that does not).
@@ -122,7 +123,8 @@ async fn nats_health_reasons_mask_url_credentials() {
     let url = server
         .url()
         .replace("nats://", &format!("nats://bob:{PLANT}@"));
-    let config = nats_support::config(&url, "secret");
+    let mut config = nats_support::config(&url, "secret");
+    config.health.status.show_error_messages = true;
     let bus = EventBus::from_config(config).await.expect("bus");
     server.kill();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -137,6 +139,15 @@ async fn nats_health_reasons_mask_url_credentials() {
             "health never reported the lost server: {shown}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    #[cfg(feature = "http")]
+    {
+        let server = jxt_eventbus::http::serve(bus.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let status = support::http_get::get(server.local_addr(), "/status").await;
+        assert!(status.body.contains("not connected"), "{}", status.body);
+        assert_hidden("/status", &status.body);
     }
     bus.shutdown().await.ok();
     assert_logs_hide_it(&logs);
