@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use super::problems::Problems;
 use super::BusConfig;
 use crate::error::{Error, Result};
 
@@ -64,38 +65,53 @@ pub(crate) fn at_most_timer(field: &str, value: Duration) -> Result<()> {
 /// The bus-wide checks (dispatch, retry, backlog, memory); each backend
 /// section checks its own timers.
 pub(super) fn check(c: &BusConfig) -> Result<()> {
+    // Independent range checks: all run.
+    let mut p = Problems::default();
     let d = &c.dispatch;
-    count("dispatch.max_concurrency", d.max_concurrency, 1)?;
-    count("dispatch.max_processors", d.max_processors, 1)?;
-    count(
+    p.check(count("dispatch.max_concurrency", d.max_concurrency, 1));
+    p.check(count("dispatch.max_processors", d.max_processors, 1));
+    p.check(count(
         "dispatch.max_buffered_per_partition",
         d.max_buffered_per_partition,
         1,
-    )?;
-    count("dispatch.max_buffered", d.max_buffered, 1)?;
-    count("dispatch.max_batch", d.max_batch, 1)?;
-    at_most_timer("dispatch.revoke_timeout", d.revoke_timeout)?;
-    at_most_timer("dispatch.shutdown_timeout", d.shutdown_timeout)?;
+    ));
+    p.check(count("dispatch.max_buffered", d.max_buffered, 1));
+    p.check(count("dispatch.max_batch", d.max_batch, 1));
+    p.check(at_most_timer("dispatch.revoke_timeout", d.revoke_timeout));
+    p.check(at_most_timer(
+        "dispatch.shutdown_timeout",
+        d.shutdown_timeout,
+    ));
     let r = &c.retry;
-    // max_backoff first: with both at zero, it is the one to raise.
-    timer("retry.max_backoff", r.max_backoff, MIN_BACKOFF)?;
-    timer("retry.initial_backoff", r.initial_backoff, MIN_BACKOFF)?;
+    p.check(timer("retry.max_backoff", r.max_backoff, MIN_BACKOFF));
+    p.check(timer(
+        "retry.initial_backoff",
+        r.initial_backoff,
+        MIN_BACKOFF,
+    ));
     if let Some(max) = r.max_elapsed {
-        at_most_timer("retry.max_elapsed", max)?;
+        p.check(at_most_timer("retry.max_elapsed", max));
     }
     let b = &c.backlog;
-    at_most_timer("backlog.check_interval", b.check_interval)?;
-    at_most_timer("backlog.max_age", b.max_age)?;
-    at_most_timer("backlog.max_publish_latency", b.max_publish_latency)?;
-    count("backlog.max_publish_in_flight", b.max_publish_in_flight, 0)?;
+    p.check(at_most_timer("backlog.check_interval", b.check_interval));
+    p.check(at_most_timer("backlog.max_age", b.max_age));
+    p.check(at_most_timer(
+        "backlog.max_publish_latency",
+        b.max_publish_latency,
+    ));
+    p.check(count(
+        "backlog.max_publish_in_flight",
+        b.max_publish_in_flight,
+        0,
+    ));
     let m = &c.memory;
-    count(
+    p.check(count(
         "memory.max_retained_per_partition",
         m.max_retained_per_partition,
         1,
-    )?;
-    at_most_timer("memory.publish_timeout", m.publish_timeout)?;
-    Ok(())
+    ));
+    p.check(at_most_timer("memory.publish_timeout", m.publish_timeout));
+    p.finish()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{at_most_i32_ms, in_range, millis, positive, Redacted};
+use crate::config::problems::Problems;
 use crate::error::{Error, Result};
 
 /// Broker acknowledgements a publish waits for (`acks`).
@@ -227,8 +228,10 @@ impl fmt::Debug for KafkaProducerConfig {
 
 impl KafkaProducerConfig {
     pub(super) fn validate(&self) -> Result<()> {
+        // Every check is independent (millisecond sums in u128): all run.
+        let mut p = Problems::default();
         if self.idempotent && self.required_acks != Acks::All {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.producer.required_acks",
                 format!(
                     "{:?} is not allowed with kafka.producer.idempotent: true; use `all`, \
@@ -238,46 +241,55 @@ impl KafkaProducerConfig {
             ));
         }
         if self.idempotent && self.retries == 0 {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.producer.retries",
                 "0 is not allowed with kafka.producer.idempotent: true; use at least 1",
             ));
         }
         if self.retries > i32::MAX as u32 {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.producer.retries",
                 format!("{} is too large: at most {}", self.retries, i32::MAX),
             ));
         }
-        in_range(
+        p.check(in_range(
             "kafka.producer.batch_max_messages",
             self.batch_max_messages,
             1,
             1_000_000,
-        )?;
-        in_range(
+        ));
+        p.check(in_range(
             "kafka.producer.batch_max_bytes",
             self.batch_max_bytes,
             1,
             i32::MAX as u32,
-        )?;
-        in_range(
+        ));
+        p.check(in_range(
             "kafka.producer.buffer_max_messages",
             self.buffer_max_messages,
             1,
             2_147_483_647,
-        )?;
+        ));
         if self.linger > Duration::from_secs(900) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.producer.linger",
                 format!("{:?} is too long: at most 900s", self.linger),
             ));
         }
-        positive("kafka.producer.message_timeout", self.message_timeout)?;
-        at_most_i32_ms("kafka.producer.message_timeout", self.message_timeout)?;
-        at_most_i32_ms("kafka.producer.retry_backoff", self.retry_backoff)?;
+        p.check(positive(
+            "kafka.producer.message_timeout",
+            self.message_timeout,
+        ));
+        p.check(at_most_i32_ms(
+            "kafka.producer.message_timeout",
+            self.message_timeout,
+        ));
+        p.check(at_most_i32_ms(
+            "kafka.producer.retry_backoff",
+            self.retry_backoff,
+        ));
         if millis(self.message_timeout) <= millis(self.linger) {
-            return Err(Error::config(
+            p.push(Error::config(
                 "kafka.producer.message_timeout",
                 format!(
                     "{:?} must be longer than kafka.producer.linger ({:?})",
@@ -285,6 +297,6 @@ impl KafkaProducerConfig {
                 ),
             ));
         }
-        Ok(())
+        p.finish()
     }
 }
