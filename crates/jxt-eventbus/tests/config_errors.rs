@@ -127,6 +127,7 @@ fn no_load_or_validation_error_shows_a_secret() {
         format!("kafka:\n  properties:\n    sasl.password: {PLANT}\n    enable.auto.commit: s3cr3t\n"),
         // Credentials in a NATS server URL that is otherwise wrong.
         format!("nats:\n  servers: [\"nats://bob:{PLANT}@127.0.0.1:notaport\"]\n"),
+        format!("nats:\n  servers: \"nats://bob:{PLANT}@127.0.0.1:4222\"\n"),
         format!("nats:\n  servers: [\"nats://bob:{PLANT}@127.0.0.1:4222\"]\n  auth:\n    token: s3cr3t\n  pull_batch: 0\n"),
     ];
     for text in &files {

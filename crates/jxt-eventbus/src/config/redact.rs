@@ -109,12 +109,15 @@ pub(super) fn secrets(figment: &Figment) -> Vec<String> {
             }
         }
     }
-    if let Ok(Value::Array(_, servers)) = figment.find_value("nats.servers") {
-        for s in servers {
-            if let Some(text) = s.as_str() {
-                out.extend(password(text));
+    // A list of URLs, or one URL given where the list belongs.
+    match figment.find_value("nats.servers") {
+        Ok(Value::Array(_, servers)) => {
+            for s in servers {
+                out.extend(s.as_str().and_then(password));
             }
         }
+        Ok(Value::String(_, s)) => out.extend(password(&s)),
+        _ => {}
     }
     out.retain(|s| s.len() >= MIN_SCRUBBED);
     out
