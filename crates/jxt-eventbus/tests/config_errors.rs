@@ -128,6 +128,9 @@ fn no_load_or_validation_error_shows_a_secret() {
         // Credentials in a NATS server URL that is otherwise wrong.
         format!("nats:\n  servers: [\"nats://bob:{PLANT}@127.0.0.1:notaport\"]\n"),
         format!("nats:\n  servers: \"nats://bob:{PLANT}@127.0.0.1:4222\"\n"),
+        // A secret where its section belongs.
+        format!("kafka:\n  sasl: {PLANT}\n"),
+        format!("nats:\n  auth: {PLANT}\n"),
         format!("nats:\n  servers: [\"nats://bob:{PLANT}@127.0.0.1:4222\"]\n  auth:\n    token: s3cr3t\n  pull_batch: 0\n"),
     ];
     for text in &files {

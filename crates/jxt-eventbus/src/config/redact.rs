@@ -100,6 +100,16 @@ pub(super) fn secrets(figment: &Figment) -> Vec<String> {
             out.extend(scalar(&v));
         }
     }
+    // A scalar given where a section holding secrets belongs is likely a
+    // secret in the wrong place; the type error would quote it.
+    for section in ["kafka.sasl", "kafka.tls", "nats.auth"]
+        .iter()
+        .chain(PROPERTY_MAPS)
+    {
+        if let Ok(v) = figment.find_value(section) {
+            out.extend(scalar(&v));
+        }
+    }
     for map in PROPERTY_MAPS {
         if let Ok(Value::Dict(_, entries)) = figment.find_value(map) {
             for (key, v) in entries {
