@@ -16,11 +16,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chaos_support::{checker, has_handled, read_logs, spawn_child, terminate, ChildSpec, Rng};
+use chaos_support::{
+    checker, form, has_handled, kill_loop, publish, read_logs, spawn_child, terminate,
+    wait_all_handled, ChildSpec, Rng, CHILD_TEST,
+};
 use jxt_eventbus::{EventBus, Message};
-
-/// The ignored test the children run as.
-const CHILD_TEST: &str = "chaos_child";
 
 /// Not a test: the body of a chaos child process, started by the tests
 /// below with `--ignored --exact chaos_child`.
@@ -30,110 +30,21 @@ async fn chaos_child() {
     chaos_support::run_child().await;
 }
 
-struct Form {
-    records: u64,
-    keys: u64,
-    /// SIGKILLs of the kill loop.
-    kills: u32,
-    /// Leaves and joins of the churn test.
-    churn: u32,
-}
-
-fn form() -> Form {
-    if std::env::var("EVENTBUS_DEV_CHAOS_FULL").is_ok_and(|v| v == "1") {
-        Form {
-            records: 200_000,
-            keys: 1_000,
-            kills: 20,
-            churn: 30,
-        }
-    } else {
-        Form {
-            records: 20_000,
-            keys: 200,
-            kills: 5,
-            churn: 6,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loop_loses_nothing_and_keeps_key_order() {
     let Some(brokers) = support::kafka_brokers() else {
         return;
     };
-    let form = form();
-    let (mut rng, seed) = Rng::seeded();
     let topic = support::unique_name("chaos-kill");
-    let group = support::unique_name("g-chaos-kill");
     kafka_support::create_topic(&brokers, &topic, 6).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = kafka_support::config(&brokers, &group);
+    let mut config = kafka_support::config(&brokers, &support::unique_name("g-chaos-kill"));
     // The broker's minimum: a killed member is expired quickly, so the next
     // one is not held back long.
     config.kafka.consumer.session_timeout = Duration::from_secs(6);
-    let exe = std::env::current_exe().unwrap();
-    let spec = |n: u32| ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join(format!("child-{n}.log")),
-        handler_delay_us: 50,
-    };
-    eprintln!(
-        "chaos seed {seed}: {} records, {} keys, {} kills",
-        form.records, form.keys, form.kills
-    );
-
     let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
-    // Publishing spans the kill schedule (a child joins in about 7 s and
-    // is killed within 3 s of handling its first record).
-    let span = Duration::from_secs(9) * form.kills;
-    let publishing = tokio::spawn(publish(
-        publisher.clone(),
-        topic.clone(),
-        form.records,
-        form.keys,
-        span,
-    ));
-    let started = Instant::now();
-    for n in 0..form.kills {
-        let spec = spec(n);
-        let mut child = spawn_child(&exe, CHILD_TEST, &spec);
-        // A new member gets partitions only once the group expired the
-        // killed one: the kill lands a random time after it began handling.
-        let joined = Instant::now();
-        support::wait_for(
-            "the child handling records",
-            Duration::from_secs(120),
-            || std::fs::metadata(&spec.log).is_ok_and(|m| m.len() > 0),
-        )
-        .await;
-        let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
-        tokio::time::sleep(life).await;
-        child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
-        eprintln!(
-            "kill {n}: {life:?} after it began handling ({:.1?} after start)",
-            joined.elapsed()
-        );
-    }
-    let sent = publishing.await.unwrap();
-    // A last consumer finishes the topic.
-    let mut last = spawn_child(&exe, CHILD_TEST, &spec(form.kills));
-    wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
-    last.kill().unwrap();
-    last.wait().unwrap();
-    let report = checker::check(&sent, &read_logs(dir.path()));
-    eprintln!(
-        "chaos kill loop (seed {seed}, {:.0?}): {report}",
-        started.elapsed()
-    );
-    assert!(report.ok(), "{report}");
-    assert_eq!(
-        report.processes as u32,
-        form.kills + 1,
-        "every child handled records"
-    );
+    // A child gets partitions in about 7 s and is killed within 3 s of
+    // handling its first record.
+    kill_loop("kafka", config, &topic, &publisher, Duration::from_secs(9)).await;
     publisher.shutdown().await.unwrap();
 }
 
@@ -159,6 +70,8 @@ async fn a_broker_killed_for_10_s_bounds_publishes_and_loses_nothing() {
         topic: topic.clone(),
         log: dir.path().join("consumer.log"),
         handler_delay_us: 50,
+        slow_every: 0,
+        slow_ms: 0,
     };
     let mut child = spawn_child(&std::env::current_exe().unwrap(), CHILD_TEST, &consumer);
     let publisher = EventBus::from_config(config).await.unwrap();
@@ -256,37 +169,6 @@ async fn a_broker_killed_for_10_s_bounds_publishes_and_loses_nothing() {
     publisher.shutdown().await.unwrap();
 }
 
-/// Waits until every acknowledged record was handled at least once, while
-/// the `running` children stay alive.
-async fn wait_all_handled(
-    dir: &std::path::Path,
-    sent: &BTreeMap<String, BTreeSet<u64>>,
-    running: &mut [&mut std::process::Child],
-) {
-    let total: usize = sent.values().map(BTreeSet::len).sum();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let lines = read_logs(dir);
-        let distinct: BTreeSet<(&str, u64)> =
-            lines.iter().map(|l| (l.key.as_str(), l.seq)).collect();
-        if distinct.len() >= total {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every acknowledged record was handled: {}",
-            checker::check(sent, &lines)
-        );
-        for child in running.iter_mut() {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "a consumer exited early: see the .out files in {dir:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_churn_keeps_key_order_across_members() {
     let Some(brokers) = support::kafka_brokers() else {
@@ -306,6 +188,8 @@ async fn rebalance_churn_keeps_key_order_across_members() {
         topic: topic.clone(),
         log: dir.path().join(format!("member-{n}.log")),
         handler_delay_us: 50,
+        slow_every: 0,
+        slow_ms: 0,
     };
     eprintln!(
         "chaos seed {seed}: {} records, {} keys, 3 members, {} leaves and joins",
@@ -376,36 +260,70 @@ async fn rebalance_churn_keeps_key_order_across_members() {
     publisher.shutdown().await.unwrap();
 }
 
-/// Publishes `records` records round-robin over `keys` keys, each payload
-/// `key seq`, in batches spread over `span`; returns the acknowledged ones.
-async fn publish(
-    bus: EventBus,
-    topic: String,
-    records: u64,
-    keys: u64,
-    span: Duration,
-) -> BTreeMap<String, BTreeSet<u64>> {
-    let mut acked: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    let per_key = records / keys;
-    let pause = span / per_key as u32;
-    for seq in 0..per_key {
-        let batch: Vec<Message> = (0..keys)
-            .map(|k| {
-                let key = format!("k{k}");
-                Message::new(format!("{key} {seq}")).with_key(key)
-            })
-            .collect();
-        let results = bus
-            .publish_batch(&topic, batch)
-            .await
-            .expect("publish batch");
-        for (k, r) in results.into_iter().enumerate() {
-            // A failed publish is not acknowledged: it is not expected.
-            if r.is_ok() {
-                acked.entry(format!("k{k}")).or_default().insert(seq);
-            }
-        }
-        tokio::time::sleep(pause).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_slower_than_the_revoke_timeout_never_overlap_the_next_owner() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let topic = support::unique_name("chaos-slow");
+    kafka_support::create_topic(&brokers, &topic, 6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_support::config(&brokers, &support::unique_name("g-chaos-slow"));
+    config.kafka.consumer.session_timeout = Duration::from_secs(6);
+    // Handlers of every tenth key sleep 8 s now and then: past the revoke
+    // deadline, where the bus cancels them and gives the partition up.
+    config.dispatch.revoke_timeout = Duration::from_secs(2);
+    let exe = std::env::current_exe().unwrap();
+    let spec = |n: u32| ChildSpec {
+        config: config.clone(),
+        topic: topic.clone(),
+        log: dir.path().join(format!("member-{n}.log")),
+        handler_delay_us: 50,
+        slow_every: 25,
+        slow_ms: 8_000,
+    };
+    let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
+    let publishing = tokio::spawn(publish(
+        publisher.clone(),
+        topic.clone(),
+        4_000,
+        40,
+        Duration::from_secs(20),
+    ));
+    let mut members = vec![spawn_child(&exe, CHILD_TEST, &spec(0))];
+    support::wait_for(
+        "the first member handling",
+        Duration::from_secs(120),
+        || has_handled(&spec(0).log),
+    )
+    .await;
+    // Joins move partitions away from a member whose slow handlers run.
+    for n in 1..3 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        members.push(spawn_child(&exe, CHILD_TEST, &spec(n)));
+        support::wait_for("the new member handling", Duration::from_secs(120), || {
+            has_handled(&spec(n).log)
+        })
+        .await;
     }
-    acked
+    // And a graceful leave hands its partitions over mid-record.
+    terminate(&mut members[0], Duration::from_secs(60)).await;
+    let sent = publishing.await.unwrap();
+    {
+        let mut running: Vec<&mut std::process::Child> = members[1..].iter_mut().collect();
+        wait_all_handled(dir.path(), &sent, &mut running).await;
+    }
+    for child in &mut members[1..] {
+        terminate(child, Duration::from_secs(60)).await;
+    }
+    let lines = read_logs(dir.path());
+    let report = checker::check(&sent, &lines);
+    let slow_handled = lines
+        .iter()
+        .filter(|l| l.end_ns - l.start_ns >= 8_000_000_000)
+        .count();
+    eprintln!("chaos slow handlers: {report}; {slow_handled} slow handlings finished");
+    assert!(report.ok(), "{report}");
+    assert!(slow_handled > 0, "slow handlers ran");
+    publisher.shutdown().await.unwrap();
 }

@@ -6,20 +6,53 @@
 
 pub mod checker;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jxt_eventbus::{BusConfig, Delivery, EventBus, SubscribeOptions};
+use jxt_eventbus::{BusConfig, Delivery, EventBus, Message, SubscribeOptions};
 
 use checker::Line;
 
 /// Tells the test binary it runs as a chaos child; the value is the JSON
 /// of [`ChildSpec`].
 pub const CHILD_ENV: &str = "EVENTBUS_DEV_CHAOS_CHILD";
+
+/// The ignored test of every chaos test binary that its children run as.
+pub const CHILD_TEST: &str = "chaos_child";
+
+/// How much a scenario does: the short form in `scripts/test`, the full
+/// form with `EVENTBUS_DEV_CHAOS_FULL=1` (`scripts/chaos`).
+pub struct Form {
+    pub records: u64,
+    pub keys: u64,
+    /// SIGKILLs of the kill loop.
+    pub kills: u32,
+    /// Leaves and joins of the churn test.
+    pub churn: u32,
+}
+
+pub fn form() -> Form {
+    if std::env::var("EVENTBUS_DEV_CHAOS_FULL").is_ok_and(|v| v == "1") {
+        Form {
+            records: 200_000,
+            keys: 1_000,
+            kills: 20,
+            churn: 30,
+        }
+    } else {
+        Form {
+            records: 20_000,
+            keys: 200,
+            kills: 5,
+            churn: 6,
+        }
+    }
+}
 
 /// What a child consumes and where it logs.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -29,6 +62,13 @@ pub struct ChildSpec {
     pub log: PathBuf,
     /// Each handler waits this long (a little work, so kills land mid-record).
     pub handler_delay_us: u64,
+    /// Records whose `seq % slow_every == 0`, of keys whose number is a
+    /// multiple of 10, take `slow_ms` (0: none): handlers that outlive a
+    /// revoke.
+    #[serde(default)]
+    pub slow_every: u64,
+    #[serde(default)]
+    pub slow_ms: u64,
 }
 
 fn now_ns() -> u128 {
@@ -77,6 +117,10 @@ pub async fn run_child() {
     );
     let pid = std::process::id();
     let delay = Duration::from_micros(spec.handler_delay_us);
+    let (slow_every, slow) = (
+        spec.slow_every,
+        (spec.slow_ms > 0).then(|| Duration::from_millis(spec.slow_ms)),
+    );
     let bus = EventBus::from_config(spec.config.clone())
         .await
         .expect("child bus");
@@ -88,12 +132,17 @@ pub async fn run_child() {
                 let start_ns = now_ns();
                 let text = std::str::from_utf8(d.payload()).expect("payload");
                 let (key, seq) = text.split_once(' ').expect("payload is 'key seq'");
-                if !delay.is_zero() {
+                let seq: u64 = seq.parse().expect("seq");
+                let key_number: u64 = key.trim_start_matches('k').parse().unwrap_or(1);
+                let slow = slow.filter(|_| key_number % 10 == 0 && seq % slow_every.max(1) == 0);
+                if let Some(slow) = slow {
+                    tokio::time::sleep(slow).await;
+                } else if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 let line = Line {
                     key: key.to_string(),
-                    seq: seq.parse().expect("seq"),
+                    seq,
                     partition: d.partition(),
                     offset: d.offset(),
                     pid,
@@ -185,4 +234,146 @@ impl Rng {
         let span = (hi - lo).as_millis() as u64;
         lo + Duration::from_millis(self.next() % span.max(1))
     }
+}
+
+/// Waits until every acknowledged record was handled at least once, while
+/// the `running` children stay alive.
+pub async fn wait_all_handled(
+    dir: &std::path::Path,
+    sent: &BTreeMap<String, BTreeSet<u64>>,
+    running: &mut [&mut std::process::Child],
+) {
+    let total: usize = sent.values().map(BTreeSet::len).sum();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let lines = read_logs(dir);
+        let distinct: BTreeSet<(&str, u64)> =
+            lines.iter().map(|l| (l.key.as_str(), l.seq)).collect();
+        if distinct.len() >= total {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every acknowledged record was handled: {}",
+            checker::check(sent, &lines)
+        );
+        for child in running.iter_mut() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "a consumer exited early: see the .out files in {dir:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Publishes `records` records round-robin over `keys` keys, each payload
+/// `key seq`, in batches spread over `span`; returns the acknowledged ones.
+pub async fn publish(
+    bus: EventBus,
+    topic: String,
+    records: u64,
+    keys: u64,
+    span: Duration,
+) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut acked: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let per_key = records / keys;
+    let pause = span / per_key as u32;
+    for seq in 0..per_key {
+        let batch: Vec<Message> = (0..keys)
+            .map(|k| {
+                let key = format!("k{k}");
+                Message::new(format!("{key} {seq}")).with_key(key)
+            })
+            .collect();
+        let results = bus
+            .publish_batch(&topic, batch)
+            .await
+            .expect("publish batch");
+        for (k, r) in results.into_iter().enumerate() {
+            // A failed publish is not acknowledged: it is not expected.
+            if r.is_ok() {
+                acked.entry(format!("k{k}")).or_default().insert(seq);
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+    acked
+}
+
+/// The SIGKILL loop on any backend: consumers of `config`'s group in child
+/// processes, each killed a random 0.1–3 s after it began handling, while
+/// `publisher` publishes to `topic` over the schedule (`per_kill`: about
+/// how long a child takes to start handling plus its life); then a last
+/// child handles the rest and the checker must find nothing lost, no order
+/// violation, no overlap, and records handled by every child.
+pub async fn kill_loop(
+    backend: &str,
+    config: BusConfig,
+    topic: &str,
+    publisher: &EventBus,
+    per_kill: Duration,
+) {
+    let form = form();
+    let (mut rng, seed) = Rng::seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let spec = |n: u32| ChildSpec {
+        config: config.clone(),
+        topic: topic.to_string(),
+        log: dir.path().join(format!("child-{n}.log")),
+        handler_delay_us: 50,
+        slow_every: 0,
+        slow_ms: 0,
+    };
+    eprintln!(
+        "chaos {backend} seed {seed}: {} records, {} keys, {} kills",
+        form.records, form.keys, form.kills
+    );
+    let publishing = tokio::spawn(publish(
+        publisher.clone(),
+        topic.to_string(),
+        form.records,
+        form.keys,
+        per_kill * form.kills,
+    ));
+    let started = Instant::now();
+    for n in 0..form.kills {
+        let spec = spec(n);
+        let mut child = spawn_child(&exe, CHILD_TEST, &spec);
+        // A new member gets records only once the group let go of the
+        // killed one: the kill lands a random time after it began handling.
+        let joined = Instant::now();
+        crate::support::wait_for(
+            "the child handling records",
+            Duration::from_secs(120),
+            || has_handled(&spec.log),
+        )
+        .await;
+        let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
+        tokio::time::sleep(life).await;
+        child.kill().expect("SIGKILL the child");
+        child.wait().unwrap();
+        eprintln!(
+            "kill {n}: {life:?} after it began handling ({:.1?} after start)",
+            joined.elapsed()
+        );
+    }
+    let sent = publishing.await.unwrap();
+    // A last consumer finishes the topic.
+    let mut last = spawn_child(&exe, CHILD_TEST, &spec(form.kills));
+    wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
+    last.kill().unwrap();
+    last.wait().unwrap();
+    let report = checker::check(&sent, &read_logs(dir.path()));
+    eprintln!(
+        "chaos {backend} kill loop (seed {seed}, {:.0?}): {report}",
+        started.elapsed()
+    );
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        report.processes as u32,
+        form.kills + 1,
+        "every child handled records"
+    );
 }
