@@ -134,7 +134,9 @@ pub async fn run_child() {
                 let (key, seq) = text.split_once(' ').expect("payload is 'key seq'");
                 let seq: u64 = seq.parse().expect("seq");
                 let key_number: u64 = key.trim_start_matches('k').parse().unwrap_or(1);
-                let slow = slow.filter(|_| key_number % 10 == 0 && seq % slow_every.max(1) == 0);
+                let slow = slow.filter(|_| {
+                    key_number.is_multiple_of(10) && seq.is_multiple_of(slow_every.max(1))
+                });
                 if let Some(slow) = slow {
                     tokio::time::sleep(slow).await;
                 } else if !delay.is_zero() {
