@@ -96,3 +96,25 @@ impl Delivery {
         Arc::unwrap_or_clone(self.message)
     }
 }
+
+impl Delivery {
+    /// A delivery of `message` as read from `topic` (used by the worker's
+    /// callers and by [`crate::testing::DeliveryBuilder`]).
+    pub(crate) fn from_parts(
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        attempt: u32,
+        in_recovery: bool,
+        message: Arc<Message>,
+    ) -> Self {
+        Delivery {
+            topic,
+            partition,
+            offset,
+            attempt,
+            in_recovery,
+            message,
+        }
+    }
+}

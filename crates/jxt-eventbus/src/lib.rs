@@ -82,6 +82,7 @@ mod delivery;
 pub mod dispatch;
 pub mod envelope;
 mod error;
+mod extract;
 mod handler;
 pub mod health;
 #[cfg(feature = "http")]
@@ -91,6 +92,8 @@ mod message;
 pub mod metrics;
 pub mod middleware;
 pub mod offsets;
+mod outputs;
+pub mod testing;
 pub mod trace;
 pub mod validate;
 
@@ -98,16 +101,19 @@ pub use backend::memory::MemoryBroker;
 pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
 pub use bus::publisher_dead_letters::{self, PublisherDeadLetter};
 pub use bus::{
-    DeadLetter, DeadLetterFilter, EventBus, EventBusBuilder, RefusedDeadLetter, ReplayOptions,
-    ReplayReport, SubscribeOptions, DEFAULT_MAX_REPLAYS, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,
+    DeadLetter, DeadLetterFilter, EventBus, EventBusBuilder, ListOptions, RefusedDeadLetter,
+    ReplayOptions, ReplayReport, SubscribeOptions, DEFAULT_MAX_REPLAYS, REPLAYED_FROM_ID_HEADER,
+    REPLAYED_HEADER,
 };
 pub use config::{BackendKind, BusConfig, Ordering, ShutdownMode};
 pub use delivery::Delivery;
-pub use envelope::{Envelope, EventInfo, TenantIdEncoding};
+pub use envelope::{Envelope, EnvelopeBuilder, EventInfo, TenantIdEncoding};
 pub use error::{BoxError, Error, Result};
+pub use extract::{Event, FromDelivery, Json};
 pub use handler::{ErrorKind, Handler, HandlerError, HandlerResult, ResultExt};
 pub use health::{HealthState, HealthStatus};
 pub use message::{Headers, Message};
+pub use outputs::{IntoOutputs, Outputs};
 
 /// The README's example is compiled as a doctest so it cannot rot.
 #[cfg(doctest)]

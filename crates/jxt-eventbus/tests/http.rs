@@ -265,3 +265,31 @@ async fn status_shows_error_texts_only_when_configured() {
     assert_eq!(errors[0]["message"], "bad order");
     bus.shutdown().await.unwrap();
 }
+
+/// `serve_with_shutdown`: serving until the signal, then stopped; the
+/// re-exported axum mounts the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stops_gracefully_on_its_signal() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = bus(&broker, "http-stop").await;
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = http::serve_with_shutdown(bus.clone(), localhost(), async {
+        let _ = stopping.await;
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.stopped())
+        .await
+        .expect("the server stops once signalled");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens after the stop"
+    );
+    // Mounting with the re-exported axum compiles against the same version.
+    let _app: http::axum::Router =
+        http::axum::Router::new().nest("/eventbus", http::router(bus.clone()));
+    bus.shutdown().await.unwrap();
+}

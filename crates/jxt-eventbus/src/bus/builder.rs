@@ -14,72 +14,119 @@ use crate::health::broker::BrokerWatch;
 use crate::health::probe::Probe;
 use crate::metrics::BusMetrics;
 
+/// A setter's change, applied over the base configuration at build time.
+type Override = Box<dyn FnOnce(&mut BusConfig) + Send>;
+
 /// Builds an [`EventBus`]: start from defaults or a loaded [`BusConfig`],
 /// adjust with the setters, then [`build`](EventBusBuilder::build), which
 /// validates everything.
-#[derive(Debug, Default)]
+///
+/// [`config`](EventBusBuilder::config) sets the **base** configuration and
+/// every other setter is an **override** applied over it, in call order,
+/// whatever the order of the calls to `config` and the setters: a setter
+/// called before `config` is not lost. (Refusing that order instead would
+/// fail at run time for a call order that reads naturally; a later
+/// `config` replacing earlier setters silently was the trap.)
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> jxt_eventbus::Result<()> {
+/// use jxt_eventbus::{BusConfig, EventBus};
+/// let from_file = BusConfig::default(); // BusConfig::load(Some(path)) in a service
+/// let bus = EventBus::builder().group("billing").config(from_file).build().await?;
+/// assert_eq!(bus.config().group, "billing");
+/// # bus.shutdown().await
+/// # }
+/// ```
+#[derive(Default)]
 #[must_use]
 pub struct EventBusBuilder {
-    config: BusConfig,
+    base: BusConfig,
+    overrides: Vec<Override>,
     memory_broker: Option<MemoryBroker>,
     metrics: Option<BusMetrics>,
+    publish_only: bool,
+}
+
+impl std::fmt::Debug for EventBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBusBuilder")
+            .field("base", &self.base)
+            .field("overrides", &self.overrides.len())
+            .field("memory_broker", &self.memory_broker)
+            .field("publish_only", &self.publish_only)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventBusBuilder {
-    /// Replaces the whole configuration.
+    /// Sets the base configuration (a loaded file, say); the other setters
+    /// apply over it whether called before or after. A second call replaces
+    /// the first base.
     pub fn config(mut self, config: BusConfig) -> Self {
-        self.config = config;
+        self.base = config;
+        self
+    }
+
+    fn set(mut self, change: impl FnOnce(&mut BusConfig) + Send + 'static) -> Self {
+        self.overrides.push(Box::new(change));
         self
     }
 
     /// Backend to use.
-    pub fn backend(mut self, backend: BackendKind) -> Self {
-        self.config.backend = backend;
-        self
+    pub fn backend(self, backend: BackendKind) -> Self {
+        self.set(move |c| c.backend = backend)
     }
 
     /// Consumer group of this bus.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.config.group = group.into();
-        self
+    pub fn group(self, group: impl Into<String>) -> Self {
+        let group = group.into();
+        self.set(move |c| c.group = group)
     }
 
     /// Default ordering of subscriptions.
-    pub fn ordering(mut self, ordering: Ordering) -> Self {
-        self.config.dispatch.ordering = ordering;
-        self
+    pub fn ordering(self, ordering: Ordering) -> Self {
+        self.set(move |c| c.dispatch.ordering = ordering)
     }
 
     /// Default lanes handled concurrently per subscription.
-    pub fn max_concurrency(mut self, n: usize) -> Self {
-        self.config.dispatch.max_concurrency = n;
-        self
+    pub fn max_concurrency(self, n: usize) -> Self {
+        self.set(move |c| c.dispatch.max_concurrency = n)
     }
 
-    /// Dispatch settings.
-    pub fn dispatch(mut self, dispatch: DispatchConfig) -> Self {
-        self.config.dispatch = dispatch;
-        self
+    /// Dispatch settings (the whole section: a `max_concurrency` or
+    /// `ordering` set before it is replaced, one set after it applies).
+    pub fn dispatch(self, dispatch: DispatchConfig) -> Self {
+        self.set(move |c| c.dispatch = dispatch)
     }
 
     /// Retry settings.
-    pub fn retry(mut self, retry: RetryConfig) -> Self {
-        self.config.retry = retry;
-        self
+    pub fn retry(self, retry: RetryConfig) -> Self {
+        self.set(move |c| c.retry = retry)
     }
 
     /// Dead-letter settings.
-    pub fn dead_letter(mut self, dead_letter: DeadLetterConfig) -> Self {
-        self.config.dead_letter = dead_letter;
+    pub fn dead_letter(self, dead_letter: DeadLetterConfig) -> Self {
+        self.set(move |c| c.dead_letter = dead_letter)
+    }
+
+    /// A bus that only publishes. It needs the backend and its connection
+    /// settings (`kafka.brokers` and `kafka.producer`, or `nats.url` and
+    /// `nats.publish`); the consumer side — `group`, `start_from`,
+    /// `dispatch`, `retry`, `dead_letter`, `backlog` — is never used and
+    /// may be left out (their defaults are valid; values that are set are
+    /// still validated, so a wrong file is still an error). Subscribing
+    /// fails with [`Error::Subscribe`], and no consumer is ever created.
+    pub fn publish_only(mut self) -> Self {
+        self.publish_only = true;
         self
     }
 
     /// Uses a shared in-memory broker (selects the memory backend). Buses on
     /// the same broker see each other's records.
     pub fn memory_broker(mut self, broker: MemoryBroker) -> Self {
-        self.config.backend = BackendKind::Memory;
         self.memory_broker = Some(broker);
-        self
+        self.set(|c| c.backend = BackendKind::Memory)
     }
 
     /// Records metrics in `metrics`, which the application registered on its
@@ -97,7 +144,10 @@ impl EventBusBuilder {
     /// [`Error::Config`] for invalid settings or a backend not compiled in;
     /// a backend error when the broker cannot be reached.
     pub async fn build(self) -> Result<EventBus> {
-        let config = self.config;
+        let mut config = self.base;
+        for change in self.overrides {
+            change(&mut config);
+        }
         config.validate()?;
         let (metrics, metrics_registry) = match self.metrics {
             Some(m) => (m, None),
@@ -109,11 +159,13 @@ impl EventBusBuilder {
             }
         };
         let metrics = Arc::new(metrics.bind(config.backend.as_str()));
+        let mut memory_broker = None;
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Memory => {
                 let broker = self
                     .memory_broker
                     .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()));
+                memory_broker = Some(broker.clone());
                 Arc::new(broker.backend(config.start_from))
             }
             #[cfg(feature = "kafka")]
@@ -178,6 +230,8 @@ impl EventBusBuilder {
                 broker,
                 probe: probe.clone(),
                 jxt_core_peers,
+                memory_broker,
+                publish_only: self.publish_only,
             }),
         };
         if let Some(p) = probe {

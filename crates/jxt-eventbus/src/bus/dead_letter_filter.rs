@@ -124,6 +124,67 @@ fn failed_at(h: &Headers) -> Option<SystemTime> {
         .map(SystemTime::from)
 }
 
+/// A listing or a replay ends when no record arrived for this long.
+const DEFAULT_IDLE: Duration = Duration::from_secs(2);
+/// Upper bound of a whole listing or replay.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How [`EventBus::list_dead_letters`](super::EventBus::list_dead_letters)
+/// lists: which dead letters ([`DeadLetterFilter`]), how many, and when to
+/// stop — the same `filter`, `idle` and `timeout` as [`ReplayOptions`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ListOptions {
+    pub(crate) filter: DeadLetterFilter,
+    pub(crate) max: usize,
+    pub(crate) idle: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        ListOptions {
+            filter: DeadLetterFilter::default(),
+            max: 1000,
+            idle: DEFAULT_IDLE,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl ListOptions {
+    /// Up to 1000 of this bus's group's dead letters, ending after 2 s
+    /// without a record (60 s at most).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which dead letters to list.
+    pub fn filter(mut self, filter: DeadLetterFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// At most this many (default 1000).
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The listing ends when no record arrived for this long once the
+    /// dead-letter topic was assigned (default 2 s).
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Upper bound of the whole listing (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
 /// Replays allowed per record unless forced.
 pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 
@@ -154,8 +215,8 @@ impl Default for ReplayOptions {
             dry_run: false,
             max_replays: DEFAULT_MAX_REPLAYS,
             force: false,
-            idle: Duration::from_secs(2),
-            timeout: Duration::from_secs(60),
+            idle: DEFAULT_IDLE,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 }

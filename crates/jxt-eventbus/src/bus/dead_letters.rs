@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::dead_letter_filter::{replay_message, replays, Decision};
-use super::{DeadLetterFilter, EventBus, ReplayOptions};
+use super::{EventBus, ListOptions, ReplayOptions};
 use crate::backend::{Consumer, ConsumerEvent, Record, TopicPartition};
 use crate::dispatch::worker::dlq_headers;
 use crate::dispatch::EVENT_CHANNEL;
@@ -207,10 +207,11 @@ impl EventBus {
         format!("{}.dlq-replay", self.inner.config.group)
     }
 
-    /// Lists up to `max` dead letters of `topic` that `filter` takes and no
-    /// replay of this bus's group acknowledged, without acknowledging
-    /// anything. It stops when no record arrived for `idle` after the
-    /// dead-letter topic was assigned, or after `timeout`.
+    /// Lists dead letters of `topic` that `options` take (up to
+    /// [`ListOptions::max`]) and no replay of this bus's group acknowledged,
+    /// without acknowledging anything. It stops when no record arrived for
+    /// [`ListOptions::idle`] after the dead-letter topic was assigned, or
+    /// after [`ListOptions::timeout`].
     ///
     /// # Errors
     /// [`Error::Closed`] after shutdown; a backend error when the dead-letter
@@ -222,11 +223,15 @@ impl EventBus {
     pub async fn list_dead_letters(
         &self,
         topic: &str,
-        filter: &DeadLetterFilter,
-        max: usize,
-        idle: Duration,
-        timeout: Duration,
+        options: &ListOptions,
     ) -> Result<Vec<DeadLetter>> {
+        let ListOptions {
+            filter,
+            max,
+            idle,
+            timeout,
+        } = options;
+        let (max, idle, timeout) = (*max, *idle, *timeout);
         self.ensure_not_shutting_down()?;
         let group = &self.inner.config.group;
         let mut reader =

@@ -36,15 +36,17 @@ mod activity;
 mod builder;
 mod dead_letter_filter;
 mod dead_letters;
+mod idle;
 mod in_flight;
 mod jxt_core_health;
 mod options;
 pub mod publisher_dead_letters;
 #[cfg(feature = "http")]
 mod status;
+mod typed;
 
 pub use builder::EventBusBuilder;
-pub use dead_letter_filter::{DeadLetterFilter, ReplayOptions, DEFAULT_MAX_REPLAYS};
+pub use dead_letter_filter::{DeadLetterFilter, ListOptions, ReplayOptions, DEFAULT_MAX_REPLAYS};
 pub use dead_letters::{
     DeadLetter, RefusedDeadLetter, ReplayReport, REPLAYED_FROM_ID_HEADER, REPLAYED_HEADER,
 };
@@ -104,6 +106,10 @@ struct Inner {
     probe: Option<Arc<Probe>>,
     /// jxt-core heartbeats read, when `health.jxt_core` is enabled.
     jxt_core_peers: Option<crate::health::jxt_core::Peers>,
+    /// The broker, on the memory backend (for [`EventBus::idle`]).
+    memory_broker: Option<crate::backend::memory::MemoryBroker>,
+    /// Built with [`EventBusBuilder::publish_only`]: subscribing fails.
+    publish_only: bool,
 }
 
 #[derive(Clone)]
@@ -270,6 +276,29 @@ impl EventBus {
         self.publish(topic, message).await
     }
 
+    /// Validates and publishes domain events to one topic, pipelined as
+    /// [`EventBus::publish_batch`]; each aggregate id is its record's key.
+    ///
+    /// # Errors
+    /// As [`EventBus::publish_batch`]; an envelope that does not validate
+    /// refuses the whole batch with [`Error::InvalidMessage`] (nothing is
+    /// published).
+    ///
+    /// # Cancel safety
+    /// As [`EventBus::publish_batch`].
+    pub async fn publish_envelope_batch(
+        &self,
+        topic: &str,
+        envelopes: &[Envelope],
+    ) -> Result<Vec<Result<PublishReceipt>>> {
+        let tenant = self.inner.config.envelope.tenant_id;
+        let messages = envelopes
+            .iter()
+            .map(|e| e.to_message_with(tenant))
+            .collect::<Result<Vec<_>>>()?;
+        self.publish_batch(topic, messages).await
+    }
+
     /// Subscribes `handler` to `topic`. The bus's one consumer adds the topic
     /// to its subscription; partitions of topics already subscribed keep
     /// processing. Resolves once the backend accepted the subscription.
@@ -331,6 +360,12 @@ impl EventBus {
     ) -> Result<()> {
         let handler = options.layer(handler)?;
         self.ensure_not_shutting_down()?;
+        if self.inner.publish_only {
+            return Err(Error::Subscribe {
+                topic: topic.to_string(),
+                reason: "this bus was built publish-only (EventBusBuilder::publish_only)".into(),
+            });
+        }
         validate::topic(topic).map_err(|e| Error::Subscribe {
             topic: topic.to_string(),
             reason: e.to_string(),

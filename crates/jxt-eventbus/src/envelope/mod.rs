@@ -26,6 +26,7 @@
 //! (jxt-core silently writes `"payload":null`), and a `null` payload is
 //! refused at publish (jxt-core's reader refuses it).
 
+mod builder;
 mod decode;
 pub(crate) mod go_json;
 pub mod headers;
@@ -39,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::validate;
 
+pub use builder::EnvelopeBuilder;
 pub use headers::EventInfo;
 
 /// How `tenant_id` is written. Reading always accepts both forms.
@@ -86,6 +88,7 @@ pub struct Envelope {
 
 impl Envelope {
     /// A new envelope with a fresh UUIDv7 id and the current time (UTC).
+    /// The two strings are easy to swap: [`Envelope::builder`] names them.
     ///
     /// # Errors
     /// [`Error::InvalidMessage`] when the payload does not serialize to JSON.

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::dispatch::worker::dlq_headers as dlq;
-use crate::{DeadLetter, DeadLetterFilter, ReplayOptions};
+use crate::{DeadLetter, DeadLetterFilter, ListOptions, ReplayOptions};
 
 /// Most records one listing returns.
 pub(super) const MAX_LISTED: usize = 100;
@@ -108,7 +108,14 @@ pub(super) async fn list(
     };
     match state
         .bus
-        .list_dead_letters(topic, &filter(&q), MAX_LISTED, IDLE, DEADLINE)
+        .list_dead_letters(
+            topic,
+            &ListOptions::new()
+                .filter(filter(&q))
+                .max(MAX_LISTED)
+                .idle(IDLE)
+                .timeout(DEADLINE),
+        )
         .await
     {
         Ok(letters) => json_response(

@@ -19,8 +19,14 @@
 //! `health.status.lag_max_age`, and handler error texts (which may quote
 //! personal data) only with `health.status.show_error_messages`.
 //!
+//! [`router`] returns an axum 0.8 [`Router`]: to mount it, the application
+//! uses the same axum major version — [`axum`] is re-exported here
+//! (`jxt_eventbus::http::axum`) so that it can use this one rather than
+//! keep its own in step.
+//!
 //! ```no_run
 //! # async fn run(bus: jxt_eventbus::EventBus) -> std::io::Result<()> {
+//! use jxt_eventbus::http::axum;
 //! // Mounted in the application's router ...
 //! let app = axum::Router::new().nest("/eventbus", jxt_eventbus::http::router(bus.clone()));
 //! // ... or served on its own, on 127.0.0.1 by default.
@@ -49,6 +55,10 @@ mod page;
 mod status;
 
 use status::LagCache;
+
+/// The axum this module is built on (0.8), for mounting [`router`] in an
+/// application's own router without a second, mismatched axum.
+pub use axum;
 
 /// Where [`serve`] listens unless told otherwise: loopback only, port 9464
 /// (the port commonly used for Prometheus exporters).
@@ -121,6 +131,16 @@ impl HttpServer {
 
     /// Stops the server; requests in progress are cut off.
     pub fn stop(self) {}
+
+    /// Resolves once the server stopped: after the shutdown signal of
+    /// [`serve_with_shutdown`] fired and requests in progress were answered.
+    /// (A server from [`serve`] runs until dropped.)
+    ///
+    /// # Cancel safety
+    /// Cancel safe, but dropping the future drops the server, which stops it.
+    pub async fn stopped(mut self) {
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for HttpServer {
@@ -138,11 +158,47 @@ impl Drop for HttpServer {
 /// # Cancel safety
 /// Cancel safe: dropped before it resolves, nothing is served.
 pub async fn serve(bus: EventBus, addr: SocketAddr) -> std::io::Result<HttpServer> {
+    serve_with_shutdown(bus, addr, std::future::pending()).await
+}
+
+/// As [`serve`], stopping gracefully when `signal` resolves: no new
+/// connections, requests in progress answered, then
+/// [`HttpServer::stopped`] resolves. Typically the same signal that shuts
+/// the bus down:
+///
+/// ```no_run
+/// # async fn run(bus: jxt_eventbus::EventBus) -> std::io::Result<()> {
+/// use jxt_eventbus::http;
+/// let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+/// let server = http::serve_with_shutdown(bus.clone(), http::DEFAULT_ADDR, async {
+///     let _ = stopping.await;
+/// })
+/// .await?;
+/// // ... on Ctrl-C:
+/// let _ = stop.send(());
+/// server.stopped().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// When `addr` cannot be bound.
+///
+/// # Cancel safety
+/// Cancel safe: dropped before it resolves, nothing is served.
+pub async fn serve_with_shutdown(
+    bus: EventBus,
+    addr: SocketAddr,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let app = router(bus);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
             tracing::warn!(error = %e, "operator HTTP server stopped");
         }
     });

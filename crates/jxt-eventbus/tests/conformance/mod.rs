@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jxt_eventbus::{
-    BusConfig, DeadLetterFilter, Delivery, ErrorKind, EventBus, HandlerError, HandlerResult,
-    Message, ReplayOptions, SubscribeOptions,
+    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, HandlerResult, ListOptions, Message,
+    ReplayOptions, SubscribeOptions,
 };
 
 use crate::support::handled::{parse, record, Log, Seen};
@@ -670,7 +670,7 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
     let mut listed = Vec::new();
     for _ in 0..10 {
         listed = bus
-            .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
+            .list_dead_letters(&topic, &ListOptions::new().idle(idle).timeout(WAIT))
             .await
             .expect("list");
         if listed.len() == bad.len() {
@@ -684,7 +684,7 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
         assert_eq!(d.error.as_deref(), Some("not yet"));
     }
     let listed_again = bus
-        .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
+        .list_dead_letters(&topic, &ListOptions::new().idle(idle).timeout(WAIT))
         .await
         .expect("list");
     assert_eq!(
@@ -704,7 +704,7 @@ pub async fn dead_letters_can_be_listed_and_replayed(h: &dyn Harness) {
     })
     .await;
     let after = bus
-        .list_dead_letters(&topic, &DeadLetterFilter::new(), 1000, idle, WAIT)
+        .list_dead_letters(&topic, &ListOptions::new().idle(idle).timeout(WAIT))
         .await
         .expect("list");
     assert!(

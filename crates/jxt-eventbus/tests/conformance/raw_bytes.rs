@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use jxt_eventbus::{
-    DeadLetterFilter, Delivery, HandlerError, Message, ReplayOptions, SubscribeOptions,
-    REPLAYED_HEADER,
+    DeadLetterFilter, Delivery, HandlerError, ListOptions, Message, ReplayOptions,
+    SubscribeOptions, REPLAYED_HEADER,
 };
 
 use super::{no_tweak, Harness, WAIT};
@@ -141,10 +141,9 @@ pub async fn keys_payloads_and_headers_are_bytes_end_to_end(h: &dyn Harness) {
         listed = bus
             .list_dead_letters(
                 &topic,
-                &DeadLetterFilter::new(),
-                1000,
-                Duration::from_secs(2),
-                WAIT,
+                &ListOptions::new()
+                    .idle(Duration::from_secs(2))
+                    .timeout(WAIT),
             )
             .await
             .expect("list");
@@ -173,10 +172,10 @@ pub async fn keys_payloads_and_headers_are_bytes_end_to_end(h: &dyn Harness) {
     let by_key = bus
         .list_dead_letters(
             &topic,
-            &DeadLetterFilter::new().key(framed.clone()),
-            1000,
-            Duration::from_secs(2),
-            WAIT,
+            &ListOptions::new()
+                .filter(DeadLetterFilter::new().key(framed.clone()))
+                .idle(Duration::from_secs(2))
+                .timeout(WAIT),
         )
         .await
         .expect("list by key");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jxt_eventbus::{
-    DeadLetterFilter, Delivery, EventBus, HandlerError, Message, ReplayOptions, SubscribeOptions,
-    REPLAYED_HEADER,
+    DeadLetterFilter, Delivery, EventBus, HandlerError, ListOptions, Message, ReplayOptions,
+    SubscribeOptions, REPLAYED_HEADER,
 };
 
 use super::{no_tweak, publish_keyed, Harness, WAIT};
@@ -59,7 +59,14 @@ async fn list_until(bus: &EventBus, topic: &str, filter: &DeadLetterFilter, n: u
     let mut got = 0;
     for _ in 0..10 {
         got = bus
-            .list_dead_letters(topic, filter, 10_000, IDLE, WAIT)
+            .list_dead_letters(
+                topic,
+                &ListOptions::new()
+                    .filter(filter.clone())
+                    .max(10_000)
+                    .idle(IDLE)
+                    .timeout(WAIT),
+            )
             .await
             .expect("list")
             .len();

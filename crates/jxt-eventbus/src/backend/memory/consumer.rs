@@ -348,6 +348,8 @@ impl Consumer for MemoryConsumer {
         if p.lock().commit(&self.group, next_offset) {
             p.space.notify_waiters();
         }
+        drop(owned);
+        self.broker.inner.settle.moved();
     }
 
     async fn commit(&self) -> Result<()> {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 
 mod consumer;
+mod drained;
 mod group;
 mod log;
 #[cfg(test)]
@@ -64,6 +65,8 @@ struct BrokerInner {
     next_member: AtomicU64,
     /// One rebalance at a time per group.
     rebalancing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken when positions move, for [`MemoryBroker::drained`].
+    settle: drained::SettleWatch,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +146,7 @@ impl MemoryBroker {
                 any_unavailable: AtomicBool::new(false),
                 next_member: AtomicU64::new(1),
                 rebalancing: Mutex::default(),
+                settle: drained::SettleWatch::default(),
             }),
         }
     }
@@ -237,6 +241,8 @@ impl MemoryBroker {
                 }
             }
         }
+        drop(groups);
+        self.inner.settle.moved();
         Ok(())
     }
 
