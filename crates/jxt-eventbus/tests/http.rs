@@ -293,3 +293,27 @@ async fn server_stops_gracefully_on_its_signal() {
         http::axum::Router::new().nest("/eventbus", http::router(bus.clone()));
     bus.shutdown().await.unwrap();
 }
+
+/// The endpoints live as long as the bus: `bus.stopped()` as the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tied_to_the_bus_stops_after_its_shutdown() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = bus(&broker, "http-bus-stop").await;
+    let server = http::serve_with_shutdown(bus.clone(), localhost(), bus.stopped())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+    let stopped = bus.stopped();
+    tokio::pin!(stopped);
+    assert!(
+        futures::poll!(stopped.as_mut()).is_pending(),
+        "not before shutdown"
+    );
+    bus.shutdown().await.unwrap();
+    stopped.await;
+    tokio::time::timeout(Duration::from_secs(10), server.stopped())
+        .await
+        .expect("the server stops once the bus stopped");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -159,17 +159,15 @@ impl EventBusBuilder {
             }
         };
         let metrics = Arc::new(metrics.bind(config.backend.as_str()));
-        let mut memory_broker = None;
-        let backend: Arc<dyn Backend> = match config.backend {
-            BackendKind::Memory => {
-                let broker = self
-                    .memory_broker
-                    .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()));
-                memory_broker = Some(broker.clone());
-                Arc::new(broker.backend(config.start_from))
-            }
+        let memory_broker = matches!(config.backend, BackendKind::Memory).then(|| {
+            self.memory_broker
+                .unwrap_or_else(|| MemoryBroker::new(config.memory.clone()))
+        });
+        let backend: Arc<dyn Backend> = match (&memory_broker, config.backend) {
+            (Some(broker), _) => Arc::new(broker.backend(config.start_from)),
+            (None, BackendKind::Memory) => unreachable!("a memory bus has its broker"),
             #[cfg(feature = "kafka")]
-            BackendKind::Kafka => {
+            (None, BackendKind::Kafka) => {
                 let restarts = metrics.producer_restarts.clone();
                 let resets = metrics.offset_resets();
                 Arc::new(
@@ -177,13 +175,13 @@ impl EventBusBuilder {
                 )
             }
             #[cfg(not(feature = "kafka"))]
-            BackendKind::Kafka => return Err(not_compiled("kafka")),
+            (None, BackendKind::Kafka) => return Err(not_compiled("kafka")),
             #[cfg(feature = "nats")]
-            BackendKind::Nats => {
+            (None, BackendKind::Nats) => {
                 Arc::new(crate::backend::nats::NatsBackend::connect(&config).await?)
             }
             #[cfg(not(feature = "nats"))]
-            BackendKind::Nats => return Err(not_compiled("nats")),
+            (None, BackendKind::Nats) => return Err(not_compiled("nats")),
         };
         let producer = backend.producer();
         let recovering = Arc::new(AtomicBool::new(false));
@@ -222,6 +220,7 @@ impl EventBusBuilder {
                 shutting_down: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 shutdown: Arc::default(),
+                stopped: tokio::sync::watch::Sender::new(false),
                 backlog,
                 recovering,
                 publish_limiter,

@@ -93,6 +93,8 @@ struct Inner {
     closed: AtomicBool,
     /// Tells workers the shutdown began (and in which mode).
     shutdown: Arc<ShutdownSignal>,
+    /// `true` once a shutdown finished (for [`EventBus::stopped`]).
+    stopped: tokio::sync::watch::Sender<bool>,
     recovering: Arc<AtomicBool>,
     backlog: Arc<BacklogShared>,
     publish_limiter: Option<governor::DefaultDirectRateLimiter>,
@@ -542,6 +544,26 @@ impl EventBus {
         if self.inner.shutting_down.swap(true, AtomicOrdering::AcqRel) {
             return Ok(());
         }
+        let result = self.stop(mode).await;
+        self.inner.stopped.send_replace(true);
+        result
+    }
+
+    /// Resolves once [`EventBus::shutdown`] finished (at once if it did),
+    /// whether or not it succeeded: for what lives as long as the bus, such
+    /// as its operator endpoints
+    /// (`http::serve_with_shutdown(bus.clone(), addr, bus.stopped())`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.stopped.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
+
+    async fn stop(&self, mode: ShutdownMode) -> Result<()> {
         // Before the dispatcher hears of it: no worker starts a record the
         // mode leaves for redelivery, even one already handed to it.
         let leave_buffered = !matches!(mode, ShutdownMode::DrainBuffered);

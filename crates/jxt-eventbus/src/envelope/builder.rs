@@ -22,6 +22,14 @@ use crate::error::{Error, Result};
 ///     .build()?;
 /// assert_eq!((e.aggregate_id.as_str(), e.event_type.as_str()), ("order-42", "OrderCreated"));
 ///
+/// let paid = Envelope::builder().caused_by(&e).event_type("PaymentRequested").event_version(1).payload(&12).build()?;
+/// assert_eq!(paid.aggregate_id, "order-42");
+/// assert_eq!(paid.correlation_id, Some(e.event_id.clone()));
+///
+/// let paid = Envelope::builder().caused_by(&e).event_type("PaymentRequested").event_version(1).payload(&12).build()?;
+/// assert_eq!(paid.aggregate_id, "order-42");
+/// assert_eq!(paid.correlation_id, Some(e.event_id.clone()));
+///
 /// let missing = Envelope::builder().event_type("OrderCreated").event_version(1).payload(&1).build();
 /// assert_eq!(missing.unwrap_err().to_string(), "invalid message: invalid envelope: aggregate_id is required");
 /// # Ok::<(), jxt_eventbus::Error>(())
@@ -66,6 +74,18 @@ impl EnvelopeBuilder {
                 .map_err(|e| Error::InvalidMessage(format!("envelope payload is not JSON: {e}"))),
         );
         self
+    }
+
+    /// An event caused by `cause` (consume, then publish): the same
+    /// aggregate id, and as correlation id the cause's correlation id, or
+    /// its event id when it has none, so a chain of events shares one.
+    pub fn caused_by(self, cause: &Envelope) -> Self {
+        let correlation = cause
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| cause.event_id.clone());
+        self.aggregate_id(cause.aggregate_id.clone())
+            .correlation_id(correlation)
     }
 
     /// The event id (default: a fresh UUIDv7).
