@@ -111,8 +111,9 @@ impl EventBusBuilder {
     }
 
     /// A bus that only publishes. It needs the backend and its connection
-    /// settings (`kafka.brokers` and `kafka.producer`, or `nats.url` and
-    /// `nats.publish`); the consumer side — `group`, `start_from`,
+    /// settings (`kafka.brokers` and `kafka.producer`, or `nats.servers`
+    /// and `nats.publish_timeout`, with their TLS and authentication); the
+    /// consumer side — `group`, `start_from`,
     /// `dispatch`, `retry`, `dead_letter`, `backlog` — is never used and
     /// may be left out (their defaults are valid; values that are set are
     /// still validated, so a wrong file is still an error). Subscribing
