@@ -3,8 +3,8 @@
 //!
 //! On memory: an output that cannot be stored keeps its input unacknowledged
 //! and retried until it can (then exactly one output is stored), and an
-//! output refused for good dead-letters its input. On memory and real
-//! Kafka: a service stopped mid-stream (handlers held while it shuts down)
+//! output refused for good dead-letters its input (on real Kafka too: an
+//! output over the broker's size limit). On memory and real Kafka: a service stopped mid-stream (handlers held while it shuts down)
 //! and taken over by a second member of its group leaves every order with
 //! its payment, and dead-letters nothing.
 
@@ -293,4 +293,81 @@ async fn kafka_takeover_leaves_every_order_with_its_payment() {
         async move { EventBus::from_config(config).await.unwrap() }
     };
     takeover(make, &orders, &payments).await;
+}
+
+/// On Kafka, an output the broker refuses for good (larger than
+/// `message.max.bytes`) fails its input, which is dead-lettered with the
+/// broker's reason instead of being acknowledged; the other inputs' outputs
+/// are published.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_an_output_refused_by_the_broker_dead_letters_its_input() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let orders = unique_name("orders");
+    let payments = unique_name("payments");
+    for t in [&orders, &payments] {
+        kafka_support::create_topic(&brokers, t, 1).await;
+    }
+    kafka_support::create_topic(&brokers, &format!("{orders}.dlq"), 1).await;
+    let bus = kafka_support::bus(&brokers, &unique_name("billing")).await;
+    let bill = |payments: Arc<String>, d: Delivery| async move {
+        let body = if &d.payload()[..] == b"huge" {
+            vec![b'x'; 2 << 20] // 2 MiB: over the broker's default limit
+        } else {
+            d.payload().to_vec()
+        };
+        let out = Message::new(body).with_key(d.key().unwrap_or_default());
+        Ok::<_, HandlerError>(Outputs::new().message(payments.as_str(), out))
+    };
+    bus.subscribe_with_state(&orders, payments.clone(), bill, SubscribeOptions::new())
+        .await
+        .unwrap();
+    for body in ["ok-1", "huge", "ok-2"] {
+        bus.publish(&orders, Message::new(body).with_key(body))
+            .await
+            .unwrap();
+    }
+
+    let checker = kafka_support::bus(&brokers, &unique_name("check")).await;
+    let paid = Arc::new(Mutex::new(Vec::new()));
+    let record = |paid: Arc<Mutex<Vec<String>>>, d: Delivery| async move {
+        paid.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(d.payload()).into_owned());
+        Ok::<_, HandlerError>(())
+    };
+    checker
+        .subscribe_with_state(&payments, paid.clone(), record, SubscribeOptions::new())
+        .await
+        .unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..30 {
+        dead = bus
+            .list_dead_letters(
+                &orders,
+                &jxt_eventbus::ListOptions::new().idle(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(&dead[0].message.payload()[..], b"huge");
+    assert_eq!(dead[0].error_kind.as_deref(), Some("permanent"));
+    let error = dead[0].error.clone().unwrap_or_default();
+    assert!(error.contains("larger than the broker"), "{error}");
+    eventually("both small payments", 60, || {
+        paid.lock().unwrap().len() == 2
+    })
+    .await;
+    let mut got = paid.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["ok-1", "ok-2"]);
+    for bus in [bus, checker] {
+        bus.shutdown().await.unwrap();
+    }
 }
