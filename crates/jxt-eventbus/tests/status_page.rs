@@ -19,7 +19,6 @@ use jxt_eventbus::{
 };
 use scraper::{Html, Selector};
 use support::wait_for;
-use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -147,17 +146,20 @@ async fn the_page_shows_lag_dead_letters_and_health_reasons_as_the_bus_reports_t
     config.health.status.lag_max_age = Duration::from_millis(100);
     config.health.status.show_error_messages = true;
     let bus = EventBus::from_config(config).await.unwrap();
-    let release = Arc::new(Notify::new());
+    // Once released, every record of the stuck key goes through.
+    let (release, released) = tokio::sync::watch::channel(false);
     let handled = Arc::new(AtomicUsize::new(0));
-    let (r, h) = (release.clone(), handled.clone());
+    let (r, h) = (released, handled.clone());
     bus.subscribe(
         "orders",
         move |d: Delivery| {
-            let (r, h) = (r.clone(), h.clone());
+            let (mut r, h) = (r.clone(), h.clone());
             async move {
                 match d.key_str() {
                     // A handler hung on I/O: its partition stalls, lag stays.
-                    Some("stuck") => r.notified().await,
+                    Some("stuck") => {
+                        let _ = r.wait_for(|released| *released).await;
+                    }
                     Some("poison") => {
                         h.fetch_add(1, Ordering::SeqCst);
                         return Err(HandlerError::permanent("order 7 has no customer"));
@@ -290,7 +292,7 @@ async fn the_page_shows_lag_dead_letters_and_health_reasons_as_the_bus_reports_t
             .await
             .unwrap();
     }
-    release.notify_waiters();
+    release.send(true).unwrap();
     drop(server);
     bus.shutdown().await.unwrap();
 }

@@ -420,6 +420,8 @@ pub(crate) struct BoundMetrics {
     recovery_mode: Gauge,
     pub(crate) broker_reachable: Gauge,
     pub(crate) stalled_partitions: Gauge,
+    /// Counted by the Kafka producer when it rebuilds itself.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) producer_restarts: Counter,
     /// Per-topic publish handles: one map read per publish, no allocation
     /// once a topic was seen.
@@ -447,6 +449,7 @@ impl fmt::Debug for BoundMetrics {
 
 impl BoundMetrics {
     /// `offset_resets_total`, labelled per partition by the Kafka consumer.
+    #[cfg(feature = "kafka")]
     pub(crate) fn offset_resets(&self) -> Family<PartitionLabels, Counter> {
         self.families.offset_resets.clone()
     }
