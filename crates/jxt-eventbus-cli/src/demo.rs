@@ -32,7 +32,7 @@ const DECLINED_VERSION: i64 = 3;
 /// Every delivery the handlers saw: (topic, aggregate) → (version, attempt).
 type Seen = Arc<Mutex<BTreeMap<(String, String), Vec<(i64, u32)>>>>;
 
-pub(crate) async fn run(args: DemoArgs) -> Result<()> {
+pub(crate) async fn run(_global: &crate::global::Global, args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let bus = EventBus::builder()
         .group("demo")

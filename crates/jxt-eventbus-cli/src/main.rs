@@ -1,11 +1,23 @@
-//! `eventbus`: a demo of jxt-eventbus on the memory backend, and benchmarks
-//! of the bus against the raw clients.
+//! `eventbus`: operate and inspect jxt-eventbus buses from the command line
+//! (check, publish, tail, lag, dead letters, serve), on the same
+//! configuration file a service uses; plus a demo and benchmarks.
+//!
+//! Exit codes are in [`failure`]: 0 done, 1 error, 2 usage, 3 threshold.
 
-use anyhow::Result;
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod check;
+mod completions;
+mod config_cmd;
 mod demo;
+mod failure;
+mod global;
+mod kafka_client;
+mod output;
+mod publish;
 
 // mimalloc rather than glibc's malloc: an event bus allocates records on one
 // thread (the Kafka poll thread, the NATS connection task) and frees them on
@@ -17,89 +29,86 @@ mod demo;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// jxt-eventbus command line.
+/// jxt-eventbus command line: check, publish, tail, lag, dead letters,
+/// serve — on the configuration file your service uses.
+///
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 a threshold was crossed.
 #[derive(Debug, Parser)]
-#[command(name = "eventbus", version, about)]
+#[command(name = "eventbus", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    global: global::Global,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Connect to the brokers and check the configured topics, in bounded time.
+    Check(check::CheckArgs),
+    /// Publish a record (or one per line) and print its receipt.
+    Publish(publish::PublishArgs),
+    /// Print the default configuration as TOML, or check one offline.
+    Config(config_cmd::ConfigArgs),
     /// Run a self-contained demo on the in-memory backend.
     Demo(demo::DemoArgs),
     /// Measure end-to-end throughput and latency, bus vs raw client, in one run.
     Bench(bench::BenchArgs),
-    /// Print the default configuration as TOML, or check a configuration.
-    Config {
-        /// Load and validate the configuration as a service would: FILE
-        /// (YAML or TOML) if given, then every EVENTBUS_* variable. Lists
-        /// the variables applied; a variable that is no configuration fails
-        /// the check.
-        #[arg(long, value_name = "FILE", num_args = 0..=1)]
-        check: Option<Option<std::path::PathBuf>>,
-        /// Check only this section of FILE (for example `eventbus` in a
-        /// service's own file); the rest of the file is not looked at.
-        #[arg(long, value_name = "NAME", requires = "check")]
-        section: Option<String>,
-    },
+    /// Print a shell completion script.
+    Completions(completions::CompletionsArgs),
 }
 
-/// Errors print as their message (one line per configuration problem),
-/// without a backtrace whatever `RUST_BACKTRACE` says.
-fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.global.verbose);
+    let verbose = cli.global.verbose > 0;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            failure::print(&e, verbose);
+            ExitCode::from(failure::exit_code(&e))
         }
     }
 }
 
-fn run() -> Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_DEV_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let global = cli.global;
     match cli.command {
-        Command::Demo(args) => runtime.block_on(demo::run(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
-        Command::Config { check, section } => config(check, section),
+        Command::Check(args) => runtime.block_on(check::run(&global, args)),
+        Command::Publish(args) => runtime.block_on(publish::run(&global, args)),
+        Command::Config(args) => config_cmd::run(&global, args),
+        Command::Demo(args) => runtime.block_on(demo::run(&global, args)),
+        Command::Bench(args) => runtime.block_on(bench::run(&global, args)),
+        Command::Completions(args) => completions::run::<Cli>(args),
     }
 }
 
-fn config(check: Option<Option<std::path::PathBuf>>, section: Option<String>) -> Result<()> {
-    let Some(path) = check else {
-        let defaults = jxt_eventbus::BusConfig::default();
-        print!("{}", toml::to_string_pretty(&defaults)?);
-        return Ok(());
+/// Logs go to stderr. By default only the bus's warnings and errors, and
+/// none of librdkafka's own lines: a dead broker would repeat the same
+/// connection error for every attempt, and each command reports the
+/// outcome itself in one line. `-v` shows info, `-vv` debug (librdkafka's
+/// included); `EVENTBUS_DEV_LOG` takes a full filter.
+fn init_logs(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,librdkafka=off",
+        1 => "info,librdkafka=warn",
+        _ => "debug",
     };
-    let (loaded, source) = match (&path, &section) {
-        (Some(file), Some(name)) => (
-            jxt_eventbus::BusConfig::load_section(file, name)?,
-            format!("{} (section {name})", file.display()),
-        ),
-        (None, Some(_)) => anyhow::bail!("--section needs the FILE of --check"),
-        (_, None) => (
-            jxt_eventbus::BusConfig::load(path.as_deref())?,
-            path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string()),
-        ),
-    };
-    println!(
-        "{source}: valid (backend {:?}, group {:?})",
-        loaded.backend, loaded.group
-    );
-    for (variable, field) in jxt_eventbus::config::environment_overrides()? {
-        println!("  {variable} sets {field}");
-    }
-    Ok(())
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_DEV_LOG")
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
+        .init();
+}
+
+/// Colour on stderr only on a terminal and never with `NO_COLOR`.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -87,6 +87,8 @@ fn memory_bench_prints_one_json_line() {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     assert_eq!(v["messages"], 20000);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["commit"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
     assert_eq!(v["per_key_order_held"], true);
     assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0);
 }

@@ -66,10 +66,8 @@ const POLL_BATCH: usize = 512;
 const QUEUED_BATCHES: usize = 2;
 
 pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
-    let brokers = std::env::var("EVENTBUS_KAFKA_BROKERS")
-        .ok()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let brokers = args.brokers.clone();
+    reachable(&brokers).await?;
     let run_id = super::run_id();
     let topic = format!("bench-{run_id}");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -127,6 +125,26 @@ pub(super) fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusCon
     config
 }
 
+/// Fails within the connect timeout when no broker answers, instead of
+/// waiting for the first admin call's own (longer) timeout.
+async fn reachable(brokers: &str) -> Result<()> {
+    let mut config = BusConfig {
+        backend: BackendKind::Kafka,
+        ..BusConfig::default()
+    };
+    config.kafka.brokers = brokers.split(',').map(str::to_string).collect();
+    let (consumer, context) = crate::kafka_client::consumer(&config, "bench")?;
+    crate::kafka_client::metadata(
+        std::sync::Arc::new(consumer),
+        &context,
+        &config,
+        None,
+        config.kafka.connect_timeout,
+    )
+    .await?;
+    Ok(())
+}
+
 /// A bus on `brokers` in `group` that creates `topic` with `--partitions`
 /// partitions at build (topic strategy create_only).
 pub(super) async fn bus_with_topic(
@@ -143,9 +161,9 @@ pub(super) async fn bus_with_topic(
             ..TopicSettings::default()
         },
     );
-    EventBus::from_config(config).await.with_context(|| {
-        format!("cannot start the bus on Kafka at {brokers} (EVENTBUS_KAFKA_BROKERS)")
-    })
+    EventBus::from_config(config)
+        .await
+        .with_context(|| format!("cannot start the bus on Kafka at {brokers}"))
 }
 
 /// Fills the topic through the bus; returns the publish rate.

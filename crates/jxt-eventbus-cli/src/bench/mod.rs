@@ -38,34 +38,46 @@ pub(crate) enum BenchBackend {
     Nats,
 }
 
-/// Arguments of `eventbus bench`.
+/// Arguments of `eventbus bench`. The backend and where its brokers are
+/// come from the global options: `--backend` (default memory), `--brokers`,
+/// `--nats-url`, `--config` (its `kafka.brokers` / `nats.servers`), and the
+/// rig's variables when none is given.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Backend to measure.
-    #[arg(long, value_enum, default_value = "memory")]
+    /// Backend to measure (from `--backend`, `--brokers`, `--nats-url` or
+    /// the configuration).
+    #[arg(skip = BenchBackend::Memory)]
     pub(crate) backend: BenchBackend,
+    /// Kafka bootstrap brokers (from `--brokers`, the configuration, or
+    /// `EVENTBUS_KAFKA_BROKERS`).
+    #[arg(skip)]
+    pub(crate) brokers: String,
+    /// NATS server URL (from `--nats-url`, the configuration, or
+    /// `EVENTBUS_DEV_NATS_URL`).
+    #[arg(skip)]
+    pub(crate) nats_url: String,
     /// Messages per side.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) messages: u64,
     /// Distinct keys (aggregates).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) keys: u64,
     /// Payload size in bytes (at least 24).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = payload_size)]
     pub(crate) size: usize,
     /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) partitions: u32,
     /// Handler concurrency of the bus (lanes at once).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub(crate) concurrency: usize,
     /// Publishes in flight before their acknowledgements are awaited, on
     /// both sides (Kafka; the bus through `publish_batch`).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) window: u64,
     /// Measured rounds, each running every side, the first side
     /// rotating; the report gives medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rounds: u32,
     /// NATS: how the bus's group shares a topic (`nats.consumer.sharing`).
     /// `pinned`, the default, keeps per-key order across a group; `shared`
@@ -73,10 +85,42 @@ pub(crate) struct BenchArgs {
     /// baselines are the same either way.
     #[arg(long, value_enum, default_value = "pinned")]
     pub(crate) nats_sharing: NatsSharingArg,
-    /// Print one JSON line instead of a table.
-    #[arg(long)]
+    /// Print one JSON line instead of a table (`--json`).
+    #[arg(skip)]
     pub(crate) json: bool,
 }
+
+fn payload_size(text: &str) -> std::result::Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if n < HEADER {
+        return Err(format!(
+            "must be at least {HEADER} bytes (send time, key and sequence)"
+        ));
+    }
+    Ok(n)
+}
+
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The version and commit of this binary, for the JSON line. The commit
+/// comes from the build script (`git rev-parse`), `unknown` outside a
+/// checkout.
+#[derive(Debug, Serialize)]
+struct Build {
+    version: &'static str,
+    commit: &'static str,
+}
+
+const BUILD: Build = Build {
+    version: env!("CARGO_PKG_VERSION"),
+    commit: env!("JXT_EVENTBUS_GIT_COMMIT"),
+};
 
 /// `--nats-sharing`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -205,6 +249,8 @@ impl Summary {
 /// The JSON line.
 #[derive(Debug, Serialize)]
 struct Report {
+    #[serde(flatten)]
+    build: Build,
     backend: BenchBackend,
     messages: u64,
     keys: u64,
@@ -232,13 +278,20 @@ struct Report {
     peak_rss_mb: f64,
 }
 
-pub(crate) async fn run(args: BenchArgs) -> Result<()> {
-    if args.size < HEADER {
-        bail!("--size must be at least {HEADER} bytes (send time, key and sequence)");
-    }
-    if args.keys == 0 || args.messages == 0 {
-        bail!("--keys and --messages must be at least 1");
-    }
+pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> Result<()> {
+    let config = global.load()?;
+    args.json = global.json;
+    args.backend = match config.backend {
+        jxt_eventbus::BackendKind::Kafka => BenchBackend::Kafka,
+        jxt_eventbus::BackendKind::Nats => BenchBackend::Nats,
+        _ => BenchBackend::Memory,
+    };
+    args.brokers = config.kafka.brokers.join(",");
+    let from_rig = global.nats_url.is_empty() && global.config.is_none();
+    args.nats_url = match std::env::var("EVENTBUS_DEV_NATS_URL") {
+        Ok(url) if from_rig && !url.trim().is_empty() => url,
+        _ => config.nats.servers.join(","),
+    };
     let outcome = match args.backend {
         BenchBackend::Memory => memory::run(&args).await?,
         #[cfg(feature = "kafka")]
@@ -253,6 +306,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     let (first_bus, first_raw) = &rounds[0];
     let ordered = |o: &Outcome| o.rounds.iter().all(|(b, _)| b.ordered);
     let report = Report {
+        build: BUILD,
         backend: args.backend,
         messages: args.messages,
         keys: args.keys,

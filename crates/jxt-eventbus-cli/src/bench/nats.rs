@@ -93,13 +93,17 @@ const GROUP: &str = "bench";
 const PINNED_TTL: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(args: &BenchArgs) -> Result<Outcome> {
-    let url = std::env::var("EVENTBUS_DEV_NATS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-    let client = async_nats::connect(&url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url} (EVENTBUS_DEV_NATS_URL)"))?;
+    let url = args.nats_url.clone();
+    let shown = crate::global::mask_url(&url);
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url.as_str()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no NATS server answered at {shown} within 10s"))?
+    .with_context(|| format!("cannot connect to NATS at {shown}"))?;
     let js = jetstream::new(client);
     let run_id = super::run_id();
     let (mut plain, mut pinned) = (Vec::new(), Vec::new());

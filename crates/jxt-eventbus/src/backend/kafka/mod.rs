@@ -26,6 +26,7 @@
 //! | `admin` | the topic strategy |
 //! | `lag` | log end minus committed, per assigned partition |
 //! | `mapping` | `Message` ⇄ Kafka record |
+//! | `inspect` | records read by operator tools, as `Message`s |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,7 @@ mod consumer;
 mod context;
 mod errors;
 mod flow;
+pub mod inspect;
 mod lag;
 mod mapping;
 mod poll_loop;

@@ -103,6 +103,7 @@ mod connect;
 mod consumer;
 mod convert;
 mod durable;
+pub mod inspect;
 mod naming;
 mod ownership;
 mod pin;

@@ -1,0 +1,169 @@
+//! `eventbus check` and the rules every command follows: exit codes, one
+//! line per error, no backtrace.
+
+mod common;
+#[path = "../../jxt-eventbus/tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use common::{eventbus, eventbus_run, run};
+
+#[test]
+fn memory_check_validates_the_configuration_only() {
+    let r = eventbus_run(&["check"]);
+    r.ok();
+    assert!(r.stdout.contains("config"), "{r}");
+    assert!(r.stdout.contains("memory backend: in-process"), "{r}");
+}
+
+#[test]
+fn a_dead_kafka_broker_fails_the_check_within_its_bound_named_once() {
+    let r = eventbus_run(&[
+        "--brokers",
+        "127.0.0.1:1",
+        "check",
+        "--timeout",
+        "3s",
+        "--topic",
+        "t1",
+    ]);
+    r.code(1);
+    assert!(r.took < Duration::from_secs(6), "took {:?}: {r}", r.took);
+    assert!(r.stdout.contains("FAILED"), "{r}");
+    assert!(
+        r.stdout
+            .contains("no Kafka broker answered at 127.0.0.1:1 within 3s"),
+        "{r}"
+    );
+    assert!(r.stdout.contains("skipped"), "{r}");
+    // The brokers named in the report, the error one line, no client log.
+    assert_eq!(r.stderr.lines().count(), 1, "{r}");
+    assert!(r.stderr.starts_with("eventbus: error: check failed"), "{r}");
+}
+
+#[test]
+fn a_dead_nats_server_fails_the_check_within_its_bound() {
+    let r = eventbus_run(&[
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "check",
+        "--timeout",
+        "3s",
+    ]);
+    r.code(1);
+    assert!(r.took < Duration::from_secs(6), "took {:?}: {r}", r.took);
+    assert!(r.stdout.contains("nats://127.0.0.1:1"), "{r}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r}");
+}
+
+#[test]
+fn errors_are_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.yaml");
+    std::fs::write(&path, "dispatch:\n  max_concurrency: many\n").unwrap();
+    let r = run(eventbus()
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .args(["--config", path.to_str().unwrap(), "bench"]));
+    r.code(1);
+    assert_eq!(r.stderr.lines().count(), 1, "{r}");
+    assert!(r.stderr.contains("dispatch.max_concurrency"), "{r}");
+    assert!(!r.stderr.contains("backtrace"), "{r}");
+    assert!(
+        !r.stderr.contains("\u{1b}["),
+        "no colour off a terminal: {r}"
+    );
+    // -v: each cause on a line, still no backtrace.
+    let r = run(eventbus().env("RUST_BACKTRACE", "1").args([
+        "-v",
+        "--config",
+        path.to_str().unwrap(),
+        "check",
+    ]));
+    r.code(1);
+    assert!(!r.stderr.to_lowercase().contains("backtrace"), "{r}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[
+            "--brokers",
+            "k:9092",
+            "--nats-url",
+            "nats://n:4222",
+            "check",
+        ][..],
+        &["--backend", "nats", "--brokers", "k:9092", "check"],
+        &["bench", "--partitions", "0"],
+        &["bench", "--rounds", "0"],
+        &["bench", "--messages", "0"],
+        &["bench", "--size", "8"],
+        &["check", "--timeout", "soon"],
+        &["no-such-command"],
+    ] {
+        let r = eventbus_run(args);
+        r.code(2);
+        assert!(!r.stderr.is_empty(), "{args:?}: {r}");
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_eventbus()"),
+        ("zsh", "#compdef eventbus"),
+        ("fish", "complete -c eventbus"),
+    ] {
+        let r = eventbus_run(&["completions", shell]);
+        r.ok();
+        assert!(r.stdout.contains(marker), "{shell}: {r}");
+        assert!(r.stdout.contains("check"), "{shell}");
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_check_reports_each_topic() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let missing = support::unique_name("check-missing");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.yaml");
+    std::fs::write(
+        &path,
+        format!("backend: kafka\nkafka:\n  brokers: [\"{brokers}\"]\n  topic_strategy: validate_only\n  topics:\n    {missing}: {{}}\n"),
+    )
+    .unwrap();
+    let r = run(eventbus().args(["--config", path.to_str().unwrap(), "--json", "check"]));
+    r.code(1);
+    let items = r.json();
+    assert_eq!(items[1]["item"], "brokers", "{r}");
+    assert_eq!(items[1]["status"], "ok", "{r}");
+    assert_eq!(items[2]["item"], format!("topic {missing}"), "{r}");
+    assert_eq!(items[2]["status"], "failed", "{r}");
+    assert!(
+        items[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("validate_only"),
+        "{r}"
+    );
+
+    let r = eventbus_run(&["--brokers", &brokers, "check", "--topic", &missing]);
+    r.ok();
+    assert!(r.stdout.contains("would be created"), "{r}");
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn nats_check_connects_and_finds_jetstream() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    let r = eventbus_run(&["--nats-url", &url, "check", "--topic", "orders.check"]);
+    r.ok();
+    assert!(r.stdout.contains("JetStream available"), "{r}");
+}
