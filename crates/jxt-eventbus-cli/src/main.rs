@@ -18,6 +18,7 @@ mod global;
 mod kafka_client;
 mod output;
 mod publish;
+mod tail;
 
 // mimalloc rather than glibc's malloc: an event bus allocates records on one
 // thread (the Kafka poll thread, the NATS connection task) and frees them on
@@ -48,6 +49,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Publish a record (or one per line) and print its receipt.
     Publish(publish::PublishArgs),
+    /// Show records as they arrive (or from --from) without joining a group.
+    Tail(tail::TailArgs),
     /// Print the default configuration as TOML, or check one offline.
     Config(config_cmd::ConfigArgs),
     /// Run a self-contained demo on the in-memory backend.
@@ -79,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(&global, args)),
         Command::Publish(args) => runtime.block_on(publish::run(&global, args)),
+        Command::Tail(args) => runtime.block_on(tail::run(&global, args)),
         Command::Config(args) => config_cmd::run(&global, args),
         Command::Demo(args) => runtime.block_on(demo::run(&global, args)),
         Command::Bench(args) => runtime.block_on(bench::run(&global, args)),
