@@ -16,6 +16,7 @@ mod demo;
 mod failure;
 mod global;
 mod kafka_client;
+mod lag;
 mod output;
 mod publish;
 mod tail;
@@ -51,6 +52,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Show records as they arrive (or from --from) without joining a group.
     Tail(tail::TailArgs),
+    /// Show how far a consumer group is behind, per partition.
+    Lag(lag::LagArgs),
     /// Print the default configuration as TOML, or check one offline.
     Config(config_cmd::ConfigArgs),
     /// Run a self-contained demo on the in-memory backend.
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => runtime.block_on(check::run(&global, args)),
         Command::Publish(args) => runtime.block_on(publish::run(&global, args)),
         Command::Tail(args) => runtime.block_on(tail::run(&global, args)),
+        Command::Lag(args) => runtime.block_on(lag::run(&global, args)),
         Command::Config(args) => config_cmd::run(&global, args),
         Command::Demo(args) => runtime.block_on(demo::run(&global, args)),
         Command::Bench(args) => runtime.block_on(bench::run(&global, args)),
