@@ -13,6 +13,7 @@ mod check;
 mod completions;
 mod config_cmd;
 mod demo;
+mod dlq;
 mod failure;
 mod global;
 mod kafka_client;
@@ -54,6 +55,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Show how far a consumer group is behind, per partition.
     Lag(lag::LagArgs),
+    /// List, show and replay dead letters.
+    Dlq(dlq::DlqArgs),
     /// Print the default configuration as TOML, or check one offline.
     Config(config_cmd::ConfigArgs),
     /// Run a self-contained demo on the in-memory backend.
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => runtime.block_on(publish::run(&global, args)),
         Command::Tail(args) => runtime.block_on(tail::run(&global, args)),
         Command::Lag(args) => runtime.block_on(lag::run(&global, args)),
+        Command::Dlq(args) => runtime.block_on(dlq::run(&global, args)),
         Command::Config(args) => config_cmd::run(&global, args),
         Command::Demo(args) => runtime.block_on(demo::run(&global, args)),
         Command::Bench(args) => runtime.block_on(bench::run(&global, args)),
