@@ -23,6 +23,10 @@ pub(crate) struct DemoArgs {
     /// Payment events per aggregate.
     #[arg(long, default_value_t = 5)]
     payment_events: i64,
+    /// After the summary, keep the demo's bus running with its operator
+    /// endpoints on this address (default 127.0.0.1:9464) until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    serve: Option<std::net::SocketAddr>,
 }
 
 /// The aggregate whose third payment event is declined (dead-lettered).
@@ -32,7 +36,7 @@ const DECLINED_VERSION: i64 = 3;
 /// Every delivery the handlers saw: (topic, aggregate) → (version, attempt).
 type Seen = Arc<Mutex<BTreeMap<(String, String), Vec<(i64, u32)>>>>;
 
-pub(crate) async fn run(_global: &crate::global::Global, args: DemoArgs) -> Result<()> {
+pub(crate) async fn run(global: &crate::global::Global, args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let bus = EventBus::builder()
         .group("demo")
@@ -154,7 +158,9 @@ pub(crate) async fn run(_global: &crate::global::Global, args: DemoArgs) -> Resu
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let health = bus.health().await;
-    bus.shutdown().await?;
+    if args.serve.is_none() {
+        bus.shutdown().await?;
+    }
 
     let violations = order_violations(&seen);
     let ok_payments = expected_payments - expected_dead;
@@ -195,6 +201,13 @@ pub(crate) async fn run(_global: &crate::global::Global, args: DemoArgs) -> Resu
     println!("  elapsed      {:.2} s", started.elapsed().as_secs_f64());
     if !violations.is_empty() {
         bail!("per-aggregate order was violated");
+    }
+    if let Some(addr) = args.serve {
+        // The bus stays up, its topics and dead letter included.
+        let server = crate::serve::start(&bus, addr, global.json).await?;
+        crate::serve::stopped().await;
+        drop(server);
+        bus.shutdown().await?;
     }
     Ok(())
 }

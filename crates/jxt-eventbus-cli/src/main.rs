@@ -20,6 +20,7 @@ mod kafka_client;
 mod lag;
 mod output;
 mod publish;
+mod serve;
 mod tail;
 
 // mimalloc rather than glibc's malloc: an event bus allocates records on one
@@ -57,6 +58,8 @@ enum Command {
     Lag(lag::LagArgs),
     /// List, show and replay dead letters.
     Dlq(dlq::DlqArgs),
+    /// Run a bus from the configuration with /metrics /healthz /readyz /status.
+    Serve(serve::ServeArgs),
     /// Print the default configuration as TOML, or check one offline.
     Config(config_cmd::ConfigArgs),
     /// Run a self-contained demo on the in-memory backend.
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => runtime.block_on(tail::run(&global, args)),
         Command::Lag(args) => runtime.block_on(lag::run(&global, args)),
         Command::Dlq(args) => runtime.block_on(dlq::run(&global, args)),
+        Command::Serve(args) => runtime.block_on(serve::run(&global, args)),
         Command::Config(args) => config_cmd::run(&global, args),
         Command::Demo(args) => runtime.block_on(demo::run(&global, args)),
         Command::Bench(args) => runtime.block_on(bench::run(&global, args)),
