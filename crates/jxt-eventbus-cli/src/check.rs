@@ -149,11 +149,21 @@ fn topic_item(topic: &str, outcome: std::result::Result<String, String>) -> Item
     }
 }
 
-/// What the strategy does about a missing topic.
-fn missing(strategy: TopicStrategy, section: &str) -> std::result::Result<String, String> {
+/// What the strategy does about a missing topic: a configured one is
+/// created when a bus starts, another when first published or subscribed.
+fn missing(
+    strategy: TopicStrategy,
+    section: &str,
+    configured: bool,
+) -> std::result::Result<String, String> {
+    let when = if configured {
+        "when a bus starts"
+    } else {
+        "at first use"
+    };
     match strategy {
         TopicStrategy::CreateOnly | TopicStrategy::CreateOrUpdate => Ok(format!(
-            "missing; would be created at first use ({section}.topic_strategy {})",
+            "missing; would be created {when} ({section}.topic_strategy {})",
             strategy_name(strategy)
         )),
         other => Err(format!(
@@ -219,7 +229,11 @@ async fn kafka(config: &BusConfig, topics: &[String], deadline: Instant, items: 
                 if m.partitions().len() == 1 { "" } else { "s" }
             )),
             Some(m) => Err(format!("broker error {:?}", m.error())),
-            None => missing(config.kafka.topic_strategy, "kafka"),
+            None => missing(
+                config.kafka.topic_strategy,
+                "kafka",
+                config.kafka.topics.contains_key(t),
+            ),
         };
         items.push(topic_item(t, outcome));
     }
@@ -289,8 +303,12 @@ async fn nats(config: &BusConfig, topics: &[String], deadline: Instant, items: &
                     )),
                     Err(e) => Err(format!("cannot read its stream: {e}")),
                 },
-                Ok(Ok(None)) => missing(config.nats.topic_strategy, "nats")
-                    .map(|d| format!("{d}, as stream {}", inspect::default_stream_name(t))),
+                Ok(Ok(None)) => missing(
+                    config.nats.topic_strategy,
+                    "nats",
+                    config.nats.topics.contains_key(t),
+                )
+                .map(|d| format!("{d}, as stream {}", inspect::default_stream_name(t))),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("JetStream did not answer in time".to_string()),
             };

@@ -136,6 +136,8 @@ struct Provenance {
     dlq_offset: i64,
     id: String,
     key: Option<String>,
+    /// The id the record had before it failed.
+    original_id: Option<String>,
     original_topic: Option<String>,
     original_partition: Option<String>,
     original_offset: Option<String>,
@@ -157,6 +159,7 @@ impl Provenance {
             dlq_offset: d.offset,
             id: d.message.id.clone(),
             key: d.message.key.clone(),
+            original_id: h("x-dlq-original-id"),
             original_topic: d.original_topic.clone(),
             original_partition: h("x-dlq-original-partition"),
             original_offset: h("x-dlq-original-offset"),
@@ -208,6 +211,10 @@ fn print_list(global: &Global, letters: &[DeadLetter]) -> Result<()> {
         for d in letters {
             output::json_line(&Provenance::of(d))?;
         }
+        return Ok(());
+    }
+    if letters.is_empty() {
+        println!("no dead letters in scope");
         return Ok(());
     }
     let mut t = output::table(&[

@@ -167,3 +167,25 @@ fn nats_check_connects_and_finds_jetstream() {
     r.ok();
     assert!(r.stdout.contains("JetStream available"), "{r}");
 }
+
+#[cfg(feature = "kafka")]
+#[test]
+fn bench_on_a_dead_kafka_broker_fails_within_the_connect_timeout() {
+    let r = eventbus_run(&[
+        "bench",
+        "--brokers",
+        "127.0.0.1:1",
+        "--rounds",
+        "1",
+        "--messages",
+        "10",
+    ]);
+    r.code(1);
+    // The connect timeout (10 s) and little more, not an admin call's 60 s.
+    assert!(r.took < Duration::from_secs(15), "took {:?}: {r}", r.took);
+    assert_eq!(r.stderr.lines().count(), 1, "{r}");
+    assert!(
+        r.stderr.contains("no Kafka broker answered at 127.0.0.1:1"),
+        "{r}"
+    );
+}

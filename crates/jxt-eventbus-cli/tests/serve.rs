@@ -97,7 +97,9 @@ async fn demo_serve_keeps_the_demo_bus_up() {
     assert!(status.body.contains("payments"), "{}", status.body);
     let metrics = support::http_get::get(addr, "/metrics").await;
     assert!(
-        metrics.body.contains("eventbus_dead_lettered_total{topic=\"payments\",backend=\"memory\"} 1"),
+        metrics
+            .body
+            .contains("eventbus_dead_lettered_total{topic=\"payments\",backend=\"memory\"} 1"),
         "{}",
         metrics.body
     );
