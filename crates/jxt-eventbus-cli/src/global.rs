@@ -35,6 +35,7 @@ impl From<BackendArg> for BackendKind {
 
 /// Options of every command.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
     /// Configuration file (YAML or TOML), loaded as a service loads it: the
     /// file, then every EVENTBUS_* variable, then the options below.

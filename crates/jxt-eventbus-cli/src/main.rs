@@ -38,7 +38,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Exit codes: 0 ok, 1 error, 2 usage, 3 a threshold was crossed.
 #[derive(Debug, Parser)]
-#[command(name = "eventbus", version, about, long_about = None)]
+#[command(
+    name = "eventbus",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("JXT_EVENTBUS_GIT_COMMIT"), ")"),
+    about,
+    long_about = None
+)]
 struct Cli {
     #[command(flatten)]
     global: global::Global,
