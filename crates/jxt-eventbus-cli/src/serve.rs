@@ -15,7 +15,7 @@ use clap::Args;
 use jxt_eventbus::EventBus;
 use serde::Serialize;
 
-use crate::global::{self, Global};
+use crate::global::Global;
 use crate::output;
 
 /// Arguments of `eventbus serve`.
@@ -74,10 +74,9 @@ pub(crate) async fn stopped() {
 
 pub(crate) async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     let config = global.load()?;
-    let brokers = global::brokers(&config);
     let bus = EventBus::from_config(config)
         .await
-        .with_context(|| format!("cannot start the bus on {brokers}"))?;
+        .context("cannot start the bus")?;
     let server = start(&bus, args.listen, global.json).await?;
     stopped().await;
     drop(server);

@@ -189,3 +189,42 @@ fn bench_on_a_dead_kafka_broker_fails_within_the_connect_timeout() {
         "{r}"
     );
 }
+
+/// Every command that talks to Kafka fails within its bound (the 10 s
+/// connect timeout) when no broker answers, with the brokers named once.
+#[cfg(feature = "kafka")]
+#[test]
+fn every_broker_command_fails_within_its_bound_on_a_dead_kafka() {
+    let commands: [&[&str]; 5] = [
+        &["lag", "--topic", "t"],
+        &["tail", "t", "-n", "1"],
+        &["publish", "t", "v"],
+        &["dlq", "list", "t"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ];
+    let runs: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            let args: Vec<String> = ["--brokers", "127.0.0.1:1"]
+                .iter()
+                .chain(args.iter())
+                .map(|s| s.to_string())
+                .collect();
+            std::thread::spawn(move || {
+                let r = run(eventbus().args(&args));
+                (args, r)
+            })
+        })
+        .collect();
+    for handle in runs {
+        let (args, r) = handle.join().unwrap();
+        r.code(1);
+        assert!(
+            r.took < Duration::from_secs(15),
+            "{args:?} took {:?}: {r}",
+            r.took
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {r}");
+        assert_eq!(r.stderr.matches("127.0.0.1:1").count(), 1, "{args:?}: {r}");
+    }
+}

@@ -110,6 +110,10 @@ fn round_trip(backend: &[&str]) {
         "{r}"
     );
     assert!(r.stdout.contains("\"total\": 3"), "{r}");
+    assert!(
+        !r.stdout.contains('\u{1b}'),
+        "no colour off a terminal: {r}"
+    );
 
     // From an offset: the record at it comes first.
     let second = records[3]["offset"].as_i64().unwrap().to_string();
@@ -172,4 +176,80 @@ fn tail_of_a_missing_topic_says_so() {
     let r = eventbus_run(&["--brokers", &brokers, "tail", &topic, "-n", "1"]);
     r.code(1);
     assert!(r.stderr.contains("does not exist"), "{r}");
+}
+
+/// `tail` from the latest position shows what is published after it
+/// started: the test publishes until tail has printed a record (it cannot
+/// know when tail's reader is in place, so it keeps publishing).
+fn follows(backend: &[&str]) {
+    let topic = support::unique_name("cli-follow");
+    let with = |args: &[&str]| -> Vec<String> {
+        backend.iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    // The topic must exist before tail starts.
+    eventbus_run(
+        &with(&["publish", &topic, "before"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .ok();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eventbus"));
+    let child = cmd
+        .args(with(&["--json", "tail", &topic, "-n", "1"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = std::sync::Arc::new(std::sync::Mutex::new(Some(child)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut sent = 0;
+    let output = loop {
+        sent += 1;
+        eventbus_run(
+            &with(&["publish", &topic, &format!("after-{sent}")])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .ok();
+        let mut guard = child.lock().unwrap();
+        if guard.as_mut().unwrap().try_wait().unwrap().is_some() {
+            break guard.take().unwrap().wait_with_output().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail showed nothing of {sent} records"
+        );
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8(output.stdout).unwrap();
+    let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let payload = record["payload"].as_str().unwrap();
+    assert!(
+        payload.starts_with("after-"),
+        "latest skips what was there: {line}"
+    );
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_tail_follows_new_records() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    follows(&["--brokers", &brokers]);
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn nats_tail_follows_new_records() {
+    let Some(url) = support::nats_url() else {
+        return;
+    };
+    follows(&["--nats-url", &url]);
 }
