@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::global::{self, Global};
 use crate::output;
-use crate::tail::render::Shown;
+use crate::tail::render::{key_cell, key_hex, key_text, Shown};
 
 /// `eventbus dlq`.
 #[derive(Debug, Args)]
@@ -135,7 +135,11 @@ struct Provenance {
     dlq_partition: i32,
     dlq_offset: i64,
     id: String,
+    /// The key when it is UTF-8 text.
     key: Option<String>,
+    /// The key in hex when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_hex: Option<String>,
     /// The id the record had before it failed.
     original_id: Option<String>,
     original_topic: Option<String>,
@@ -158,7 +162,8 @@ impl Provenance {
             dlq_partition: d.partition,
             dlq_offset: d.offset,
             id: d.message.id.clone(),
-            key: d.message.key.clone(),
+            key: key_text(d.message.key.as_deref()),
+            key_hex: key_hex(d.message.key.as_deref()),
             original_id: h("x-dlq-original-id"),
             original_topic: d.original_topic.clone(),
             original_partition: h("x-dlq-original-partition"),
@@ -234,7 +239,7 @@ fn print_list(global: &Global, letters: &[DeadLetter]) -> Result<()> {
         t.add_row(vec![
             format!("{}[{}]@{}", "dlq", p.dlq_partition, p.dlq_offset),
             p.id,
-            dash(p.key),
+            key_cell(d.message.key.as_deref()),
             format!(
                 "{}[{}]@{}",
                 p.original_topic.as_deref().unwrap_or("?"),
@@ -361,11 +366,7 @@ async fn replay(bus: &EventBus, global: &Global, a: ReplayArgs) -> Result<()> {
         for r in &report.refused {
             t.add_row(vec![
                 r.dead_letter.message.id.clone(),
-                r.dead_letter
-                    .message
-                    .key
-                    .clone()
-                    .unwrap_or_else(|| "-".into()),
+                key_cell(r.dead_letter.message.key.as_deref()),
                 r.reason.clone(),
             ]);
         }

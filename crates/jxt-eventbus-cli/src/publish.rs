@@ -117,7 +117,12 @@ async fn publish(bus: &EventBus, topic: &str, messages: Vec<Message>, json: bool
         let batch: Vec<Message> = rest.drain(..rest.len().min(BATCH)).collect();
         let shown: Vec<(String, Option<String>)> = batch
             .iter()
-            .map(|m| (m.id.clone(), m.key.clone()))
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    crate::tail::render::key_text(m.key.as_deref()),
+                )
+            })
             .collect();
         let results: Vec<jxt_eventbus::Result<PublishReceipt>> = if batch.len() == 1 {
             let m = batch.into_iter().next().expect("one message");

@@ -124,7 +124,7 @@ pub(crate) async fn run(global: &Global, args: TailArgs) -> Result<()> {
         }
         while let Some(record) = rx.recv().await {
             if let Some(k) = &args.key {
-                if record.message.key.as_deref() != Some(k.as_str()) {
+                if record.message.key.as_deref() != Some(k.as_bytes()) {
                     continue;
                 }
             }

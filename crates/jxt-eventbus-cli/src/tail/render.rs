@@ -1,7 +1,8 @@
 //! How a record is shown: a header line (where it is, when, key, id), its
 //! headers, the jxt-core envelope's fields when the payload is one, and the
-//! payload — pretty JSON where it parses, else text, else hex. `--json`
-//! gives the same as one object per line.
+//! payload — pretty JSON where it parses, else text, else hex. Keys are
+//! bytes: shown as text when UTF-8, else in hex. `--json` gives the same as
+//! one object per line.
 
 use std::io::Write;
 
@@ -14,6 +15,27 @@ use serde_json::Value;
 use super::Tailed;
 use crate::output;
 
+/// A key as text: itself when it is UTF-8, else `None` (see [`key_hex`]).
+pub(crate) fn key_text(key: Option<&[u8]>) -> Option<String> {
+    key.and_then(|k| std::str::from_utf8(k).ok())
+        .map(str::to_string)
+}
+
+/// A key that is not UTF-8, in lower-case hex.
+pub(crate) fn key_hex(key: Option<&[u8]>) -> Option<String> {
+    key.filter(|k| std::str::from_utf8(k).is_err())
+        .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A key for a table cell: the text, `0x<hex>` for binary, `-` for none.
+pub(crate) fn key_cell(key: Option<&[u8]>) -> String {
+    match (key_text(key), key_hex(key)) {
+        (Some(text), _) => text,
+        (None, Some(hex)) => format!("0x{hex}"),
+        _ => "-".to_string(),
+    }
+}
+
 /// The payload as shown.
 #[derive(Debug, Serialize)]
 #[serde(tag = "payload_format", content = "payload", rename_all = "lowercase")]
@@ -22,15 +44,15 @@ pub(crate) enum Payload {
     Text(String),
     /// Lower-case hex of bytes that are not UTF-8.
     Binary(String),
-    /// A null payload (a tombstone).
-    Empty,
+    /// A null payload: a tombstone (Kafka's null value).
+    Tombstone,
 }
 
 impl Payload {
-    pub(crate) fn of(bytes: &[u8]) -> Self {
-        if bytes.is_empty() {
-            return Payload::Empty;
-        }
+    pub(crate) fn of(payload: Option<&[u8]>) -> Self {
+        let Some(bytes) = payload else {
+            return Payload::Tombstone;
+        };
         if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
             return Payload::Json(v);
         }
@@ -65,8 +87,13 @@ pub(crate) struct Shown {
     offset: i64,
     timestamp: String,
     id: String,
+    /// The key when it is UTF-8 text.
     key: Option<String>,
-    headers: Vec<(String, String)>,
+    /// The key in hex when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_hex: Option<String>,
+    /// `[name, value]`; a null value is `null`.
+    headers: Vec<(String, Option<String>)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     envelope: Option<EnvelopeFields>,
     #[serde(flatten)]
@@ -87,9 +114,9 @@ impl Shown {
                     correlation_id: e.correlation_id.clone(),
                     tenant_id: e.tenant_id,
                 }),
-                Payload::of(e.payload.get().as_bytes()),
+                Payload::of(Some(e.payload.get().as_bytes())),
             ),
-            Err(_) => (None, Payload::of(&m.payload)),
+            Err(_) => (None, Payload::of(m.payload.as_deref())),
         };
         Shown {
             topic: topic.to_string(),
@@ -97,11 +124,17 @@ impl Shown {
             offset,
             timestamp: output::time(m.timestamp),
             id: m.id.clone(),
-            key: m.key.clone(),
+            key: key_text(m.key.as_deref()),
+            key_hex: key_hex(m.key.as_deref()),
             headers: m
                 .headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        v.map(|v| String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
                 .collect(),
             envelope,
             payload,
@@ -119,11 +152,19 @@ impl Shown {
             self.partition,
             self.offset,
             self.timestamp,
-            self.key.as_deref().unwrap_or("-"),
+            match (&self.key, &self.key_hex) {
+                (Some(k), _) => k.clone(),
+                (None, Some(hex)) => format!("0x{hex}"),
+                _ => "-".to_string(),
+            },
             self.id
         )?;
         for (k, v) in &self.headers {
-            writeln!(out, "  {dim}{k}:{dim:#} {v}")?;
+            writeln!(
+                out,
+                "  {dim}{k}:{dim:#} {}",
+                v.as_deref().unwrap_or("(null)")
+            )?;
         }
         if let Some(e) = &self.envelope {
             writeln!(
@@ -136,7 +177,7 @@ impl Shown {
             Payload::Json(v) => serde_json::to_string_pretty(v)?,
             Payload::Text(t) => t.clone(),
             Payload::Binary(hex) => format!("(binary, hex) {hex}"),
-            Payload::Empty => "(no payload)".to_string(),
+            Payload::Tombstone => "(tombstone: no payload)".to_string(),
         };
         for line in body.lines() {
             writeln!(out, "  {line}")?;
