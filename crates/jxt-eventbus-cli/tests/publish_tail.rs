@@ -253,3 +253,67 @@ fn nats_tail_follows_new_records() {
     };
     follows(&["--nats-url", &url]);
 }
+
+/// Keys and payloads are bytes: a binary key shows in hex, a tombstone as
+/// such, a null header value as null.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_shows_binary_keys_and_tombstones() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let topic = support::unique_name("cli-bytes");
+    let mut config = jxt_eventbus::BusConfig {
+        backend: jxt_eventbus::BackendKind::Kafka,
+        ..jxt_eventbus::BusConfig::default()
+    };
+    config.kafka.brokers = vec![brokers.clone()];
+    let bus = jxt_eventbus::EventBus::from_config(config).await.unwrap();
+    let mut with_null = jxt_eventbus::Message::new("x").with_key([0u8, 0xff, 7]);
+    with_null.headers.insert_null("empty");
+    bus.publish(&topic, with_null).await.unwrap();
+    bus.publish(&topic, jxt_eventbus::Message::tombstone().with_key("gone"))
+        .await
+        .unwrap();
+    bus.shutdown().await.unwrap();
+
+    let r = eventbus_run(&[
+        "--brokers",
+        &brokers,
+        "--json",
+        "tail",
+        &topic,
+        "--from",
+        "earliest",
+        "-n",
+        "2",
+    ]);
+    r.ok();
+    let records = r.json();
+    assert_eq!(records[0]["key"], serde_json::Value::Null, "{r}");
+    assert_eq!(records[0]["key_hex"], "00ff07", "{r}");
+    assert!(
+        records[0]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "empty" && h[1].is_null()),
+        "{r}"
+    );
+    assert_eq!(records[1]["key"], "gone", "{r}");
+    assert_eq!(records[1]["payload_format"], "tombstone", "{r}");
+
+    let r = eventbus_run(&[
+        "--brokers",
+        &brokers,
+        "tail",
+        &topic,
+        "--from",
+        "earliest",
+        "-n",
+        "2",
+    ]);
+    r.ok();
+    assert!(r.stdout.contains("key 0x00ff07"), "{r}");
+    assert!(r.stdout.contains("(tombstone: no payload)"), "{r}");
+}
