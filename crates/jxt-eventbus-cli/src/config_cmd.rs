@@ -25,6 +25,13 @@ pub(crate) struct ConfigArgs {
 
 pub(crate) fn run(global: &Global, args: ConfigArgs) -> Result<()> {
     let Some(path) = args.check else {
+        if global.config.is_some() {
+            return Err(crate::failure::usage(
+                "`eventbus config` prints the defaults; check a file with \
+                 `eventbus config --check FILE` (or `eventbus --config FILE check` to connect too)",
+            ));
+        }
+        global.refuse_configuration("config")?;
         let defaults = jxt_eventbus::BusConfig::default();
         print!("{}", toml::to_string_pretty(&defaults)?);
         return Ok(());

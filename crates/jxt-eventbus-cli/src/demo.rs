@@ -37,6 +37,7 @@ const DECLINED_VERSION: i64 = 3;
 type Seen = Arc<Mutex<BTreeMap<(String, String), Vec<(i64, u32)>>>>;
 
 pub(crate) async fn run(global: &crate::global::Global, args: DemoArgs) -> Result<()> {
+    global.refuse_configuration("demo")?;
     let started = Instant::now();
     let bus = EventBus::builder()
         .group("demo")

@@ -129,6 +129,26 @@ impl Global {
     }
 }
 
+impl Global {
+    /// Refuses the configuration options for a command that takes none
+    /// (`demo` runs on its own in-memory bus): given, they would be ignored.
+    pub(crate) fn refuse_configuration(&self, command: &str) -> Result<()> {
+        let given = [
+            ("--config", self.config.is_some()),
+            ("--backend", self.backend.is_some()),
+            ("--brokers", !self.brokers.is_empty()),
+            ("--nats-url", !self.nats_url.is_empty()),
+            ("--group", self.group.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(usage(format!(
+                "`eventbus {command}` takes no configuration: {flag} does not apply"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Where the brokers of `config` are, for messages.
 pub(crate) fn brokers(config: &BusConfig) -> String {
     match config.backend {

@@ -102,6 +102,9 @@ fn usage_errors_exit_2() {
         &["bench", "--size", "8"],
         &["check", "--timeout", "soon"],
         &["no-such-command"],
+        &["--brokers", "k:9092", "demo"],
+        &["--config", "bus.yaml", "config"],
+        &["tail"],
     ] {
         let r = eventbus_run(args);
         r.code(2);
