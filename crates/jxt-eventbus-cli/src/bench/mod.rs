@@ -21,6 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+mod human;
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
@@ -334,65 +335,7 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        match report.nats_sharing {
-            Some(sharing) => println!("backend      {:?} (sharing: {sharing:?})", report.backend),
-            None => println!("backend      {:?}", report.backend),
-        }
-        println!(
-            "messages     {} over {} keys, {} bytes, {} partitions",
-            report.messages, report.keys, report.size, report.partitions
-        );
-        let us = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        let cpu = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        let h = &report.headline;
-        println!(
-            "bus          {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg",
-            h.msgs_per_sec,
-            us(report.p50_us),
-            us(report.p99_us),
-            cpu(h.cpu_us_per_msg)
-        );
-        println!(
-            "baseline     {:>12.0} msg/s   p50 {:>7} us   p99 {:>7} us   cpu {} us/msg   ({})",
-            h.baseline_msgs_per_sec,
-            us(report.baseline_p50_us),
-            us(report.baseline_p99_us),
-            cpu(h.baseline_cpu_us_per_msg),
-            h.baseline
-        );
-        println!(
-            "ratio        {:.3} (median of {} rounds: {:?})",
-            h.ratio, h.rounds, h.ratio_per_round
-        );
-        for (name, k) in &report.reference {
-            println!(
-                "{name}: {:.0} msg/s   cpu {} us/msg, bus ratio {:.3} {:?}   ({})",
-                k.baseline_msgs_per_sec,
-                cpu(k.baseline_cpu_us_per_msg),
-                k.ratio,
-                k.ratio_per_round,
-                k.baseline
-            );
-        }
-        if let Some(c) = &report.consumer_path {
-            println!(
-                "consumer path, filled topic: bus {:.0} msg/s ({} us/msg) vs {:.0} msg/s ({} us/msg), ratio {:.3} {:?}   ({})",
-                c.msgs_per_sec,
-                cpu(c.cpu_us_per_msg),
-                c.baseline_msgs_per_sec,
-                cpu(c.baseline_cpu_us_per_msg),
-                c.ratio,
-                c.ratio_per_round,
-                c.baseline
-            );
-            if let Some(p) = c.publish_msgs_per_sec {
-                println!("bus publish  {p:>12.0} msg/s (filling the topic)");
-            }
-        }
-        println!(
-            "per-key order held: {}   peak RSS {:.1} MiB",
-            report.per_key_order_held, report.peak_rss_mb
-        );
+        human::print(&report)?;
     }
     if !report.per_key_order_held {
         bail!("per-key order was violated on the bus side");
