@@ -52,7 +52,7 @@ impl Item {
         Item {
             item: item.into(),
             status,
-            detail: detail.into(),
+            detail: crate::secrets::scrub(&detail.into()),
         }
     }
 }

@@ -113,8 +113,9 @@ fn chain_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// `text` on one line, without a registered secret.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::secrets::scrub(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ impl Global {
                 None => "configuration (defaults and EVENTBUS_* variables)".to_string(),
             })?;
         self.apply(&mut config)?;
+        crate::secrets::register(&config);
         config.validate().context("configuration")?;
         Ok(config)
     }

@@ -20,6 +20,7 @@ mod kafka_client;
 mod lag;
 mod output;
 mod publish;
+mod secrets;
 mod serve;
 mod tail;
 
@@ -123,7 +124,7 @@ fn init_logs(verbose: u8) {
             tracing_subscriber::EnvFilter::try_from_env("EVENTBUS_DEV_LOG")
                 .unwrap_or_else(|_| default.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| secrets::ScrubbedStderr)
         .with_ansi(colour_on_stderr())
         .init();
 }

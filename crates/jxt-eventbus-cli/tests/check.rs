@@ -231,3 +231,38 @@ fn every_broker_command_fails_within_its_bound_on_a_dead_kafka() {
         assert_eq!(r.stderr.matches("127.0.0.1:1").count(), 1, "{args:?}: {r}");
     }
 }
+
+/// A password in a NATS URL never reaches the output, whatever fails.
+#[test]
+fn a_password_in_a_nats_url_is_never_printed() {
+    let url = "nats://bob:hunter22@127.0.0.1:1";
+    for args in [
+        &["--nats-url", url, "check", "--timeout", "3s"][..],
+        &["--nats-url", url, "--json", "check", "--timeout", "3s"],
+        &["--nats-url", url, "publish", "t", "v"],
+        &["--nats-url", url, "-vv", "lag", "--timeout", "3s"],
+        &[
+            "--nats-url",
+            url,
+            "-v",
+            "tail",
+            "t",
+            "-n",
+            "1",
+            "--timeout",
+            "3s",
+        ],
+        &["--nats-url", url, "dlq", "list", "t"],
+    ] {
+        let r = eventbus_run(args);
+        r.code(1);
+        assert!(
+            !r.stdout.contains("hunter22") && !r.stderr.contains("hunter22"),
+            "{args:?}: {r}"
+        );
+        assert!(
+            format!("{}{}", r.stdout, r.stderr).contains("bob:***@127.0.0.1:1"),
+            "{args:?}: {r}"
+        );
+    }
+}
