@@ -64,7 +64,7 @@ enum Command {
     Lag(lag::LagArgs),
     /// List, show and replay dead letters.
     Dlq(dlq::DlqArgs),
-    /// Run a bus from the configuration with /metrics /healthz /readyz /status.
+    /// Run a bus from the configuration with its status page and /metrics /healthz /readyz /status.
     Serve(serve::ServeArgs),
     /// Print the default configuration as TOML, or check one offline.
     Config(config_cmd::ConfigArgs),

@@ -1,6 +1,7 @@
 //! `eventbus serve`: a bus built from the configuration, with the operator
-//! endpoints (`/metrics`, `/healthz`, `/readyz`, `/status`) of the
-//! library's `http` feature on `--listen`, until Ctrl-C or SIGTERM.
+//! endpoints of the library's `http` feature (the status page at `/`,
+//! `/metrics`, `/healthz`, `/readyz`, `/status`, `/dead-letters`) on
+//! `--listen`, until Ctrl-C or SIGTERM.
 //!
 //! The bus subscribes to nothing: a handler that did nothing would still
 //! commit, and would take records from the group it runs in. What it shows
@@ -30,10 +31,17 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Serialize)]
 struct Listening {
     listening: String,
-    endpoints: [&'static str; 4],
+    endpoints: [&'static str; 6],
 }
 
-pub(crate) const ENDPOINTS: [&str; 4] = ["/metrics", "/healthz", "/readyz", "/status"];
+pub(crate) const ENDPOINTS: [&str; 6] = [
+    "/",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/status",
+    "/dead-letters",
+];
 
 /// Serves `bus` on `addr` and says where, on stdout.
 pub(crate) async fn start(

@@ -65,6 +65,8 @@ async fn serve_answers_health_and_metrics_on_memory() {
         "{}",
         status.body
     );
+    let page = support::http_get::get(addr, "/").await;
+    assert_eq!(page.status, 200, "the status page");
     terminate(child);
 }
 
