@@ -114,15 +114,18 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn completions_are_printed_for_each_shell() {
+    use predicates::prelude::*;
     for (shell, marker) in [
         ("bash", "_eventbus()"),
         ("zsh", "#compdef eventbus"),
         ("fish", "complete -c eventbus"),
     ] {
-        let r = eventbus_run(&["completions", shell]);
-        r.ok();
-        assert!(r.stdout.contains(marker), "{shell}: {r}");
-        assert!(r.stdout.contains("check"), "{shell}");
+        eventbus()
+            .args(["completions", shell])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(marker).and(predicate::str::contains("tail")))
+            .stderr(predicate::str::is_empty());
     }
 }
 
