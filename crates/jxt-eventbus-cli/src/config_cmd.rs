@@ -16,11 +16,6 @@ pub(crate) struct ConfigArgs {
     /// fails the check. Connects to nothing (see `eventbus check`).
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check: Option<Option<PathBuf>>,
-    /// Check only this section of FILE (for example `eventbus` in a
-    /// service's own file); the rest of the file is not looked at. The
-    /// same as the global --section.
-    #[arg(long = "section", value_name = "NAME", requires = "check")]
-    check_section: Option<String>,
 }
 
 pub(crate) fn run(global: &Global, args: ConfigArgs) -> Result<()> {
@@ -37,7 +32,8 @@ pub(crate) fn run(global: &Global, args: ConfigArgs) -> Result<()> {
         return Ok(());
     };
     let path = path.or_else(|| global.config.clone());
-    let section = args.check_section.or_else(|| global.section.clone());
+    // `--section NAME` (a global option) checks that section of FILE.
+    let section = global.section.clone();
     if section.is_some() && path.is_none() {
         return Err(crate::failure::usage("--section needs the FILE of --check"));
     }

@@ -113,9 +113,16 @@ fn chain_line(e: &anyhow::Error) -> String {
     out
 }
 
-/// `text` on one line, without a registered secret.
+/// `text` with its white space tidied, without a registered secret. A
+/// message listing several problems (a configuration file with more than
+/// one mistake) keeps one line per problem.
 fn one_line(text: &str) -> String {
-    crate::secrets::scrub(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    crate::secrets::scrub(&lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -136,7 +143,10 @@ mod tests {
         let e = anyhow::anyhow!("broker down  at\t1.2.3.4").context("cannot publish");
         assert_eq!(chain_line(&e), "cannot publish: broker down at 1.2.3.4");
         let e = anyhow::anyhow!("a.yaml: x: bad\n a.yaml: y: bad\n").context("configuration");
-        assert_eq!(chain_line(&e), "configuration: a.yaml: x: bad\na.yaml: y: bad");
+        assert_eq!(
+            chain_line(&e),
+            "configuration: a.yaml: x: bad\na.yaml: y: bad"
+        );
         let e = anyhow::anyhow!("timed out").context("publish: timed out");
         assert_eq!(chain_line(&e), "publish: timed out");
     }

@@ -79,11 +79,18 @@ impl Global {
     /// The library's configuration error (naming the file or variable and
     /// the field); a usage error for contradicting shorthands.
     pub(crate) fn load(&self) -> Result<BusConfig> {
-        let mut config =
-            BusConfig::load(self.config.as_deref()).with_context(|| match &self.config {
-                Some(path) => format!("configuration {}", path.display()),
-                None => "configuration (defaults and EVENTBUS_* variables)".to_string(),
-            })?;
+        let loaded = match (&self.config, &self.section) {
+            (Some(path), Some(name)) => BusConfig::load_section(path, name),
+            (None, Some(_)) => return Err(usage("--section needs the file of --config")),
+            (path, None) => BusConfig::load(path.as_deref()),
+        };
+        let mut config = loaded.with_context(|| match (&self.config, &self.section) {
+            (Some(path), Some(name)) => {
+                format!("configuration {} (section {name})", path.display())
+            }
+            (Some(path), None) => format!("configuration {}", path.display()),
+            _ => "configuration (defaults and EVENTBUS_* variables)".to_string(),
+        })?;
         self.apply(&mut config)?;
         crate::secrets::register(&config);
         config.validate().context("configuration")?;
@@ -136,6 +143,7 @@ impl Global {
     pub(crate) fn refuse_configuration(&self, command: &str) -> Result<()> {
         let given = [
             ("--config", self.config.is_some()),
+            ("--section", self.section.is_some()),
             ("--backend", self.backend.is_some()),
             ("--brokers", !self.brokers.is_empty()),
             ("--nats-url", !self.nats_url.is_empty()),

@@ -269,3 +269,21 @@ fn a_password_in_a_nats_url_is_never_printed() {
         );
     }
 }
+
+/// Every command reads the bus's section of a service's own file.
+#[test]
+fn check_reads_a_section_of_a_service_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("billing.yaml");
+    std::fs::write(
+        &path,
+        "service:\n  port: 8080\neventbus:\n  group: billing\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let r = eventbus_run(&["--config", path, "--section", "eventbus", "check"]);
+    r.ok();
+    assert!(r.stdout.contains("group billing"), "{r}");
+    let r = eventbus_run(&["--section", "eventbus", "check"]);
+    r.code(2);
+}
