@@ -1,7 +1,8 @@
 //! `eventbus dlq list|show|replay TOPIC`: the dead letters of a topic with
 //! their `x-dlq-*` provenance decoded, and their replay — through the
 //! library's own listing and scoped replay
-//! ([`EventBus::list_dead_letters`], [`EventBus::replay_dead_letters`]), so
+//! ([`EventBus::list_dead_letters`] with [`ListOptions`],
+//! [`EventBus::replay_dead_letters`]), so
 //! the rules are the service's: the group's dead letters only (`--group`,
 //! default the configured group; `--all-groups` to list every group's), a
 //! replay publishes only to the dead letter's own topic, refuses records
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
-use jxt_eventbus::{DeadLetter, DeadLetterFilter, EventBus, ReplayOptions};
+use jxt_eventbus::{DeadLetter, DeadLetterFilter, EventBus, ListOptions, ReplayOptions};
 use serde::Serialize;
 
 use crate::global::{self, Global};
@@ -201,10 +202,11 @@ async fn list(bus: &EventBus, global: &Global, a: ListArgs) -> Result<()> {
     let letters = bus
         .list_dead_letters(
             &f.topic,
-            &f.filter(a.id.as_deref(), a.all_groups),
-            a.max,
-            f.idle,
-            f.timeout,
+            &ListOptions::new()
+                .filter(f.filter(a.id.as_deref(), a.all_groups))
+                .max(a.max)
+                .idle(f.idle)
+                .timeout(f.timeout),
         )
         .await?;
     spinner.finish_and_clear();
@@ -273,10 +275,11 @@ async fn show(bus: &EventBus, global: &Global, a: ShowArgs) -> Result<()> {
     let letters = bus
         .list_dead_letters(
             &f.topic,
-            &f.filter(Some(&a.id), a.all_groups),
-            1,
-            f.idle,
-            f.timeout,
+            &ListOptions::new()
+                .filter(f.filter(Some(&a.id), a.all_groups))
+                .max(1)
+                .idle(f.idle)
+                .timeout(f.timeout),
         )
         .await?;
     let d = letters
