@@ -129,6 +129,34 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(2);
 /// Upper bound of a whole listing or replay.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The builder methods a listing and a replay share: which dead letters
+/// (`filter`) and when reading the dead-letter topic ends (`idle`,
+/// `timeout`).
+macro_rules! reading_options {
+    ($verb:literal, $noun:literal) => {
+        #[doc = concat!("Which dead letters to ", $verb, ".")]
+        pub fn filter(mut self, filter: DeadLetterFilter) -> Self {
+            self.filter = filter;
+            self
+        }
+
+        #[doc = concat!(
+                    "The ", $noun, " ends when no record arrived for this long once the ",
+                    "dead-letter topic was assigned (default 2 s)."
+                )]
+        pub fn idle(mut self, idle: Duration) -> Self {
+            self.idle = idle;
+            self
+        }
+
+        #[doc = concat!("Upper bound of the whole ", $noun, " (default 60 s).")]
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+    };
+}
+
 /// How [`EventBus::list_dead_letters`](super::EventBus::list_dead_letters)
 /// lists: which dead letters ([`DeadLetterFilter`]), how many, and when to
 /// stop — the same `filter`, `idle` and `timeout` as [`ReplayOptions`].
@@ -159,28 +187,11 @@ impl ListOptions {
         Self::default()
     }
 
-    /// Which dead letters to list.
-    pub fn filter(mut self, filter: DeadLetterFilter) -> Self {
-        self.filter = filter;
-        self
-    }
+    reading_options!("list", "listing");
 
     /// At most this many (default 1000).
     pub fn max(mut self, max: usize) -> Self {
         self.max = max;
-        self
-    }
-
-    /// The listing ends when no record arrived for this long once the
-    /// dead-letter topic was assigned (default 2 s).
-    pub fn idle(mut self, idle: Duration) -> Self {
-        self.idle = idle;
-        self
-    }
-
-    /// Upper bound of the whole listing (default 60 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
         self
     }
 }
@@ -228,11 +239,7 @@ impl ReplayOptions {
         Self::default()
     }
 
-    /// Which dead letters to replay.
-    pub fn filter(mut self, filter: DeadLetterFilter) -> Self {
-        self.filter = filter;
-        self
-    }
+    reading_options!("replay", "replay");
 
     /// Also allows `topic` as a replay target (the replayed topic always is).
     pub fn allow_topic(mut self, topic: impl Into<String>) -> Self {
@@ -258,19 +265,6 @@ impl ReplayOptions {
     /// Replays records past [`max_replays`](Self::max_replays) too.
     pub fn force(mut self, force: bool) -> Self {
         self.force = force;
-        self
-    }
-
-    /// The replay ends when no record arrived for this long once the
-    /// dead-letter topic was assigned (default 2 s).
-    pub fn idle(mut self, idle: Duration) -> Self {
-        self.idle = idle;
-        self
-    }
-
-    /// Upper bound of the whole replay (default 60 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
         self
     }
 }
