@@ -245,6 +245,37 @@ fn bad_bench_arguments_are_refused() {
     let out = eventbus(&["bench", "--size", "8"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--size"));
+    let out = eventbus(&["bench", "--handler-latency", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--handler-latency"));
+}
+
+#[test]
+fn handler_work_is_done_on_both_sides_and_reported() {
+    let out = eventbus(&[
+        "bench",
+        "--backend",
+        "memory",
+        "--messages",
+        "400",
+        "--keys",
+        "100",
+        "--rounds",
+        "1",
+        "--handler-latency",
+        "2ms",
+        "--handler-cpu",
+        "10us",
+        "--json",
+    ]);
+    let v = json_line(out);
+    assert_eq!(v["handler_latency_us"], 2000);
+    assert_eq!(v["handler_cpu_us"], 10);
+    // The baseline handles one record at a time: 400 records of at least
+    // 2 ms each cannot go faster than 500/s, the bus's 64 lanes can.
+    let baseline = v["baseline_msgs_per_sec"].as_f64().unwrap();
+    assert!(baseline <= 500.0, "{v}");
+    assert!(v["msgs_per_sec"].as_f64().unwrap() > baseline, "{v}");
 }
 
 #[test]

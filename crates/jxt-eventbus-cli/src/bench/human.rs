@@ -43,7 +43,7 @@ fn rows(t: &mut comfy_table::Table, name: &str, s: &Summary, latency: [Option<u6
 
 pub(super) fn print(report: &Report) -> Result<()> {
     println!(
-        "{:?}{}: {} messages over {} keys, {} bytes, {} partitions, {} rounds (eventbus {} {})",
+        "{:?}{}: {} messages over {} keys, {} bytes, {} partitions, {} lanes{}, {} rounds (eventbus {} {})",
         report.backend,
         report
             .nats_sharing
@@ -52,6 +52,8 @@ pub(super) fn print(report: &Report) -> Result<()> {
         report.keys,
         report.size,
         report.partitions,
+        report.concurrency,
+        report.work.describe(),
         report.headline.rounds,
         report.build.version,
         report.build.commit,

@@ -179,7 +179,7 @@ async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Res
 /// Reads the topic through the bus in a new group.
 async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
     let bus = EventBus::from_config(bus_config(args, brokers, group)).await?;
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     let cpu_before = process_cpu();
     tally.subscribe(&bus, topic).await?;
     let mut result = tally.wait(TIMEOUT).await?;
@@ -223,7 +223,7 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     }
     let consumer: BaseConsumer = client.create()?;
     consumer.subscribe(&[topic])?;
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     let cpu_before = process_cpu();
     let keyed = spawn_keyed(args, consumer, topic, &tally);
     let result = tally.wait(TIMEOUT).await;
@@ -272,7 +272,7 @@ pub(super) fn spawn_keyed(
             while let Some(jobs) = rx.recv().await {
                 let mut finished = Vec::with_capacity(jobs.len());
                 for job in jobs {
-                    t.record(&job.payload);
+                    t.handle(&job.payload).await;
                     finished.push((job.partition, job.offset));
                 }
                 let _ = done.send(finished);

@@ -148,7 +148,7 @@ async fn raw_side(
     }
     let consumer: BaseConsumer = client.create()?;
     consumer.subscribe(&[topic])?;
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     let cpu_before = process_cpu();
     let poller = match kind {
         RawConsumer::InPlace => spawn_in_place(consumer, args.partitions as usize, &tally),
@@ -217,7 +217,7 @@ fn spawn_in_place(consumer: BaseConsumer, partitions: usize, tally: &Arc<Tally>)
         while !s.load(Ordering::Relaxed) {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    t.record(m.payload().unwrap_or_default());
+                    t.handle_blocking(m.payload().unwrap_or_default());
                     consumer.store_offset(m.topic(), m.partition(), m.offset() + 1)?;
                 }
                 Some(Err(e)) => bail!("raw consumer failed: {e}"),

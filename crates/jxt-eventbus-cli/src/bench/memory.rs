@@ -52,7 +52,7 @@ async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
         .memory_broker(broker)
         .build()
         .await?;
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     tally.subscribe(&bus, "bench").await?;
     tally.start();
     for i in 0..args.messages {
@@ -64,12 +64,12 @@ async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
 }
 
 async fn raw_side(args: &BenchArgs) -> Result<SideResult> {
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(1024);
     let t: Arc<Tally> = tally.clone();
     let consumer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
-            t.record(m.payload());
+            t.handle(m.payload()).await;
         }
     });
     tally.start();

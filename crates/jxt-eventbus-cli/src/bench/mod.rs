@@ -86,9 +86,89 @@ pub(crate) struct BenchArgs {
     /// baselines are the same either way.
     #[arg(long, value_enum, default_value = "pinned")]
     pub(crate) nats_sharing: NatsSharingArg,
+    /// Each handler, on every side, also waits this long per record (an
+    /// async sleep: a handler waiting on a database or an HTTP call), e.g.
+    /// `1ms`. Default: none.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub(crate) handler_latency: Duration,
+    /// Each handler, on every side, also spins this long per record (CPU
+    /// work), e.g. `20us`. Default: none.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub(crate) handler_cpu: Duration,
     /// Print one JSON line instead of a table (`--json`).
     #[arg(skip)]
     pub(crate) json: bool,
+}
+
+impl BenchArgs {
+    /// The per-record work of every side's handler.
+    pub(crate) fn work(&self) -> Work {
+        Work {
+            latency: self.handler_latency,
+            cpu: self.handler_cpu,
+        }
+    }
+}
+
+/// Work a handler does per record besides the tally, the same on every
+/// side: CPU spun, then time waited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Work {
+    #[serde(rename = "handler_latency_us", serialize_with = "micros")]
+    latency: Duration,
+    #[serde(rename = "handler_cpu_us", serialize_with = "micros")]
+    cpu: Duration,
+}
+
+fn micros<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_micros() as u64)
+}
+
+impl Work {
+    /// `, handlers wait 1ms and spin 20µs`, or nothing.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.latency.is_zero() {
+            parts.push(format!("wait {:?}", self.latency));
+        }
+        if !self.cpu.is_zero() {
+            parts.push(format!("spin {:?}", self.cpu));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(", handlers {}", parts.join(" and "))
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.latency.is_zero() && self.cpu.is_zero()
+    }
+
+    fn spin(&self) {
+        if !self.cpu.is_zero() {
+            let until = Instant::now() + self.cpu;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// On a tokio task: spins, then sleeps.
+    async fn run(&self) {
+        self.spin();
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    /// On a plain thread (the in-place loops): spins, then sleeps.
+    fn run_blocking(&self) {
+        self.spin();
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
+    }
 }
 
 fn payload_size(text: &str) -> std::result::Result<usize, String> {
@@ -257,6 +337,10 @@ struct Report {
     keys: u64,
     size: usize,
     partitions: u32,
+    /// Lanes of the bus, workers of the keyed-by-hand consumer.
+    concurrency: usize,
+    #[serde(flatten)]
+    work: Work,
     /// NATS: the bus's `nats.consumer.sharing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     nats_sharing: Option<NatsSharingArg>,
@@ -313,6 +397,8 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
         keys: args.keys,
         size: args.size,
         partitions: args.partitions,
+        concurrency: args.concurrency,
+        work: args.work(),
         nats_sharing: matches!(args.backend, BenchBackend::Nats).then_some(args.nats_sharing),
         headline: Summary::of(&outcome, args.messages),
         p50_us: first_bus.p50_us,
@@ -371,6 +457,7 @@ pub(crate) fn payload(key: u64, seq: u64, size: usize) -> Vec<u8> {
 /// order and the completion count.
 #[derive(Debug)]
 pub(crate) struct Tally {
+    work: Work,
     expected: u64,
     done: AtomicU64,
     next_seq: Vec<AtomicU64>,
@@ -382,8 +469,9 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn new(expected: u64, keys: u64) -> Arc<Self> {
+    pub(crate) fn new(expected: u64, keys: u64, work: Work) -> Arc<Self> {
         Arc::new(Tally {
+            work,
             expected,
             done: AtomicU64::new(0),
             next_seq: (0..keys).map(|_| AtomicU64::new(0)).collect(),
@@ -401,6 +489,18 @@ impl Tally {
     /// it the interval starts at the first handled record.
     pub(crate) fn start(&self) {
         let _ = self.started.set(Instant::now());
+    }
+
+    /// Handles one payload on a tokio task: the work, then the tally.
+    pub(crate) async fn handle(&self, payload: &[u8]) {
+        self.work.run().await;
+        self.record(payload);
+    }
+
+    /// Handles one payload on a plain thread.
+    pub(crate) fn handle_blocking(&self, payload: &[u8]) {
+        self.work.run_blocking();
+        self.record(payload);
     }
 
     /// Records one handled payload.
@@ -439,13 +539,22 @@ impl Tally {
         bus: &jxt_eventbus::EventBus,
         topic: &str,
     ) -> Result<()> {
+        use futures::future::Either;
         use jxt_eventbus::{Delivery, HandlerResult, SubscribeOptions};
         let t = self.clone();
         bus.subscribe(
             topic,
             move |d: Delivery| {
-                t.record(d.payload());
-                std::future::ready(HandlerResult::Ok(()))
+                if t.work.is_none() {
+                    // No work: no future to allocate, as a trivial handler.
+                    t.record(d.payload());
+                    return Either::Left(std::future::ready(HandlerResult::Ok(())));
+                }
+                let t = t.clone();
+                Either::Right(async move {
+                    t.handle(d.payload()).await;
+                    Ok(())
+                })
             },
             SubscribeOptions::new(),
         )
@@ -495,7 +604,7 @@ pub(crate) async fn bus_side_windowed(
     args: &BenchArgs,
     window: u64,
 ) -> Result<SideResult> {
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     tally.subscribe(&bus, topic).await?;
     tally.start();
     publish_windows(&bus, topic, args, window).await?;

@@ -221,7 +221,7 @@ async fn raw_side(
         config.priority_timeout = PINNED_TTL;
     }
     let consumer = stream.create_consumer(config).await?;
-    let tally = Tally::new(args.messages, args.keys);
+    let tally = Tally::new(args.messages, args.keys, args.work());
     let mut pull = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
@@ -237,7 +237,7 @@ async fn raw_side(
                 Ok(m) => m,
                 Err(e) => return Err(anyhow::anyhow!("pull consumer failed: {e}")),
             };
-            t.record(&m.payload);
+            t.handle(&m.payload).await;
             if let Err(e) = m.ack().await {
                 return Err(anyhow::anyhow!("ack failed: {e}"));
             }

@@ -141,9 +141,9 @@ macro_rules! reading_options {
         }
 
         #[doc = concat!(
-                    "The ", $noun, " ends when no record arrived for this long once the ",
-                    "dead-letter topic was assigned (default 2 s)."
-                )]
+                            "The ", $noun, " ends when no record arrived for this long once the ",
+                            "dead-letter topic was assigned (default 2 s)."
+                        )]
         pub fn idle(mut self, idle: Duration) -> Self {
             self.idle = idle;
             self
