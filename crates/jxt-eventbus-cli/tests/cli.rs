@@ -7,6 +7,8 @@ use std::process::Command;
 #[path = "../../jxt-eventbus/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 fn eventbus(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_eventbus"))
         .args(args)
@@ -16,17 +18,8 @@ fn eventbus(args: &[&str]) -> std::process::Output {
 
 /// `eventbus config` with no `EVENTBUS_*` variable but `vars`.
 fn eventbus_config(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventbus"));
-    for (name, _) in std::env::vars_os() {
-        if name
-            .to_string_lossy()
-            .to_ascii_uppercase()
-            .starts_with("EVENTBUS_")
-        {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.arg("config")
+    common::eventbus()
+        .arg("config")
         .args(args)
         .envs(vars.iter().copied())
         .output()

@@ -93,18 +93,30 @@ fn dead_letter_json(d: &DeadLetter, show_messages: bool) -> Value {
     v
 }
 
+/// The topic of `?topic=`, and the one broker read allowed at a time.
+fn begin<'a>(
+    state: &'a AppState,
+    q: &'a HashMap<String, String>,
+) -> Result<(&'a String, tokio::sync::SemaphorePermit<'a>), (StatusCode, &'static str)> {
+    let Some(topic) = q.get("topic").filter(|t| !t.is_empty()) else {
+        return Err((StatusCode::BAD_REQUEST, "topic is required: ?topic=<topic>"));
+    };
+    let Ok(permit) = state.broker_reads.try_acquire() else {
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            "another dead-letter read is running; try again",
+        ));
+    };
+    Ok((topic, permit))
+}
+
 pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(topic) = q.get("topic").filter(|t| !t.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "topic is required: ?topic=<topic>");
-    };
-    let Ok(_one) = state.broker_reads.try_acquire() else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "another dead-letter read is running; try again",
-        );
+    let (topic, _one) = match begin(&state, &q) {
+        Ok(begun) => begun,
+        Err((status, why)) => return error(status, why),
     };
     match state
         .bus
@@ -143,14 +155,9 @@ pub(super) async fn replay(
             "replay over HTTP is off: set health.status.allow_replay: true to allow it",
         );
     }
-    let Some(topic) = q.get("topic").filter(|t| !t.is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "topic is required: ?topic=<topic>");
-    };
-    let Ok(_one) = state.broker_reads.try_acquire() else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "another dead-letter read is running; try again",
-        );
+    let (topic, _one) = match begin(&state, &q) {
+        Ok(begun) => begun,
+        Err((status, why)) => return error(status, why),
     };
     let options = ReplayOptions::new()
         .filter(filter(&q))
