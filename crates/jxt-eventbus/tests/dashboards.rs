@@ -13,7 +13,6 @@ mod dashboards_support;
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +21,7 @@ use dashboards_support::promql::{metric_names, variable_query_metric_names};
 use dashboards_support::shipped;
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::metrics::{BusMetrics, PartitionLabels, TopicLabels};
-use jxt_eventbus::{
-    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
-};
+use jxt_eventbus::{BusConfig, EventBus, MemoryBroker, Message};
 use prometheus_client::registry::Registry;
 use support::http_get::get;
 use support::metric_value;
@@ -165,26 +162,7 @@ async fn scrape_a_busy_bus() -> String {
         .build()
         .await
         .unwrap();
-    let flaky = Arc::new(AtomicUsize::new(0));
-    let f = flaky.clone();
-    bus.subscribe(
-        "orders",
-        move |d: Delivery| {
-            let f = f.clone();
-            async move {
-                match &d.payload()[..] {
-                    b"bad" => Err(HandlerError::new(ErrorKind::Permanent, "bad order")),
-                    b"flaky" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
-                        Err(HandlerError::new(ErrorKind::Retryable, "try again"))
-                    }
-                    _ => Ok(()),
-                }
-            }
-        },
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    support::workload::subscribe_bad_and_flaky(&bus, "orders").await;
     for (i, payload) in ["good", "bad", "flaky", "good"].iter().enumerate() {
         bus.publish("orders", Message::new(*payload).with_key(format!("k{i}")))
             .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::metrics::BusMetrics;
 use jxt_eventbus::{
-    BusConfig, Delivery, ErrorKind, EventBus, HandlerError, MemoryBroker, Message, SubscribeOptions,
+    BusConfig, Delivery, ErrorKind, EventBus, MemoryBroker, Message, SubscribeOptions,
 };
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -44,26 +44,7 @@ async fn counters_match_a_known_workload_exactly() {
         .build()
         .await
         .unwrap();
-    let flaky_failed = Arc::new(AtomicUsize::new(0));
-    let f = flaky_failed.clone();
-    bus.subscribe(
-        "orders",
-        move |d: Delivery| {
-            let f = f.clone();
-            async move {
-                match &d.payload()[..] {
-                    b"bad" => Err(HandlerError::new(ErrorKind::Permanent, "bad order")),
-                    b"flaky" if f.fetch_add(1, Ordering::SeqCst) == 0 => {
-                        Err(HandlerError::new(ErrorKind::Retryable, "try again"))
-                    }
-                    _ => Ok(()),
-                }
-            }
-        },
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    support::workload::subscribe_bad_and_flaky(&bus, "orders").await;
     // 10 single publishes (2 bad, 1 flaky) and a batch of 5 (1 bad).
     for i in 0..10 {
         let payload = match i {
