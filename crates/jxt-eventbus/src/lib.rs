@@ -76,6 +76,7 @@
 
 pub mod backend;
 pub mod backlog;
+pub mod batch;
 mod bus;
 pub mod config;
 mod delivery;
@@ -99,6 +100,7 @@ pub mod validate;
 
 pub use backend::memory::MemoryBroker;
 pub use backend::{PartitionLag, PublishReceipt, TopicPartition};
+pub use batch::{BatchError, BatchHandler, BatchOptions, BatchResult};
 pub use bus::publisher_dead_letters::{self, PublisherDeadLetter};
 pub use bus::{
     DeadLetter, DeadLetterFilter, EventBus, EventBusBuilder, ListOptions, RefusedDeadLetter,

@@ -16,7 +16,8 @@ use crate::config::ShutdownMode;
 use crate::delivery::Delivery;
 use crate::dispatch::lease::ShutdownSignal;
 use crate::dispatch::{
-    Command, DispatchStats, Dispatcher, DispatcherHandle, WorkerContext, EVENT_CHANNEL,
+    Command, DispatchStats, Dispatcher, DispatcherHandle, SubscriptionHandler,
+    SubscriptionSettings, WorkerContext, EVENT_CHANNEL,
 };
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
@@ -33,6 +34,7 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
 mod activity;
+mod batch;
 mod builder;
 mod dead_letter_filter;
 mod dead_letters;
@@ -361,6 +363,18 @@ impl EventBus {
         options: SubscribeOptions,
     ) -> Result<()> {
         let handler = options.layer(handler)?;
+        let settings = options.resolve(&self.inner.config.dispatch);
+        self.subscribe_to(topic, SubscriptionHandler::Records(handler), settings)
+            .await
+    }
+
+    /// Adds a subscription of `topic` to the dispatcher and the consumer.
+    async fn subscribe_to(
+        &self,
+        topic: &str,
+        handler: SubscriptionHandler,
+        settings: SubscriptionSettings,
+    ) -> Result<()> {
         self.ensure_not_shutting_down()?;
         if self.inner.publish_only {
             return Err(Error::Subscribe {
@@ -390,7 +404,6 @@ impl EventBus {
         };
         let topic_arc: Arc<str> = Arc::from(topic);
         let (reply, added) = oneshot::channel();
-        let settings = options.resolve(&self.inner.config.dispatch);
         let sent = running
             .dispatcher
             .send(Command::Subscribe {

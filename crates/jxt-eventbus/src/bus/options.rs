@@ -1,7 +1,7 @@
 //! Per-subscription options.
 
 use crate::config::{DispatchConfig, Ordering};
-use crate::dispatch::SubscriptionSettings;
+use crate::dispatch::{BatchSpec, SubscriptionSettings};
 use std::time::Duration;
 
 use crate::middleware::{Classifier, RateLimit};
@@ -120,6 +120,41 @@ impl SubscribeOptions {
             ));
         }
         Ok(h)
+    }
+
+    /// The handler and settings of a batch subscription. Options that count
+    /// records one at a time (rate limits, lane concurrency) are refused:
+    /// a batch subscription's concurrency is its batches'.
+    pub(crate) fn batch(
+        &self,
+        handler: std::sync::Arc<dyn crate::batch::BatchHandler>,
+        options: crate::batch::BatchOptions,
+        defaults: &DispatchConfig,
+    ) -> std::result::Result<(BatchSpec, SubscriptionSettings), String> {
+        let refused = [
+            (self.rate_limit.is_some(), "rate_limit"),
+            (self.recovery_rate_limit.is_some(), "recovery_rate_limit"),
+            (self.max_concurrency.is_some(), "max_concurrency"),
+            (self.recovery_concurrency.is_some(), "recovery_concurrency"),
+        ];
+        if let Some((_, name)) = refused.iter().find(|(set, _)| *set) {
+            return Err(format!(
+                "`{name}` does not apply to a batch subscription; use BatchOptions::max_in_flight for its concurrency"
+            ));
+        }
+        let spec = BatchSpec {
+            handler,
+            options,
+            attempt_timeout: self.attempt_timeout,
+            classifier: self.classifier.clone(),
+        };
+        let settings = SubscriptionSettings {
+            ordering: self.ordering.unwrap_or(defaults.ordering),
+            // A batch takes up to `max_records` lanes.
+            max_concurrency: options.max_records().saturating_mul(options.max_in_flight),
+            recovery_concurrency: None,
+        };
+        Ok((spec, settings))
     }
 
     pub(crate) fn resolve(&self, defaults: &DispatchConfig) -> SubscriptionSettings {

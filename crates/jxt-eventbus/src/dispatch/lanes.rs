@@ -42,6 +42,9 @@ pub(crate) struct KeyedLanes<J> {
     /// those are skipped.
     ready: VecDeque<LaneId>,
     running: usize,
+    /// Records queued in lanes with nothing running: what
+    /// [`KeyedLanes::next_batch`] could hand out now.
+    ready_records: usize,
     max_concurrency: usize,
     max_batch: usize,
     /// Queues of freed lanes, kept for reuse: keys' lanes come and go with
@@ -60,6 +63,7 @@ impl<J> KeyedLanes<J> {
             lanes: HashMap::default(),
             ready: VecDeque::new(),
             running: 0,
+            ready_records: 0,
             max_concurrency: max_concurrency.max(1),
             max_batch: max_batch.max(1),
             spare: Vec::new(),
@@ -73,14 +77,23 @@ impl<J> KeyedLanes<J> {
             running: false,
         });
         lane.queue.push_back(job);
-        if !lane.running && lane.queue.len() == 1 {
-            self.ready.push_back(id);
+        if !lane.running {
+            self.ready_records += 1;
+            if lane.queue.len() == 1 {
+                self.ready.push_back(id);
+            }
         }
     }
 
     /// The next batch to run, if a concurrency slot is free: the oldest ready
     /// lane's queued records (up to the batch size), in order.
     pub(crate) fn next_batch(&mut self) -> Option<(LaneId, Batch<J>)> {
+        self.next_batch_up_to(self.max_batch)
+    }
+
+    /// As [`KeyedLanes::next_batch`], with at most `limit` records (at least
+    /// one).
+    pub(crate) fn next_batch_up_to(&mut self, limit: usize) -> Option<(LaneId, Batch<J>)> {
         if self.running >= self.max_concurrency {
             return None;
         }
@@ -91,7 +104,8 @@ impl<J> KeyedLanes<J> {
             if lane.running || lane.queue.is_empty() {
                 continue;
             }
-            let n = lane.queue.len().min(self.max_batch);
+            let n = lane.queue.len().min(self.max_batch).min(limit.max(1));
+            self.ready_records -= lane.queue.len();
             let batch: Batch<J> = lane.queue.drain(..n).collect();
             lane.running = true;
             self.running += 1;
@@ -118,6 +132,7 @@ impl<J> KeyedLanes<J> {
                 }
             }
         } else {
+            self.ready_records += lane.queue.len();
             self.ready.push_back(id);
         }
     }
@@ -131,6 +146,7 @@ impl<J> KeyedLanes<J> {
             running: false,
         });
         if !lane.running {
+            self.ready_records -= lane.queue.len();
             lane.running = true;
             self.running += 1;
         }
@@ -148,12 +164,16 @@ impl<J> KeyedLanes<J> {
     /// them. Used when partitions are revoked.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&J) -> bool) -> Vec<J> {
         let mut dropped = Vec::new();
+        let ready_records = &mut self.ready_records;
         self.lanes.retain(|_, lane| {
             let mut kept = VecDeque::with_capacity(lane.queue.len());
             for job in lane.queue.drain(..) {
                 if keep(&job) {
                     kept.push_back(job);
                 } else {
+                    if !lane.running {
+                        *ready_records -= 1;
+                    }
                     dropped.push(job);
                 }
             }
@@ -168,8 +188,9 @@ impl<J> KeyedLanes<J> {
         let Some(lane) = self.lanes.get_mut(&id) else {
             return Vec::new();
         };
-        let dropped = lane.queue.drain(..).collect();
+        let dropped: Vec<J> = lane.queue.drain(..).collect();
         if !lane.running {
+            self.ready_records -= dropped.len();
             self.lanes.remove(&id);
         }
         dropped
@@ -189,6 +210,22 @@ impl<J> KeyedLanes<J> {
     /// Lanes with a batch running.
     pub(crate) fn running(&self) -> usize {
         self.running
+    }
+
+    /// Records that could be handed out now (queued in lanes with nothing
+    /// running), whatever the concurrency limit.
+    pub(crate) fn ready_records(&self) -> usize {
+        self.ready_records
+    }
+
+    /// [`KeyedLanes::ready_records`] counted the slow way, for tests.
+    #[cfg(test)]
+    fn ready_records_counted(&self) -> usize {
+        self.lanes
+            .values()
+            .filter(|l| !l.running)
+            .map(|l| l.queue.len())
+            .sum()
     }
 }
 
@@ -240,6 +277,8 @@ mod tests {
         let _ = l.next_batch();
         let dropped = l.retain(|j| *j == 3);
         assert_eq!(dropped, vec![2]);
+        assert_eq!(l.ready_records(), 1);
+        assert_eq!(l.ready_records(), l.ready_records_counted());
         assert_eq!(l.live(), 2, "lane 1 still running");
         assert_eq!(
             l.next_batch(),
@@ -253,6 +292,7 @@ mod tests {
         l.block(LaneId::Key(1));
         l.push(LaneId::Key(1), 1);
         l.push(LaneId::Key(2), 2);
+        assert_eq!(l.ready_records(), 1, "key 1 is blocked");
         assert_eq!(
             l.next_batch(),
             Some((LaneId::Key(2), Batch::from_slice(&[2])))
@@ -291,7 +331,10 @@ mod tests {
                         pushed = true;
                     }
                 }
-                while let Some((id, b)) = l.next_batch() {
+                prop_assert_eq!(l.ready_records(), l.ready_records_counted());
+                while let Some((id, b)) = l.next_batch_up_to(batch + p % 2) {
+                    prop_assert_eq!(l.ready_records(), l.ready_records_counted());
+                    prop_assert!(b.len() <= batch, "batch over its limit");
                     prop_assert!(running.iter().all(|(r, _)| *r != id), "lane ran twice at once");
                     for &(seq, k) in &b { started.entry(k).or_default().push(seq); }
                     running.push((id, b));
@@ -302,6 +345,7 @@ mod tests {
                     let (id, b) = running.remove(p % running.len());
                     done += b.len();
                     l.finish(id);
+                    prop_assert_eq!(l.ready_records(), l.ready_records_counted());
                 }
             }
             for seqs in started.values() {

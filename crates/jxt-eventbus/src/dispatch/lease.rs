@@ -69,6 +69,11 @@ impl ShutdownSignal {
         self.begun.cancel();
     }
 
+    /// Resolves once the shutdown began.
+    pub(crate) async fn begun(&self) {
+        self.begun.cancelled().await;
+    }
+
     pub(crate) fn has_begun(&self) -> bool {
         self.begun.is_cancelled()
     }

@@ -28,10 +28,11 @@ use tokio::time::Instant;
 
 use crate::backend::{Consumer, ConsumerEvent, Record, RecordAck, TopicPartition};
 use crate::config::{DispatchConfig, Ordering};
-use crate::handler::Handler;
 use crate::message::Message;
 use crate::offsets::PartitionOffsets;
 
+mod batch_worker;
+mod batching;
 pub mod dead_letter;
 pub(crate) mod lanes;
 pub(crate) mod lease;
@@ -40,11 +41,13 @@ mod stats;
 mod subscriptions;
 pub mod worker;
 
+pub(crate) use batching::BatchSpec;
 use lanes::LaneId;
 use lease::Lease;
 use revoke::PendingRevoke;
 pub use stats::{DispatchStats, PartitionStats};
 use subscriptions::Subscription;
+pub(crate) use subscriptions::SubscriptionHandler;
 pub(crate) use worker::WorkerContext;
 
 /// Capacity of the backend → dispatcher channel, in events. Each event may
@@ -74,6 +77,10 @@ pub(crate) struct Job {
 pub(crate) enum Completions {
     One(Completion),
     Many(Vec<Completion>),
+    /// A batch of a batch subscription ended (after its completions).
+    BatchEnd {
+        subscription: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -124,7 +131,7 @@ impl SubscriptionSettings {
 pub(crate) enum Command {
     Subscribe {
         topic: Arc<str>,
-        handler: Arc<dyn Handler>,
+        handler: SubscriptionHandler,
         settings: SubscriptionSettings,
         reply: oneshot::Sender<()>,
     },
@@ -287,6 +294,9 @@ impl Dispatcher {
                                     self.on_completion(c);
                                 }
                             }
+                            Completions::BatchEnd { subscription } => {
+                                self.on_batch_end(subscription);
+                            }
                         }
                     }
                 }
@@ -344,7 +354,11 @@ impl Dispatcher {
     fn next_deadline(&self) -> Option<Instant> {
         let revokes = self.revokes.iter().map(PendingRevoke::deadline);
         let drain = self.draining.as_ref().map(|d| d.deadline);
-        revokes.chain(drain).min()
+        let batches = self
+            .subs
+            .values()
+            .filter_map(|s| s.batch.as_ref().and_then(|b| b.deadline()));
+        revokes.chain(drain).chain(batches).min()
     }
 
     fn on_command(&mut self, command: Command) {
@@ -652,27 +666,24 @@ impl Dispatcher {
             return;
         }
         let workers = self.workers;
+        let draining = self.draining.is_some();
         for sub in self.subs.values_mut() {
+            if sub.batch.is_some() {
+                batching::schedule(
+                    sub,
+                    &mut self.partitions,
+                    &self.ctx,
+                    &self.completions,
+                    draining,
+                );
+                continue;
+            }
+            let SubscriptionHandler::Records(handler) = &sub.handler else {
+                continue;
+            };
             let mut ready = VecDeque::new();
             while let Some((lane, batch)) = sub.lanes.next_batch() {
-                // A lane's records nearly always share a partition: look it
-                // up once per run of equal partitions, not per record.
-                let mut i = 0;
-                while i < batch.len() {
-                    let job = &batch[i];
-                    let same = batch[i..]
-                        .iter()
-                        .take_while(|j| {
-                            j.partition == job.partition && j.generation == job.generation
-                        })
-                        .count();
-                    if let Some(ps) = self.partitions.get_mut(&job.partition) {
-                        if ps.generation == job.generation {
-                            ps.running += same;
-                        }
-                    }
-                    i += same;
-                }
+                count_running(&mut self.partitions, &batch);
                 ready.push_back((lane, batch));
             }
             // Shifts of a few lanes each, about two per runtime worker:
@@ -684,7 +695,7 @@ impl Dispatcher {
                 let shift = std::mem::replace(&mut ready, rest);
                 tokio::spawn(worker::run_shift(
                     self.ctx.clone(),
-                    sub.handler.clone(),
+                    handler.clone(),
                     sub.metrics.clone(),
                     shift,
                     self.completions.clone(),
@@ -738,6 +749,29 @@ impl Dispatcher {
         if !resume.is_empty() {
             self.consumer.resume(&resume);
         }
+    }
+}
+
+/// Counts a lane batch's records as running in their partitions. A lane's
+/// records nearly always share a partition: it is looked up once per run of
+/// equal partitions, not per record.
+fn count_running(
+    partitions: &mut HashMap<TopicPartition, PartitionState>,
+    batch: &lanes::Batch<Job>,
+) {
+    let mut i = 0;
+    while i < batch.len() {
+        let job = &batch[i];
+        let same = batch[i..]
+            .iter()
+            .take_while(|j| j.partition == job.partition && j.generation == job.generation)
+            .count();
+        if let Some(ps) = partitions.get_mut(&job.partition) {
+            if ps.generation == job.generation {
+                ps.running += same;
+            }
+        }
+        i += same;
     }
 }
 

@@ -9,16 +9,37 @@
 
 use std::sync::Arc;
 
+use super::batching::{BatchSpec, BatchState};
 use super::lanes::{KeyedLanes, LaneId};
 use super::{Dispatcher, Job, SubscriptionSettings};
 use crate::handler::Handler;
 use crate::metrics::TopicMetrics;
 
+/// What a subscription hands its records to.
+#[derive(Clone)]
+pub(crate) enum SubscriptionHandler {
+    /// One record at a time per lane.
+    Records(Arc<dyn Handler>),
+    /// Batches of lanes ([`crate::batch`]).
+    Batches(Arc<BatchSpec>),
+}
+
+impl std::fmt::Debug for SubscriptionHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubscriptionHandler::Records(_) => f.write_str("Records"),
+            SubscriptionHandler::Batches(spec) => write!(f, "Batches({:?})", spec.options),
+        }
+    }
+}
+
 pub(super) struct Subscription {
     /// Unique per subscribe: a batch of an earlier subscription of the same
     /// topic finishing late must not free this one's lanes.
     pub(super) id: u64,
-    pub(super) handler: Arc<dyn Handler>,
+    pub(super) handler: SubscriptionHandler,
+    /// A batch subscription's batches.
+    pub(super) batch: Option<BatchState>,
     pub(super) settings: SubscriptionSettings,
     pub(super) lanes: KeyedLanes<Job>,
     pub(super) metrics: Arc<TopicMetrics>,
@@ -30,11 +51,17 @@ impl Dispatcher {
     pub(super) fn subscribe(
         &mut self,
         topic: Arc<str>,
-        handler: Arc<dyn Handler>,
+        handler: SubscriptionHandler,
         settings: SubscriptionSettings,
     ) {
-        let mut lanes =
-            KeyedLanes::new(settings.concurrency(self.recovering), self.config.max_batch);
+        let (max_batch, batch) = match &handler {
+            SubscriptionHandler::Records(_) => (self.config.max_batch, None),
+            SubscriptionHandler::Batches(spec) => (
+                spec.options.max_records(),
+                Some(BatchState::new(spec.clone())),
+            ),
+        };
+        let mut lanes = KeyedLanes::new(settings.concurrency(self.recovering), max_batch);
         for (_, lane) in self.retired.get(&topic).into_iter().flatten() {
             lanes.block(*lane);
         }
@@ -46,6 +73,7 @@ impl Dispatcher {
             Subscription {
                 id: self.next_subscription,
                 handler,
+                batch,
                 settings,
                 lanes,
                 metrics,
@@ -98,6 +126,16 @@ impl Dispatcher {
             if let Some(sub) = self.subs.get_mut(topic) {
                 sub.lanes.finish(lane);
             }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A batch of a batch subscription ended: another may start.
+    pub(super) fn on_batch_end(&mut self, subscription: u64) {
+        let sub = self.subs.values_mut().find(|s| s.id == subscription);
+        if let Some(state) = sub.and_then(|s| s.batch.as_mut()) {
+            state.running -= 1;
         }
     }
 }

@@ -16,7 +16,7 @@ use super::*;
 use crate::backend::{PartitionLag, Producer, PublishReceipt};
 use crate::config::{DeadLetterConfig, RetryConfig};
 use crate::delivery::Delivery;
-use crate::handler::HandlerResult;
+use crate::handler::{Handler, HandlerResult};
 use crate::metrics::BusMetrics;
 
 /// What the dispatcher asked of the consumer, and what it acknowledged.
@@ -197,7 +197,7 @@ impl Fixture {
             self.handle
                 .send(Command::Subscribe {
                     topic: topic.into(),
-                    handler,
+                    handler: SubscriptionHandler::Records(handler),
                     settings: SubscriptionSettings {
                         ordering: Ordering::Key,
                         max_concurrency: 16,

@@ -75,7 +75,7 @@ pub(crate) struct WorkerContext {
 }
 
 impl WorkerContext {
-    fn backoff(&self) -> impl Iterator<Item = std::time::Duration> {
+    pub(super) fn backoff(&self) -> impl Iterator<Item = std::time::Duration> {
         let b = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial_backoff)
             .with_max_delay(self.retry.max_backoff)
@@ -94,8 +94,8 @@ impl WorkerContext {
 /// (a handler not ready at once, a retry backoff, a dead-letter write), so a
 /// finished record is never held back behind a slow one, and the dispatcher
 /// is woken once per run of quick records rather than once per record.
-struct Reporter {
-    tx: mpsc::UnboundedSender<Completions>,
+pub(super) struct Reporter {
+    pub(super) tx: mpsc::UnboundedSender<Completions>,
     /// The first completion not yet sent: a run of one record costs no
     /// allocation.
     first: Option<Completion>,
@@ -103,7 +103,15 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn push(&mut self, c: Completion) {
+    pub(super) fn new(tx: mpsc::UnboundedSender<Completions>) -> Self {
+        Reporter {
+            tx,
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    pub(super) fn push(&mut self, c: Completion) {
         if self.first.is_none() {
             self.first = Some(c);
         } else {
@@ -112,7 +120,7 @@ impl Reporter {
     }
 
     /// Sends what is pending; false when the dispatcher is gone.
-    fn flush(&mut self) -> bool {
+    pub(super) fn flush(&mut self) -> bool {
         let Some(first) = self.first.take() else {
             return true;
         };
@@ -379,7 +387,10 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
 /// Calls the handler; a panic, whether while creating or while polling the
 /// future, becomes an [`ErrorKind::Panic`] failure. The future it returns
 /// does not borrow the handler.
-fn call(handler: &dyn Handler, delivery: Delivery) -> impl Future<Output = HandlerResult> {
+pub(super) fn call(
+    handler: &dyn Handler,
+    delivery: Delivery,
+) -> impl Future<Output = HandlerResult> {
     let fut = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(delivery)));
     async move {
         match fut {
@@ -392,7 +403,7 @@ fn call(handler: &dyn Handler, delivery: Delivery) -> impl Future<Output = Handl
     }
 }
 
-fn panic_error(panic: Box<dyn Any + Send>) -> HandlerError {
+pub(super) fn panic_error(panic: Box<dyn Any + Send>) -> HandlerError {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -403,7 +414,7 @@ fn panic_error(panic: Box<dyn Any + Send>) -> HandlerError {
 
 /// Writes the record to its dead-letter topic, retrying the write (holding the
 /// lane) until the broker acknowledges it or the partition is released.
-async fn dead_letter(
+pub(super) async fn dead_letter(
     ctx: &WorkerContext,
     job: &Job,
     err: &HandlerError,
