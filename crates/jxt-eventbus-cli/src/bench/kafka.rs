@@ -333,6 +333,7 @@ impl PollLoop {
                 let m = match consumer.poll(wait) {
                     None => break,
                     Some(Ok(m)) => m,
+                    Some(Err(e)) if topic_not_known_yet(&e) => break,
                     Some(Err(e)) => bail!("raw consumer failed: {e}"),
                 };
                 wait = Duration::ZERO;
@@ -391,4 +392,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A topic created a moment ago may be unknown to the consumer's first
+/// metadata: librdkafka reports it as a consumption error and fetches it at
+/// the next metadata refresh, as the bus's consumer does. Not a failure.
+pub(super) fn topic_not_known_yet(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e,
+        rdkafka::error::KafkaError::MessageConsumption(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
 }

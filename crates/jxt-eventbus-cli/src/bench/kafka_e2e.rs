@@ -220,6 +220,7 @@ fn spawn_in_place(consumer: BaseConsumer, partitions: usize, tally: &Arc<Tally>)
                     t.handle_blocking(m.payload().unwrap_or_default());
                     consumer.store_offset(m.topic(), m.partition(), m.offset() + 1)?;
                 }
+                Some(Err(e)) if super::kafka::topic_not_known_yet(&e) => {}
                 Some(Err(e)) => bail!("raw consumer failed: {e}"),
                 None => {}
             }

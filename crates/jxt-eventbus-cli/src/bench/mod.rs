@@ -95,6 +95,13 @@ pub(crate) struct BenchArgs {
     /// work), e.g. `20us`. Default: none.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub(crate) handler_cpu: Duration,
+    /// The bus hands its handler up to this many records per call
+    /// (`subscribe_batch`, 2 batches in flight, 5 ms linger); the
+    /// `--handler-latency` wait is then paid once per call (a bulk write),
+    /// `--handler-cpu` still per record. The raw sides keep one record per
+    /// call. Default: one record per call.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) batch: Option<u64>,
     /// Print one JSON line instead of a table (`--json`).
     #[arg(skip)]
     pub(crate) json: bool,
@@ -106,6 +113,7 @@ impl BenchArgs {
         Work {
             latency: self.handler_latency,
             cpu: self.handler_cpu,
+            batch: self.batch.map(|n| n as usize),
         }
     }
 }
@@ -118,6 +126,9 @@ pub(crate) struct Work {
     latency: Duration,
     #[serde(rename = "handler_cpu_us", serialize_with = "micros")]
     cpu: Duration,
+    /// Records per call of the bus's handler (`subscribe_batch`).
+    #[serde(rename = "bus_batch_records")]
+    batch: Option<usize>,
 }
 
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -134,10 +145,14 @@ impl Work {
         if !self.cpu.is_zero() {
             parts.push(format!("spin {:?}", self.cpu));
         }
+        let batch = match self.batch {
+            Some(n) => format!(", the bus's handler takes up to {n} records per call"),
+            None => String::new(),
+        };
         if parts.is_empty() {
-            String::new()
+            batch
         } else {
-            format!(", handlers {}", parts.join(" and "))
+            format!(", handlers {}{batch}", parts.join(" and "))
         }
     }
 
@@ -157,6 +172,17 @@ impl Work {
     /// On a tokio task: spins, then sleeps.
     async fn run(&self) {
         self.spin();
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+
+    /// A batch of `records` on a tokio task: spins per record, then sleeps
+    /// once.
+    async fn run_batch(&self, records: usize) {
+        for _ in 0..records {
+            self.spin();
+        }
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -540,8 +566,29 @@ impl Tally {
         topic: &str,
     ) -> Result<()> {
         use futures::future::Either;
-        use jxt_eventbus::{Delivery, HandlerResult, SubscribeOptions};
+        use jxt_eventbus::{BatchOptions, Delivery, HandlerResult, SubscribeOptions};
         let t = self.clone();
+        if let Some(n) = self.work.batch {
+            let options = BatchOptions::new(n).linger(Duration::from_millis(5));
+            bus.subscribe_batch(
+                topic,
+                move |batch: Vec<Delivery>| {
+                    let t = t.clone();
+                    async move {
+                        // One wait per call (a bulk write), CPU per record.
+                        t.work.run_batch(batch.len()).await;
+                        for d in &batch {
+                            t.record(d.payload());
+                        }
+                        Ok(())
+                    }
+                },
+                options,
+                SubscribeOptions::new(),
+            )
+            .await?;
+            return Ok(());
+        }
         bus.subscribe(
             topic,
             move |d: Delivery| {
