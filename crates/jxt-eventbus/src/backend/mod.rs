@@ -178,6 +178,13 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     /// Starts fetching these partitions again.
     fn resume(&self, partitions: &[TopicPartition]);
 
+    /// Why the broker refuses this consumer access now (its ACLs deny
+    /// reading a subscribed topic or joining the group), if it does; health
+    /// reports the consumer unhealthy with it. Must not block.
+    fn access_denied(&self) -> Option<String> {
+        None
+    }
+
     /// Records the commit position (next offset to read) of a partition: every
     /// record below it is finished. Committed by the backend periodically, on
     /// revoke and on close. Ignored for partitions no longer owned.

@@ -742,6 +742,7 @@ impl EventBus {
             backend: self.inner.backend.name(),
             broker: self.inner.broker.get(),
             dispatch,
+            access_denied: self.running().and_then(|r| r.consumer.access_denied()),
             publisher: self.inner.backlog.publisher.state(),
             recovering: self.is_recovering(),
             backlog: self.backlog_state(),

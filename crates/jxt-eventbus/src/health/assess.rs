@@ -21,6 +21,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) broker: Reachability,
     /// `None` before the first subscribe.
     pub(crate) dispatch: Option<DispatchStats>,
+    /// Why the broker refuses the consumer access (ACLs), if it does.
+    pub(crate) access_denied: Option<String>,
     pub(crate) publisher: PublisherState,
     pub(crate) recovering: bool,
     pub(crate) backlog: BacklogState,
@@ -36,7 +38,10 @@ pub(crate) const CONSUMER: &str = "consumer";
 
 pub(crate) fn assess(inputs: &Inputs<'_>) -> Vec<ComponentHealth> {
     let mut out = vec![broker(inputs)];
-    out.push(consumer(inputs.dispatch.as_ref()));
+    out.push(consumer(
+        inputs.dispatch.as_ref(),
+        inputs.access_denied.as_deref(),
+    ));
     out.push(producer(&inputs.publisher));
     out.push(backlog(inputs.recovering, &inputs.backlog));
     out.push(inputs.dead_letters.component(inputs.now));
@@ -111,10 +116,13 @@ fn broker(i: &Inputs<'_>) -> ComponentHealth {
     }
 }
 
-fn consumer(stats: Option<&DispatchStats>) -> ComponentHealth {
+fn consumer(stats: Option<&DispatchStats>, access_denied: Option<&str>) -> ComponentHealth {
     let Some(s) = stats else {
         return component(CONSUMER, HealthState::Healthy, "no subscriptions".into());
     };
+    if let Some(why) = access_denied.filter(|_| s.subscriptions > 0) {
+        return component(CONSUMER, HealthState::Unhealthy, why.to_string());
+    }
     if s.subscriptions > 0 && s.assigned_partitions == 0 {
         return component(
             CONSUMER,
@@ -262,6 +270,7 @@ mod tests {
                 checked_at: None,
             },
             dispatch,
+            access_denied: None,
             publisher: PublisherState::default(),
             recovering: false,
             backlog: BacklogState::default(),
@@ -270,6 +279,26 @@ mod tests {
             config,
             now: Instant::now(),
         }
+    }
+
+    #[test]
+    fn a_consumer_the_broker_refuses_is_unhealthy_with_the_reason() {
+        let config = HealthConfig::default();
+        let stats = DispatchStats {
+            subscriptions: 1,
+            assigned_partitions: 1,
+            ..DispatchStats::default()
+        };
+        let mut i = inputs(&config, Some(stats));
+        assert_eq!(state_of(&assess(&i), CONSUMER), HealthState::Healthy);
+        i.access_denied = Some("needs the READ ACL".into());
+        let out = assess(&i);
+        let c = out.iter().find(|c| c.name == CONSUMER).unwrap();
+        assert_eq!(c.state, HealthState::Unhealthy);
+        assert_eq!(c.reason, "needs the READ ACL");
+        // Without subscriptions there is nothing to refuse.
+        i.dispatch = None;
+        assert_eq!(state_of(&assess(&i), CONSUMER), HealthState::Healthy);
     }
 
     fn state_of(c: &[ComponentHealth], name: &str) -> HealthState {

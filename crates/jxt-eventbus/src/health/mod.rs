@@ -5,7 +5,7 @@
 //! | component | unhealthy when | degraded when |
 //! |-----------|----------------|---------------|
 //! | `broker` | unreachable longer than `health.broker_unreachable_after` | unreachable for less, or not checked yet |
-//! | `consumer` | | subscribed, but no partition assigned |
+//! | `consumer` | the broker's ACLs refused it (READ on a subscribed topic or on the group) in the last 30 seconds | subscribed, but no partition assigned |
 //! | `producer` | | publisher backlog |
 //! | `backlog` | | recovery mode |
 //! | `subscription:<topic>` | a partition's commit position stood still with unfinished records longer than `health.stall_after` | |

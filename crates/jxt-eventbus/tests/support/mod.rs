@@ -17,6 +17,7 @@
 pub mod handled;
 pub mod http_get;
 pub mod private_kafka;
+pub mod secure_kafka;
 pub mod workload;
 
 use std::io::Write as _;

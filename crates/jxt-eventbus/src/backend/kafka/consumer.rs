@@ -79,9 +79,10 @@ impl KafkaConsumer {
         let ctx = consumer.context().clone();
         let (commands, inbox) = mpsc::channel();
         let handle = Arc::downgrade(&consumer);
+        let group = settings.group.clone();
         std::thread::Builder::new()
             .name(format!("kafka-consumer-{}", settings.group))
-            .spawn(move || poll_loop::run(consumer, inbox))
+            .spawn(move || poll_loop::run(consumer, inbox, group))
             .map_err(|e| {
                 errors::backend(
                     format!("cannot start the consumer thread: {e}"),
@@ -140,6 +141,10 @@ impl Consumer for KafkaConsumer {
 
     fn pause(&self, partitions: &[TopicPartition]) {
         self.ctx.flow.pause(partitions);
+    }
+
+    fn access_denied(&self) -> Option<String> {
+        self.ctx.access.current(std::time::Instant::now())
     }
 
     fn resume(&self, partitions: &[TopicPartition]) {

@@ -1,6 +1,7 @@
 //! librdkafka callbacks shared by every client: log lines and client errors
 //! go to `tracing`, and the last client error is kept so that `build()` and
-//! `health()` can say why a broker is unreachable.
+//! `health()` can say why a broker is unreachable, and the last connection
+//! a broker refused for good (see `refusal`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -8,6 +9,8 @@ use std::time::Instant;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+
+use super::refusal::Refusal;
 
 /// The last error librdkafka reported for a client, with when, and whether
 /// it said that no broker connection is up.
@@ -17,6 +20,8 @@ pub(super) struct LastError(Arc<ErrorState>);
 #[derive(Debug, Default)]
 pub(super) struct ErrorState {
     last: Mutex<Option<(Instant, String)>>,
+    /// The last refused connection (credentials, certificates).
+    refusal: Mutex<Option<(Instant, Refusal)>>,
     /// Since when librdkafka reports every broker down (`ALL_BROKERS_DOWN`),
     /// until a broker answered again.
     all_down: Mutex<Option<Instant>>,
@@ -37,6 +42,21 @@ impl LastError {
             .as_ref()
             .filter(|(at, _)| *at >= since)
             .map(|(_, m)| m.clone())
+    }
+
+    fn set_refusal(&self, refusal: Refusal) {
+        *self.0.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), refusal));
+    }
+
+    /// The last refused connection if it happened after `since`.
+    pub(super) fn refusal_since(&self, since: Instant) -> Option<Refusal> {
+        self.0
+            .refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, r)| r.clone())
     }
 
     fn set_all_down(&self) {
@@ -103,6 +123,9 @@ pub(super) fn forward_error(last: &LastError, error: &KafkaError, reason: &str) 
     // them every reconnect: rate-limited.
     crate::log_limit::warn_limited!(target: "librdkafka", error = %error, "{reason}");
     last.set(reason.to_string());
+    if let Some(refusal) = Refusal::classify(error.rdkafka_error_code(), reason) {
+        last.set_refusal(refusal);
+    }
     if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
         last.set_all_down();
     }

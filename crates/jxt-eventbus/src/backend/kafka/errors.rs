@@ -51,10 +51,17 @@ pub(super) fn publish(topic: &str, e: KafkaError, message_timeout: Duration) -> 
             ("the partition does not exist".to_string(), false)
         }
         Some(RDKafkaErrorCode::InvalidTopic) => ("the topic name is invalid".to_string(), false),
-        Some(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed,
-        ) => ("not authorized to write to this topic".to_string(), false),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => (
+            "not authorized to write to this topic: the principal needs the WRITE ACL on it"
+                .to_string(),
+            false,
+        ),
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => (
+            "not authorized by the cluster's ACLs (an idempotent producer on brokers before \
+             Kafka 3.0 needs IDEMPOTENT_WRITE on the cluster)"
+                .to_string(),
+            false,
+        ),
         Some(
             RDKafkaErrorCode::InvalidRecord
             | RDKafkaErrorCode::InvalidMessage

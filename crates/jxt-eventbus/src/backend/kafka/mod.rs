@@ -24,7 +24,9 @@
 //! | `positions` | where partitions start (`start_from`), offset resets logged and counted |
 //! | `flow` | the dispatcher's pause and resume, applied by the poll thread |
 //! | `admin` | the topic strategy |
+//! | `access` | consumer requests the broker's ACLs refused, for subscribe and health |
 //! | `lag` | log end minus committed, per assigned partition |
+//! | `refusal` | credentials and certificates a broker refused, as one clear error |
 //! | `mapping` | `Message` ⇄ Kafka record |
 //! | `inspect` | records read by operator tools, as `Message`s |
 
@@ -44,6 +46,7 @@ use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::metrics::PartitionLabels;
 
+mod access;
 mod admin;
 mod client_config;
 mod consumer;
@@ -57,6 +60,7 @@ mod poll_loop;
 mod positions;
 mod producer;
 mod rebalance;
+mod refusal;
 mod reports;
 
 pub use mapping::MESSAGE_ID_HEADER;
@@ -194,9 +198,17 @@ impl Backend for KafkaBackend {
             tokio::select! {
                 a = fetch => a,
                 () = self.producer_errors.went_all_down() => {
+                    if let Some(refused) = self.producer_errors.refusal_since(started) {
+                        return Err(errors::backend(refused.describe(k), false, None));
+                    }
+                    let why = self
+                        .producer_errors
+                        .since(started)
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default();
                     return Err(errors::backend(
                         format!(
-                            "every Kafka broker at {} went down (kafka.brokers)",
+                            "every Kafka broker at {} went down (kafka.brokers){why}",
                             k.brokers.join(",")
                         ),
                         true,
@@ -222,6 +234,14 @@ impl Backend for KafkaBackend {
                 None,
             )),
             Err(e) => {
+                // A refusal in the last minute is the reason, even when a
+                // reconnect has logged something vaguer since.
+                let recent = started
+                    .checked_sub(Duration::from_secs(60))
+                    .unwrap_or(started);
+                if let Some(refused) = self.producer_errors.refusal_since(recent) {
+                    return Err(errors::backend(refused.describe(k), false, Some(e)));
+                }
                 let why = self
                     .producer_errors
                     .since(

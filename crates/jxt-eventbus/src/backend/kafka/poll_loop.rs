@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use tokio::sync::oneshot;
 
+use super::access::Denied;
 use super::mapping::{self, TopicNames};
 use super::rebalance::RebalanceContext;
 use crate::error::{Error, Result};
@@ -44,6 +45,9 @@ pub(super) enum Command {
 /// A subscription change waiting for the group to apply it.
 struct PendingSubscribe {
     topics: BTreeSet<String>,
+    /// The subscription before the change, restored if the broker refuses
+    /// the group.
+    previous: BTreeSet<String>,
     /// Wait for an assignment round after this one.
     assign_round: Option<u64>,
     deadline: Instant,
@@ -52,8 +56,12 @@ struct PendingSubscribe {
 
 /// Runs the consumer until it is asked to close (or its handle is gone),
 /// then closes and destroys it on this thread.
-pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Receiver<Command>) {
-    let reply = serve(&consumer, commands);
+pub(super) fn run(
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    commands: Receiver<Command>,
+    group: String,
+) {
+    let reply = serve(&consumer, commands, &group);
     let ctx = consumer.context().clone();
     ctx.flush();
     ctx.apply_stores(&consumer);
@@ -81,6 +89,7 @@ pub(super) fn run(consumer: Arc<BaseConsumer<RebalanceContext>>, commands: Recei
 fn serve(
     consumer: &Arc<BaseConsumer<RebalanceContext>>,
     commands: Receiver<Command>,
+    group: &str,
 ) -> Option<oneshot::Sender<()>> {
     let consumer = &**consumer;
     let ctx = consumer.context().clone();
@@ -115,7 +124,20 @@ fn serve(
         ctx.flow.release(consumer, |r| {
             ctx.push(r);
         });
-        poll_batch(consumer, &ctx, &mut names, &mut last_poll_error);
+        if let Some(denied) = poll_batch(consumer, &ctx, &mut names, &mut last_poll_error) {
+            let why = denied.describe(group, &subscribed);
+            ctx.access.record(Instant::now(), why.clone());
+            // A refused group can apply no change; a refused topic on a
+            // first subscription is one of the topics being added.
+            let fails_pending = pending
+                .as_ref()
+                .is_some_and(|p| denied == Denied::Group || p.previous.is_empty());
+            if fails_pending {
+                if let Some(p) = pending.take() {
+                    withdraw(consumer, &ctx, &mut subscribed, p, why);
+                }
+            }
+        }
         ctx.flush();
         ctx.flow.wait(consumer);
         if let Some(p) = pending.take() {
@@ -125,33 +147,69 @@ fn serve(
 }
 
 /// Polls once (waiting up to [`POLL_WAIT`]), then takes what else is ready
-/// without waiting, up to [`MAX_BATCH`] records.
+/// without waiting, up to [`MAX_BATCH`] records. Returns the refusal when
+/// the broker's ACLs refused the consumer.
 fn poll_batch(
     consumer: &BaseConsumer<RebalanceContext>,
     ctx: &RebalanceContext,
     names: &mut TopicNames,
     last_error: &mut Option<(Instant, String)>,
-) {
+) -> Option<Denied> {
     let mut wait = POLL_WAIT;
     loop {
         match consumer.poll(wait) {
-            None => return,
+            None => return None,
             Some(Ok(m)) => match ctx.flow.admit(mapping::record(&m, names)) {
                 Some(record) => {
                     if ctx.push(record) >= MAX_BATCH {
-                        return;
+                        return None;
                     }
                 }
                 // Its partition is paused: stop and wait for the resume.
-                None => return,
+                None => return None,
             },
             Some(Err(e)) => {
                 log_poll_error(&e, last_error);
-                return;
+                return Denied::from_code(e.rdkafka_error_code());
             }
         }
         wait = Duration::ZERO;
     }
+}
+
+/// Gives up a subscription change the broker refused: restores the
+/// previous subscription and fails the change with `why`. Nothing of the
+/// added topics was read, so nothing was acknowledged.
+fn withdraw(
+    consumer: &BaseConsumer<RebalanceContext>,
+    ctx: &RebalanceContext,
+    subscribed: &mut BTreeSet<String>,
+    p: PendingSubscribe,
+    why: String,
+) {
+    let restored = if p.previous.is_empty() {
+        consumer.unsubscribe();
+        Ok(())
+    } else {
+        let list: Vec<&str> = p.previous.iter().map(String::as_str).collect();
+        consumer.subscribe(&list)
+    };
+    if let Err(e) = restored {
+        tracing::warn!(error = %e, "cannot restore the previous subscription");
+    }
+    *subscribed = p.previous.clone();
+    // The refusal was about the withdrawn change; one that still holds for
+    // the rest is recorded again at its next occurrence.
+    ctx.access.clear();
+    let added: Vec<&str> = p
+        .topics
+        .difference(&p.previous)
+        .map(String::as_str)
+        .collect();
+    let _ = p.reply.send(Err(Error::Subscribe {
+        topic: added.join(","),
+        reason: why,
+    }));
 }
 
 /// Logs consumer errors (unknown topic, broker down), each distinct one at
@@ -196,10 +254,11 @@ fn subscribe(
         return None;
     }
     tracing::debug!(topics = ?wanted, "kafka subscription changed");
-    *subscribed = wanted.clone();
+    let previous = std::mem::replace(subscribed, wanted.clone());
     let ctx = consumer.context();
     Some(PendingSubscribe {
         topics: wanted,
+        previous,
         assign_round: added.then(|| ctx.assign_rounds()),
         deadline: Instant::now() + wait,
         reply,

@@ -23,6 +23,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::access::AccessDenials;
 use super::context::{forward_error, forward_log, LastError};
 use super::flow::Flow;
 use super::positions::Positions;
@@ -53,6 +54,8 @@ pub(super) struct RebalanceContext {
     /// The dispatcher's pause and resume.
     pub(super) flow: Flow,
     pub(super) last_error: LastError,
+    /// Requests the broker's ACLs refused (recorded by the poll thread).
+    pub(super) access: AccessDenials,
 }
 
 impl std::fmt::Debug for RebalanceContext {
@@ -80,6 +83,7 @@ impl RebalanceContext {
             positions: Positions::default(),
             flow: Flow::default(),
             last_error: LastError::default(),
+            access: AccessDenials::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The bus's one NATS connection: options, credentials, TLS, a ping interval
-//! that notices a stalled connection, and a signal that fires when the
-//! connection is lost and when it is re-established.
+//! that notices a stalled connection, a signal that fires when the
+//! connection is lost and when it is re-established, and the publishes the
+//! server refused for the user's permissions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use tokio::sync::watch;
 
 use super::backend_error;
+use super::permissions::PublishDenials;
 use crate::config::UrlCredentials;
 use crate::config::{BusConfig, NatsConfig};
 use crate::error::{Error, Result};
@@ -18,6 +20,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Connection {
     pub(crate) client: Client,
     pub(crate) link: watch::Receiver<Link>,
+    /// Publishes the server refused for the user's permissions.
+    pub(crate) denials: Arc<PublishDenials>,
 }
 
 /// The state of the connection as the pull loops see it. Pull requests live
@@ -66,6 +70,8 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
         up: true,
     });
     let first = Arc::new(AtomicBool::new(true));
+    let denials = Arc::new(PublishDenials::default());
+    let seen = denials.clone();
     let name = nats
         .connection_name
         .clone()
@@ -79,6 +85,7 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
         .event_callback(move |event| {
             let link_tx = link_tx.clone();
             let first = first.clone();
+            let seen = seen.clone();
             async move {
                 match event {
                     Event::Connected if first.swap(false, Ordering::AcqRel) => {}
@@ -99,6 +106,11 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
                             sid,
                             "NATS subscription overflowed; messages were dropped by the client"
                         )
+                    }
+                    Event::ServerError(e) => {
+                        let text = e.to_string();
+                        seen.observe(&text);
+                        crate::log_limit::warn_limited!(error = %text, "NATS server error");
                     }
                     other => tracing::info!(event = %other, "NATS connection event"),
                 }
@@ -137,7 +149,11 @@ pub(crate) async fn connect(config: &BusConfig) -> Result<Connection> {
         .connect(servers)
         .await
         .map_err(|e| connect_error(nats, e))?;
-    Ok(Connection { client, link })
+    Ok(Connection {
+        client,
+        link,
+        denials,
+    })
 }
 
 /// A failed first connection as a backend error, with what to check when

@@ -106,6 +106,7 @@ mod durable;
 pub mod inspect;
 mod naming;
 mod ownership;
+mod permissions;
 mod pin;
 mod producer;
 mod pull_request;
@@ -166,6 +167,7 @@ impl NatsBackend {
             publish_js,
             streams.clone(),
             nats.publish_timeout,
+            conn.denials.clone(),
         ));
         // Validation keeps `dispatch.max_buffered` within `u32` (the range of
         // `nats.max_ack_pending`); a cast could wrap to -1, "unlimited".

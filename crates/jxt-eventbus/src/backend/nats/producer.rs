@@ -4,7 +4,9 @@
 //! again (after a timeout, say) within the stream's duplicate window stores
 //! it once. Publishes from many tasks run concurrently on the one connection;
 //! nothing serializes them. [`Producer::send_batch`] puts a whole batch
-//! on the wire before waiting for the acks, for throughput.
+//! on the wire before waiting for the acks, for throughput. A publish the
+//! server refuses for the user's permissions fails at once with the
+//! server's words (see `permissions`), not after `publish_timeout`.
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
@@ -20,6 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::convert;
+use super::permissions::{DenialWatch, PublishDenials};
 use super::streams::StreamRegistry;
 use crate::backend::{Producer, PublishReceipt};
 use crate::config::TopicStrategy;
@@ -36,6 +39,7 @@ pub(crate) struct NatsProducer {
     streams: Arc<StreamRegistry>,
     publish_timeout: Duration,
     in_flight: Arc<InFlight>,
+    denials: Arc<PublishDenials>,
 }
 
 /// Counts publishes not yet resolved, for [`Producer::flush`].
@@ -70,12 +74,14 @@ impl NatsProducer {
         js: Context,
         streams: Arc<StreamRegistry>,
         publish_timeout: Duration,
+        denials: Arc<PublishDenials>,
     ) -> Self {
         NatsProducer {
             js,
             streams,
             publish_timeout,
             in_flight: Arc::default(),
+            denials,
         }
     }
 
@@ -113,9 +119,21 @@ impl NatsProducer {
             .map_err(|e| self.error(topic, e))
     }
 
-    /// Awaits the PubAck (the context times it out after `publish_timeout`).
-    async fn finish(&self, topic: &str, ack: Result<PublishAckFuture>) -> Result<PublishReceipt> {
-        let ack = ack?.into_future().await.map_err(|e| self.error(topic, e))?;
+    /// Awaits the PubAck (the context times it out after `publish_timeout`),
+    /// or the server's refusal of the subject, whichever comes first.
+    async fn finish(
+        &self,
+        topic: &str,
+        ack: Result<PublishAckFuture>,
+        denied: &mut DenialWatch,
+    ) -> Result<PublishReceipt> {
+        if let Some(why) = denied.seen() {
+            return Err(refused(topic, why));
+        }
+        let ack = tokio::select! {
+            ack = ack?.into_future() => ack.map_err(|e| self.error(topic, e))?,
+            why = denied.refused() => return Err(refused(topic, &why)),
+        };
         Ok(PublishReceipt {
             partition: 0,
             offset: i64::try_from(ack.sequence).unwrap_or(i64::MAX),
@@ -176,6 +194,19 @@ impl NatsProducer {
     }
 }
 
+/// A publish the server refused for the user's permissions.
+fn refused(topic: &str, why: &str) -> Error {
+    Error::Publish {
+        topic: topic.to_string(),
+        reason: format!(
+            "the NATS server refused it for this user's permissions ({why}): the user's \
+             `publish` permissions must allow subject `{topic}`"
+        ),
+        retryable: false,
+        source: None,
+    }
+}
+
 fn clone_publish_error(topic: &str, e: &Error) -> Error {
     Error::Publish {
         topic: topic.to_string(),
@@ -190,8 +221,9 @@ impl Producer for NatsProducer {
     async fn send(&self, topic: &str, message: Message) -> Result<PublishReceipt> {
         let _guard = self.in_flight.enter(1);
         self.prepare(topic).await?;
+        let mut denied = self.denials.watch(topic);
         let ack = self.start(topic, &Subject::from(topic), message).await;
-        self.finish(topic, ack).await
+        self.finish(topic, ack, &mut denied).await
     }
 
     /// Puts the whole batch on the wire before awaiting the PubAcks, up to
@@ -210,16 +242,17 @@ impl Producer for NatsProducer {
         let mut results = Vec::with_capacity(n);
         let mut window = VecDeque::with_capacity(n.min(BATCH_WINDOW));
         let subject = Subject::from(topic);
+        let mut denied = self.denials.watch(topic);
         for message in messages {
             if window.len() >= BATCH_WINDOW {
                 if let Some(oldest) = window.pop_front() {
-                    results.push(self.finish(topic, oldest).await);
+                    results.push(self.finish(topic, oldest, &mut denied).await);
                 }
             }
             window.push_back(self.start(topic, &subject, message).await);
         }
         for pending in window {
-            results.push(self.finish(topic, pending).await);
+            results.push(self.finish(topic, pending, &mut denied).await);
         }
         results
     }
