@@ -247,11 +247,27 @@ async fn a_listener_that_requires_a_client_certificate_refuses_a_bus_without_one
     let mut c = kafka_support::config(&kafka.mtls(), &support::unique_name("g"));
     c.kafka.connect_timeout = CONNECT_TIMEOUT;
     c.kafka.tls = Some(tls(&kafka.ca()));
-    let (err, took) = refused(c).await;
+    let (err, took) = refused(c.clone()).await;
     let text = err.to_string();
     eprintln!("after {took:?}: {text}");
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(text.contains(&kafka.mtls()), "names the broker: {text}");
+    assert!(
+        text.contains("kafka.tls.certificate_location"),
+        "names the setting: {text}"
+    );
+    assert!(!err.is_retryable(), "retrying cannot help: {err}");
+    assert!(took < FAIL_FAST, "{took:?}");
+
+    // A certificate from a CA the broker does not trust: the same refusal.
+    let (cert, key) = kafka.untrusted_client_cert();
+    c.kafka.tls = Some(KafkaTlsConfig {
+        certificate_location: Some(cert),
+        key_location: Some(key),
+        ..tls(&kafka.ca())
+    });
+    let (err, took) = refused(c).await;
+    let text = err.to_string();
     assert!(
         text.contains("kafka.tls.certificate_location"),
         "names the setting: {text}"
@@ -494,5 +510,49 @@ fn first_record(brokers: &str, topic: &str) -> (Vec<u8>, bool) {
             return (m.payload().unwrap_or_default().to_vec(), pointer);
         }
         assert!(std::time::Instant::now() < deadline, "no record in {topic}");
+    }
+}
+
+/// The YAML block after `<!-- kafka-secure-example: NAME -->` in
+/// docs/configuration.md.
+fn documented_example(name: &str) -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let marker = format!("<!-- kafka-secure-example: {name} -->");
+    let after = &doc[doc.find(&marker).expect("the example's marker") + marker.len()..];
+    let start = after.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let block = &after[start..];
+    block[..block.find("```").expect("the block's end")].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_examples_connect() {
+    let Some(kafka) = SecureKafka::shared() else {
+        return;
+    };
+    let (cert, key) = kafka.client_cert();
+    let point_at_the_test_broker = |yaml: String| {
+        yaml.replace("kafka-1.example.com:9094", &kafka.sasl())
+            .replace("kafka-1.example.com:9093", &kafka.mtls())
+            .replace("/etc/eventbus/kafka-ca.pem", &kafka.ca())
+            .replace("/etc/eventbus/billing.pem", &cert)
+            .replace("/etc/eventbus/billing-key.pem", &key)
+            .replace(
+                "username: billing",
+                &format!("username: {}", secure_kafka::USER),
+            )
+            .replace("change-me", kafka.scram_password())
+            .replace(
+                "group: billing",
+                &format!("group: {}", support::unique_name("g")),
+            )
+    };
+    for name in ["scram", "mtls"] {
+        let yaml = point_at_the_test_broker(documented_example(name));
+        let config = BusConfig::from_yaml_str(&yaml)
+            .unwrap_or_else(|e| panic!("the {name} example loads: {e}\n{yaml}"));
+        round_trip(config).await;
     }
 }

@@ -92,10 +92,9 @@ impl Refusal {
                     .and_then(|t| t.ca_location.as_deref())
                     .map_or("the system trust store".to_string(), |c| format!("`{c}`"));
                 let host = if tls.is_none_or(|t| t.verify_hostname) {
-                    format!(
-                        ", or it does not name the host connected to (kafka.tls.verify_hostname; \
-                         check the name in kafka.brokers and the broker's advertised listener)"
-                    )
+                    ", or it does not name the host connected to (kafka.tls.verify_hostname; \
+                     check the name in kafka.brokers and the broker's advertised listener)"
+                        .to_string()
                 } else {
                     String::new()
                 };
