@@ -388,4 +388,3 @@ mod tests {
         assert!(flow.admit(record(0, 3)).is_some());
     }
 }
-
