@@ -1,7 +1,10 @@
 //! Crash evidence on Kafka: a consumer in a child process is killed with
 //! SIGKILL at random moments while keyed, sequenced records are published;
 //! a checker reads what every process handled and counts lost records,
-//! per-key order violations and overlapping handling of a key.
+//! per-key order violations and overlapping handling of a key. The same
+//! checker judges group churn, a broker SIGKILLed and restarted, handlers
+//! slower than the revoke timeout, and one node of a private 3-node cluster
+//! SIGKILLed under acks=all publishing.
 //!
 //! The short form runs in `scripts/test`; `scripts/chaos` runs the full
 //! form (`EVENTBUS_DEV_CHAOS_FULL=1`: 200,000 records, 20 kills) whose
@@ -325,5 +328,134 @@ async fn handlers_slower_than_the_revoke_timeout_never_overlap_the_next_owner() 
     eprintln!("chaos slow handlers: {report}; {slow_handled} slow handlings finished");
     assert!(report.ok(), "{report}");
     assert!(slow_handled > 0, "slow handlers ran");
+    publisher.shutdown().await.unwrap();
+}
+
+/// A 3-node cluster (replication factor 3, `min.insync.replicas` 2) loses
+/// one node (SIGKILL) while records are published with acks=all and
+/// consumed; the consumer keeps going on the other two, the node comes
+/// back, and nothing acknowledged is lost. The short form kills one node;
+/// the full form kills each node in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_killed_loses_nothing_and_keeps_key_order() {
+    use chaos_support::kafka_cluster::KafkaCluster;
+    use chaos_support::{now_ns, resume};
+    use jxt_eventbus::config::Acks;
+
+    // The shared broker answering shows the rig (java, jars) is in place.
+    if support::kafka_brokers().is_none() {
+        return;
+    }
+    let full = chaos_support::full();
+    let (records, keys, node_kills) = if full {
+        (200_000, 1_000, 3)
+    } else {
+        (6_000, 100, 1)
+    };
+    let (mut rng, seed) = Rng::seeded();
+    let started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(|| KafkaCluster::start(3))
+        .await
+        .unwrap();
+    let cluster = std::sync::Arc::new(cluster);
+    eprintln!(
+        "chaos kafka cluster seed {seed}: {records} records, {keys} keys, {node_kills} node \
+         kills; 3 nodes at {} up after {:.0?}",
+        cluster.brokers,
+        started.elapsed()
+    );
+    let topic = support::unique_name("chaos-node");
+    let partitions = 6;
+    cluster.create_topic(&topic, partitions).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kafka_support::config(&cluster.brokers, &support::unique_name("g-chaos-node"));
+    // The bus's own producer defaults: an acknowledged record is on two
+    // replicas at least.
+    assert_eq!(config.kafka.producer.required_acks, Acks::All);
+    assert!(config.kafka.producer.idempotent);
+    let consumer = ChildSpec {
+        config: config.clone(),
+        topic: topic.clone(),
+        log: dir.path().join("consumer.log"),
+        handler_delay_us: 50,
+        slow_every: 0,
+        slow_ms: 0,
+    };
+    let mut child = spawn_child(&std::env::current_exe().unwrap(), CHILD_TEST, &consumer);
+    let mut publisher_config = config.clone();
+    publisher_config.group = support::unique_name("g-pub");
+    let publisher = EventBus::from_config(publisher_config).await.unwrap();
+    // Records keep coming through every kill, the resume and the restart.
+    let per_kill = Duration::from_secs(if full { 50 } else { 30 });
+    let publishing = tokio::spawn(publish(
+        publisher.clone(),
+        topic.clone(),
+        records,
+        keys,
+        per_kill * node_kills,
+    ));
+    support::wait_for(
+        "the consumer handling records",
+        Duration::from_secs(120),
+        || has_handled(&consumer.log),
+    )
+    .await;
+    let every_partition: BTreeSet<i32> = (0..partitions).collect();
+    let first_node = 1 + (rng.next() % 3) as u32;
+    let mut resumes = Vec::new();
+    for n in 0..node_kills {
+        tokio::time::sleep(rng.between(Duration::from_secs(1), Duration::from_secs(3))).await;
+        let node = 1 + (first_node - 1 + n) % 3;
+        let kill_ns = now_ns();
+        let killed = Instant::now();
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.kill(node))
+            .await
+            .unwrap();
+        // Keep going on two nodes: every partition is handled again (the
+        // dead node's partitions once new leaders were elected).
+        let mut resumed = None;
+        support::wait_for(
+            "every partition handled again with a node down",
+            Duration::from_secs(90),
+            || {
+                resumed = resume::every_partition_after(
+                    &read_logs(dir.path()),
+                    kill_ns,
+                    &every_partition,
+                );
+                resumed.is_some()
+            },
+        )
+        .await;
+        let resumed = resumed.unwrap();
+        resumes.push(resumed);
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.start_node(node))
+            .await
+            .unwrap();
+        eprintln!(
+            "node kill {n}: node {node} SIGKILLed; every partition handled again after \
+             {resumed:.1?}; node back after {:.1?}",
+            killed.elapsed()
+        );
+    }
+    let sent = publishing.await.unwrap();
+    let acknowledged: usize = sent.values().map(BTreeSet::len).sum();
+    wait_all_handled(dir.path(), &sent, &mut [&mut child]).await;
+    terminate(&mut child, Duration::from_secs(60)).await;
+    let report = checker::check(&sent, &read_logs(dir.path()));
+    let slowest = resumes.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "chaos kafka cluster node loss (seed {seed}, {:.0?}): {report}; {} publishes not \
+         acknowledged; slowest resume on every partition {slowest:.1?}",
+        started.elapsed(),
+        records as usize - acknowledged
+    );
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        report.processes, 1,
+        "the consumer resumed without a restart"
+    );
     publisher.shutdown().await.unwrap();
 }

@@ -5,6 +5,9 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod checker;
+#[cfg(feature = "kafka")]
+pub mod kafka_cluster;
+pub mod resume;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -36,8 +39,13 @@ pub struct Form {
     pub churn: u32,
 }
 
+/// True for the full form (`EVENTBUS_DEV_CHAOS_FULL=1`).
+pub fn full() -> bool {
+    std::env::var("EVENTBUS_DEV_CHAOS_FULL").is_ok_and(|v| v == "1")
+}
+
 pub fn form() -> Form {
-    if std::env::var("EVENTBUS_DEV_CHAOS_FULL").is_ok_and(|v| v == "1") {
+    if full() {
         Form {
             records: 200_000,
             keys: 1_000,
@@ -71,7 +79,7 @@ pub struct ChildSpec {
     pub slow_ms: u64,
 }
 
-fn now_ns() -> u128 {
+pub fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
