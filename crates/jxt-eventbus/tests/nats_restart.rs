@@ -138,3 +138,48 @@ async fn server_restart_loses_nothing_acknowledged() {
     bus.shutdown().await.unwrap();
     publisher.shutdown().await.unwrap();
 }
+
+/// A batch whose PubAcks are lost (the connection stalls right after it
+/// went out: a loopback proxy stops forwarding) resolves within
+/// `publish_timeout` plus a margin: every record's PubAck wait counts from
+/// its own publish, so the records of a batch do not time out one after
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_acks_are_lost_resolves_within_the_publish_timeout() {
+    use nats_support::proxy::TcpProxy;
+    use std::time::Instant;
+
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let proxy = TcpProxy::start(&server.url()).await;
+    let publish_timeout = Duration::from_secs(1);
+    let mut config = nats_support::config(&proxy.url(), "lost-acks");
+    config.nats.publish_timeout = publish_timeout;
+    let publisher = EventBus::from_config(config).await.unwrap();
+    // The stream exists and publishing works.
+    publisher
+        .publish("lost-acks", Message::new("first"))
+        .await
+        .unwrap();
+    proxy.freeze();
+    let batch: Vec<Message> = (0..20).map(|i| Message::new(i.to_string())).collect();
+    let t = Instant::now();
+    let results = tokio::time::timeout(WAIT, publisher.publish_batch("lost-acks", batch))
+        .await
+        .expect("the batch resolves")
+        .unwrap();
+    let took = t.elapsed();
+    proxy.thaw();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    eprintln!(
+        "a batch of 20 with its PubAcks held took {took:.1?} (publish_timeout \
+         {publish_timeout:?}); {failed} failed"
+    );
+    assert_eq!(failed, 20, "no PubAck came back: every record timed out");
+    assert!(
+        took <= publish_timeout + Duration::from_secs(1),
+        "the batch took {took:?} with publish_timeout {publish_timeout:?}"
+    );
+    publisher.shutdown().await.unwrap();
+}
