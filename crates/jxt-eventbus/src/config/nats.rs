@@ -45,7 +45,9 @@ pub struct NatsConfig {
     pub request_timeout: Duration,
     /// How long a publish waits for the stream's PubAck before it fails with
     /// [`Error::Timeout`] (the record may still have been stored; publishing
-    /// it again is de-duplicated by its id). Default 10s.
+    /// it again is de-duplicated by its id), counted from when the record
+    /// went out — in a batch too, so a batch whose PubAcks are lost fails
+    /// about this long after its last record was sent. Default 10s.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     /// Consumer `ack_wait`: a delivered record that is neither acknowledged

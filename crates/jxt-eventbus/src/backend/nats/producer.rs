@@ -33,6 +33,10 @@ use crate::message::Message;
 /// JetStream context's in-flight ack permits a batch holds.
 const BATCH_WINDOW: usize = 1024;
 
+/// A publish on the wire (or why it could not be sent) and when its PubAck
+/// is due.
+type Pending = (Result<PublishAckFuture>, tokio::time::Instant);
+
 #[derive(Debug)]
 pub(crate) struct NatsProducer {
     js: Context,
@@ -119,25 +123,37 @@ impl NatsProducer {
             .map_err(|e| self.error(topic, e))
     }
 
-    /// Awaits the PubAck (the context times it out after `publish_timeout`),
-    /// or the server's refusal of the subject, whichever comes first.
+    /// Awaits the PubAck until `deadline` (`publish_timeout` after the
+    /// record went out, not after the wait began, so the records of a batch
+    /// whose PubAcks are lost time out together rather than one after
+    /// another), or the server's refusal of the subject, whichever comes
+    /// first.
     async fn finish(
         &self,
         topic: &str,
-        ack: Result<PublishAckFuture>,
+        pending: Pending,
         denied: &mut DenialWatch,
     ) -> Result<PublishReceipt> {
         if let Some(why) = denied.seen() {
             return Err(refused(topic, why));
         }
+        let (ack, deadline) = pending;
         let ack = tokio::select! {
-            ack = ack?.into_future() => ack.map_err(|e| self.error(topic, e))?,
+            ack = tokio::time::timeout_at(deadline, ack?.into_future()) => ack
+                .map_err(|_| self.timeout())?
+                .map_err(|e| self.error(topic, e))?,
             why = denied.refused() => return Err(refused(topic, &why)),
         };
         Ok(PublishReceipt {
             partition: 0,
             offset: i64::try_from(ack.sequence).unwrap_or(i64::MAX),
         })
+    }
+
+    /// A record put on the wire now, with the moment its PubAck is due.
+    async fn sent(&self, topic: &str, subject: &Subject, message: Message) -> Pending {
+        let ack = self.start(topic, subject, message).await;
+        (ack, tokio::time::Instant::now() + self.publish_timeout)
     }
 
     fn timeout(&self) -> Error {
@@ -222,15 +238,17 @@ impl Producer for NatsProducer {
         let _guard = self.in_flight.enter(1);
         self.prepare(topic).await?;
         let mut denied = self.denials.watch(topic);
-        let ack = self.start(topic, &Subject::from(topic), message).await;
-        self.finish(topic, ack, &mut denied).await
+        let pending = self.sent(topic, &Subject::from(topic), message).await;
+        self.finish(topic, pending, &mut denied).await
     }
 
     /// Puts the whole batch on the wire before awaiting the PubAcks, up to
     /// 1024 at a time. Results come back in order, one per message; a failure
     /// does not stop the others. PubAcks come back in publish order, so they
     /// are awaited one after another: a wake-up now and then, no future per
-    /// record.
+    /// record. Each record's wait ends `publish_timeout` after it went out,
+    /// so a batch whose PubAcks are lost resolves about `publish_timeout`
+    /// after its last record was sent.
     async fn send_batch(&self, topic: &str, messages: Vec<Message>) -> Vec<Result<PublishReceipt>> {
         let n = messages.len();
         let _guard = self.in_flight.enter(n);
@@ -249,7 +267,7 @@ impl Producer for NatsProducer {
                     results.push(self.finish(topic, oldest, &mut denied).await);
                 }
             }
-            window.push_back(self.start(topic, &subject, message).await);
+            window.push_back(self.sent(topic, &subject, message).await);
         }
         for pending in window {
             results.push(self.finish(topic, pending, &mut denied).await);
