@@ -56,6 +56,12 @@ async fn sigkill_loop_loses_nothing_and_keeps_key_order() {
 /// record is handled, each key in order. Short form: 2 restarts; full: 5.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_with_file_storage_loses_nothing_and_keeps_key_order() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let Some(mut server) = NatsServer::start("") else {
         return;
     };
@@ -112,17 +118,28 @@ async fn a_server_restart_with_file_storage_loses_nothing_and_keeps_key_order() 
         // `restart` returns once the server listens again.
         tokio::task::block_in_place(|| server.restart());
         let restart_ns = now_ns();
-        let mut resumed = None;
-        support::wait_for(
-            "the consumer handling records after the restart",
-            Duration::from_secs(90),
-            || {
-                resumed = resume::first_after(&read_logs(dir.path()), restart_ns);
-                resumed.is_some()
-            },
-        )
-        .await;
-        let resumed = resumed.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let resumed = loop {
+            if let Some(resumed) = resume::first_after(&read_logs(dir.path()), restart_ns) {
+                break resumed;
+            }
+            if Instant::now() > deadline {
+                let out =
+                    std::fs::read_to_string(consumer.log.with_extension("out")).unwrap_or_default();
+                let out: Vec<&str> = out.lines().collect();
+                let out = out[out.len().saturating_sub(80)..].join("\n");
+                panic!(
+                    "restart {n}: the consumer handled nothing within 90 s of the restart \
+                     (publisher still publishing: {}, consumer alive: {}); consumer \
+                     output:\n{}\nserver log:\n{}",
+                    !publishing.is_finished(),
+                    child.try_wait().unwrap().is_none(),
+                    out,
+                    server.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         resumes.push(resumed);
         eprintln!(
             "restart {n}: server down {outage:.1?}; the consumer handled records again \
@@ -232,19 +249,38 @@ async fn a_member_frozen_past_its_pin_hands_over_without_overlap() {
     .await;
     let mut active = 0;
     let mut takeovers = Vec::new();
+    let mut after_freeze = 0;
     for n in 0..freezes {
         tokio::time::sleep(rng.between(Duration::from_secs(1), Duration::from_secs(3))).await;
         let standby = 1 - active;
         let before = resume::log_size(&spec(standby).log);
         proxies[active].freeze();
-        let frozen = Instant::now();
+        let (frozen, freeze_ns) = (Instant::now(), now_ns());
         support::wait_for("the standby taking over", Duration::from_secs(60), || {
             resume::log_size(&spec(standby).log) > before
         })
         .await;
         let took_over = frozen.elapsed();
-        takeovers.push(took_over);
         tokio::time::sleep(FREEZE.saturating_sub(frozen.elapsed())).await;
+        // Nothing of the frozen member ran once the standby had started:
+        // the ownership contract, for the whole topic.
+        let since = |n: usize| {
+            let text = std::fs::read_to_string(&spec(n).log).unwrap_or_default();
+            let lines = checker::parse_log(&text).unwrap();
+            lines.into_iter().filter(move |l| l.start_ns >= freeze_ns)
+        };
+        let frozen_runs: Vec<_> = since(active).collect();
+        let frozen_last_end = frozen_runs.iter().map(|l| l.end_ns).max();
+        let standby_first = since(standby).map(|l| l.start_ns).min().unwrap();
+        after_freeze += frozen_runs.len();
+        takeovers.push(Duration::from_nanos((standby_first - freeze_ns) as u64));
+        let ms = |ns: u128| ns.saturating_sub(freeze_ns) / 1_000_000;
+        assert!(
+            frozen_last_end.is_none_or(|end| end < standby_first),
+            "freeze {n}: member {active} handled until +{} ms, member {standby} started at +{} ms",
+            ms(frozen_last_end.unwrap()),
+            ms(standby_first)
+        );
         // Alternately the connection comes back with what it held, or is
         // reset and what it held is lost.
         let how = if n % 2 == 0 {
@@ -255,8 +291,12 @@ async fn a_member_frozen_past_its_pin_hands_over_without_overlap() {
         };
         proxies[active].thaw();
         eprintln!(
-            "freeze {n}: member {active} frozen, member {standby} handling after \
-             {took_over:.1?}; {how} after {:.1?}",
+            "freeze {n}: member {active} frozen, handled {} records after, the last ending at \
+             +{} ms; member {standby} handling from +{} ms (seen after {took_over:.1?}); {how} \
+             after {:.1?}",
+            frozen_runs.len(),
+            frozen_last_end.map_or(0, ms),
+            ms(standby_first),
             frozen.elapsed()
         );
         active = standby;
@@ -273,7 +313,8 @@ async fn a_member_frozen_past_its_pin_hands_over_without_overlap() {
     let slowest = takeovers.iter().max().copied().unwrap_or_default();
     eprintln!(
         "chaos nats freeze (seed {seed}, {:.0?}): {report}; slowest takeover {slowest:.1?} \
-         (pin lifetime {:?})",
+         (pin lifetime {:?}); {after_freeze} handlings by frozen members after their freeze \
+         began, every one ended before the standby started",
         started.elapsed(),
         FREEZE_ACK_WAIT * 2
     );

@@ -112,6 +112,13 @@ pub async fn run_child() {
         &std::env::var(CHILD_ENV).expect("run by the chaos tests, with EVENTBUS_DEV_CHAOS_CHILD"),
     )
     .expect("child spec");
+    // RUST_LOG (inherited from the test) logs the bus to the child's `.out`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     // SIGTERM is the graceful leave (SIGKILL needs no handling); caught from
     // the start, so one that arrives while the bus starts waits for it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -296,10 +303,14 @@ pub async fn publish(
                 Message::new(format!("{key} {seq}")).with_key(key)
             })
             .collect();
-        let results = bus
-            .publish_batch(&topic, batch)
-            .await
-            .expect("publish batch");
+        // Far past any publish timeout: a batch that takes this long hangs.
+        let results =
+            tokio::time::timeout(Duration::from_secs(120), bus.publish_batch(&topic, batch))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("a publish_batch did not resolve within 120 s (seq {seq})")
+                })
+                .expect("publish batch");
         for (k, r) in results.into_iter().enumerate() {
             // A failed publish is not acknowledged: it is not expected.
             if r.is_ok() {
