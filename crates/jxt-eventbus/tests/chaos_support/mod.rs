@@ -119,6 +119,18 @@ pub async fn run_child() {
             .with_writer(std::io::stderr)
             .try_init();
     }
+    // A test that fails (panics) does not kill its children: each one
+    // leaves once its parent is gone, instead of consuming on.
+    let parent = std::os::unix::process::parent_id();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("chaos child: the test is gone; exiting");
+                std::process::exit(3);
+            }
+        }
+    });
     // SIGTERM is the graceful leave (SIGKILL needs no handling); caught from
     // the start, so one that arrives while the bus starts waits for it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
