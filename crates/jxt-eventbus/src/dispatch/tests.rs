@@ -813,3 +813,120 @@ mod interleavings {
         }
     }
 }
+
+/// A call of a batch handler, finished by the test.
+struct BatchStarted {
+    records: Vec<(i32, i64)>,
+    finish: oneshot::Sender<crate::batch::BatchResult>,
+}
+
+impl Fixture {
+    /// Subscribes a batch handler whose calls the test finishes.
+    async fn subscribe_batches(
+        &self,
+        options: crate::batch::BatchOptions,
+    ) -> mpsc::UnboundedReceiver<BatchStarted> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handler = move |batch: Vec<Delivery>| {
+            let tx = tx.clone();
+            async move {
+                let (finish, result) = oneshot::channel();
+                let _ = tx.send(BatchStarted {
+                    records: batch.iter().map(|d| (d.partition(), d.offset())).collect(),
+                    finish,
+                });
+                result.await.unwrap_or(Ok(()))
+            }
+        };
+        let spec = BatchSpec {
+            handler: Arc::new(handler),
+            options,
+            attempt_timeout: None,
+            classifier: None,
+        };
+        let (reply, done) = oneshot::channel();
+        assert!(
+            self.handle
+                .send(Command::Subscribe {
+                    topic: TOPIC.into(),
+                    handler: SubscriptionHandler::Batches(Arc::new(spec)),
+                    settings: SubscriptionSettings {
+                        ordering: Ordering::Key,
+                        max_concurrency: options.max_records() * 2,
+                        recovery_concurrency: None,
+                    },
+                    reply,
+                })
+                .await
+        );
+        done.await.unwrap();
+        rx
+    }
+}
+
+/// A batch spans partitions: when one of them is revoked past its timeout,
+/// the call is cancelled, that partition's records are left unacknowledged,
+/// and the records of the partition still owned are handed over again; the
+/// batch then ends and frees its slot for the next one.
+#[tokio::test(start_paused = true)]
+async fn a_revoke_cancels_a_batch_and_hands_the_owned_records_over_again() {
+    let f = fixture(|_| {});
+    let options = crate::batch::BatchOptions::new(10)
+        .linger(Duration::from_millis(5))
+        .max_in_flight(1);
+    let mut calls = f.subscribe_batches(options).await;
+    f.assign(&[tp(0), tp(1)]).await;
+    f.records(&tp(0), 1, &[(0, "a"), (1, "b")]).await;
+    f.records(&tp(1), 7, &[(0, "c")]).await;
+    let first = tokio::time::timeout(STALLED, calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut records = first.records.clone();
+    records.sort();
+    assert_eq!(
+        records,
+        vec![(0, 0), (0, 1), (1, 0)],
+        "one batch of both partitions"
+    );
+
+    let answered = f.revoke(&[tp(0)], false).await;
+    tokio::time::timeout(STALLED, answered)
+        .await
+        .expect("revoke answered")
+        .unwrap();
+    assert!(first.finish.is_closed(), "the call was cancelled");
+    assert_eq!(f.cancelled(), 1);
+    let again = tokio::time::timeout(STALLED, calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.records,
+        vec![(1, 0)],
+        "only the owned partition's record"
+    );
+    again.finish.send(Ok(())).unwrap();
+    settle().await;
+    assert_eq!(
+        f.acks(),
+        vec![(0, 7)],
+        "only tp 1's record (tag 7) acknowledged"
+    );
+    assert_eq!(
+        f.stores(&tp(0)),
+        vec![0],
+        "nothing of the revoked partition"
+    );
+
+    // The batch ended: the next one starts.
+    f.records(&tp(1), 2, &[(1, "c")]).await;
+    let next = tokio::time::timeout(STALLED, calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.records, vec![(1, 1)]);
+    next.finish.send(Ok(())).unwrap();
+    settle().await;
+    assert_eq!(f.stats().await.running, 0);
+}
