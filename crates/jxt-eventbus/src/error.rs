@@ -81,6 +81,17 @@ pub enum Error {
     /// dead-letter inspection).
     #[error(transparent)]
     Handler(#[from] crate::handler::HandlerError),
+    /// The operator HTTP endpoints could not be served on their address
+    /// (in use, not local, not allowed), or a service runner could not
+    /// listen for its stop signal.
+    #[error("cannot serve the operator endpoints on {addr}: {source}")]
+    Serve {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other backend failure (connection, protocol, admin).
     #[error("{backend} backend error: {reason}")]
     Backend {
@@ -107,6 +118,7 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::InvalidMessage(_)
             | Error::Subscribe { .. }
+            | Error::Serve { .. }
             | Error::Closed => false,
         }
     }

@@ -317,3 +317,114 @@ async fn server_tied_to_the_bus_stops_after_its_shutdown() {
         .expect("the server stops once the bus stopped");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A free loopback port (bound, read, released) for runners that take an
+/// address and do not report the one they bound.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `run_until`: on the signal the bus drains while the endpoints still
+/// answer (`/healthz` 503 "shut down"); both have stopped when it returns,
+/// and the record that was running was handled and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_stops_the_bus_and_the_endpoints_together() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = bus(&broker, "http-run").await;
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s, r) = (started.clone(), release.clone());
+    let hold = move |_: Delivery| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            s.notify_one();
+            r.acquire().await.unwrap().forget();
+            Ok(())
+        }
+    };
+    bus.subscribe("orders", hold, SubscribeOptions::new())
+        .await
+        .unwrap();
+    bus.publish("orders", Message::new("1").with_key("k"))
+        .await
+        .unwrap();
+    started.notified().await;
+
+    let addr = free_port();
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            http::run_until(&bus, addr, async {
+                let _ = stopping.await;
+            })
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the endpoints never listened");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+
+    stop.send(()).unwrap();
+    while !bus.is_closed() {
+        assert!(
+            Instant::now() < deadline,
+            "the bus never began its shutdown"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Draining the held record: the endpoints still answer, and say why.
+    let health = get(addr, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (503, "shut down\n"));
+    assert!(!running.is_finished());
+
+    release.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run_until returns once the bus and the endpoints stopped")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let committed: i64 = broker
+        .committed("http-run", "orders")
+        .into_iter()
+        .flatten()
+        .sum();
+    assert_eq!(committed, 1, "the held record was handled, then committed");
+}
+
+/// A bus shut down elsewhere ends `run_until` too; an address in use is a
+/// clear error and leaves the bus running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_ends_with_the_bus_and_reports_a_taken_address() {
+    let broker = MemoryBroker::new(MemoryConfig::default());
+    let bus = bus(&broker, "http-run-taken").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = http::run_until(&bus, addr, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, jxt_eventbus::Error::Serve { .. }), "{err:?}");
+    assert!(err
+        .to_string()
+        .starts_with(&format!("cannot serve the operator endpoints on {addr}: ")));
+    assert!(!bus.is_closed());
+    drop(taken);
+
+    let running = tokio::spawn({
+        let bus = bus.clone();
+        async move { http::run_until(&bus, free_port(), std::future::pending()).await }
+    });
+    bus.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run_until returns once the bus stopped")
+        .unwrap()
+        .unwrap();
+}

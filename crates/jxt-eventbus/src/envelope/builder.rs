@@ -26,10 +26,6 @@ use crate::error::{Error, Result};
 /// assert_eq!(paid.aggregate_id, "order-42");
 /// assert_eq!(paid.correlation_id, Some(e.event_id.clone()));
 ///
-/// let paid = Envelope::builder().caused_by(&e).event_type("PaymentRequested").event_version(1).payload(&12).build()?;
-/// assert_eq!(paid.aggregate_id, "order-42");
-/// assert_eq!(paid.correlation_id, Some(e.event_id.clone()));
-///
 /// let missing = Envelope::builder().event_type("OrderCreated").event_version(1).payload(&1).build();
 /// assert_eq!(missing.unwrap_err().to_string(), "invalid message: invalid envelope: aggregate_id is required");
 /// # Ok::<(), jxt_eventbus::Error>(())
@@ -153,5 +149,47 @@ impl Envelope {
     /// An [`EnvelopeBuilder`]: every field named, nothing to swap.
     pub fn builder() -> EnvelopeBuilder {
         EnvelopeBuilder::default()
+    }
+
+    /// The event this one causes, in one call (consume, then publish): as
+    /// [`EnvelopeBuilder::caused_by`] — same aggregate id, the chain's
+    /// correlation id — and the cause's trace id and tenant id, so the
+    /// follow-up lands in the same trace and tenant. A fresh event id and the
+    /// current time. For anything else, use the builder.
+    ///
+    /// ```
+    /// use jxt_eventbus::Envelope;
+    /// let order = Envelope::builder()
+    ///     .aggregate_id("order-42")
+    ///     .event_type("OrderPlaced")
+    ///     .event_version(1)
+    ///     .tenant_id(7)
+    ///     .payload(&12)
+    ///     .build()?;
+    /// let paid = order.follow_up("PaymentRequested", 2, &12)?;
+    /// assert_eq!((paid.aggregate_id.as_str(), paid.event_type.as_str()), ("order-42", "PaymentRequested"));
+    /// assert_eq!((paid.event_version, paid.tenant_id), (2, Some(7)));
+    /// assert_eq!(paid.correlation_id.as_deref(), Some(order.event_id.as_str()));
+    /// assert_ne!(paid.event_id, order.event_id);
+    /// # Ok::<(), jxt_eventbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidMessage`] when the payload is not JSON, the event
+    /// type is empty or the version is not positive.
+    pub fn follow_up(
+        &self,
+        event_type: impl Into<String>,
+        event_version: i64,
+        payload: &impl Serialize,
+    ) -> Result<Envelope> {
+        let mut builder = Envelope::builder()
+            .caused_by(self)
+            .event_type(event_type)
+            .event_version(event_version)
+            .payload(payload);
+        builder.trace_id = self.trace_id.clone();
+        builder.tenant_id = self.tenant_id;
+        builder.build()
     }
 }

@@ -245,3 +245,28 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn a_follow_up_carries_the_chain_trace_and_tenant_and_nothing_else() {
+    let cause = sample()
+        .with_trace_id("trace-9")
+        .with_correlation_id("chain-1")
+        .with_tenant_id(7);
+    let next = cause.follow_up("PaymentRequested", 2, &"paid").unwrap();
+    assert_eq!(next.aggregate_id, "order-1");
+    assert_eq!(next.event_type, "PaymentRequested");
+    assert_eq!(next.event_version, 2);
+    assert_eq!(next.payload.get(), r#""paid""#);
+    // The chain's correlation id, not the cause's own event id.
+    assert_eq!(next.correlation_id.as_deref(), Some("chain-1"));
+    assert_eq!(next.trace_id.as_deref(), Some("trace-9"));
+    assert_eq!(next.tenant_id, Some(7));
+    assert_ne!(next.event_id, cause.event_id);
+    assert_ne!(next.timestamp, cause.timestamp);
+
+    let plain = sample().follow_up("PaymentRequested", 1, &1).unwrap();
+    assert_eq!(plain.correlation_id.as_deref(), Some("evt-1"));
+    assert_eq!((plain.trace_id, plain.tenant_id), (None, None));
+    assert!(sample().follow_up("", 1, &1).is_err());
+    assert!(sample().follow_up("PaymentRequested", 0, &1).is_err());
+}

@@ -52,6 +52,7 @@ use prometheus_client::registry::Registry;
 
 mod dead_letters;
 mod page;
+mod run;
 mod status;
 
 use status::LagCache;
@@ -59,6 +60,7 @@ use status::LagCache;
 /// The axum this module is built on (0.8), for mounting [`router`] in an
 /// application's own router without a second, mismatched axum.
 pub use axum;
+pub use run::{run_until, run_until_signal};
 
 /// Where [`serve`] listens unless told otherwise: loopback only, port 9464
 /// (the port commonly used for Prometheus exporters).
