@@ -70,7 +70,8 @@ impl BusConfig {
     /// As [`BusConfig::load`]; also when the file has no such section (a
     /// service that wants every default writes `eventbus: {}`), or the
     /// section is not a map.
-    pub fn load_section(path: &Path, section: &str) -> Result<Self> {
+    pub fn load_section(path: impl AsRef<Path>, section: &str) -> Result<Self> {
+        let path = path.as_ref();
         let figment = Figment::from(file(path)?);
         match figment.find_value(section) {
             Ok(figment::value::Value::Dict(..)) => {}
