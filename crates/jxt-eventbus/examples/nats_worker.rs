@@ -62,14 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Default::default(),
     )
     .await?;
-    let server = http::serve_with_shutdown(bus.clone(), http::DEFAULT_ADDR, bus.stopped()).await?;
     println!(
         "working; operator endpoints on http://{}",
-        server.local_addr()
+        http::DEFAULT_ADDR
     );
-    tokio::signal::ctrl_c().await?;
-    let stopped = bus.shutdown().await;
-    server.stopped().await;
+    http::run_until_signal(&bus, http::DEFAULT_ADDR).await?;
     println!("thumbnails made: {}", stats.done.load(Ordering::Relaxed));
-    Ok(stopped?)
+    Ok(())
 }
