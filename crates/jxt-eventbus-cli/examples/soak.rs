@@ -181,12 +181,12 @@ impl Soak {
         }
         let c = &self.counters;
         if c.error_burst.load(Ordering::Relaxed) {
-            if seq % 500 == 0 {
+            if seq.is_multiple_of(500) {
                 c.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 self.seen.mark(seq);
                 return Err(HandlerError::permanent("soak: poison record"));
             }
-            if seq % 10 == 0 && d.attempt() == 1 {
+            if seq.is_multiple_of(10) && d.attempt() == 1 {
                 c.retried.fetch_add(1, Ordering::Relaxed);
                 return Err(HandlerError::retryable("soak: transient failure"));
             }
@@ -372,6 +372,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// One CSV row: (minutes, rss MiB, lag, open fds, tokio tasks, lanes, fault).
 type Row = (f64, f64, f64, f64, f64, f64, String);
 
+/// A plot panel: title, unit, and the value it draws from a row.
+type Panel = (&'static str, &'static str, fn(&Row) -> f64);
+
 fn read_rows(path: &str) -> anyhow::Result<Vec<Row>> {
     let text = std::fs::read_to_string(path)?;
     let mut rows = Vec::new();
@@ -399,7 +402,7 @@ fn plot(csv: &str, out: &str, subtitle: &str) -> anyhow::Result<()> {
     let x_max = rows.last().map_or(1.0, |r| r.0).max(0.1);
     let root = SVGBackend::new(out, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(56);
+    let (title, body) = root.split_vertically(76);
     title.draw(&Text::new(
         "jxt-eventbus soak on Kafka: RSS, lag, file descriptors and tasks over time",
         (20, 10),
@@ -410,7 +413,7 @@ fn plot(csv: &str, out: &str, subtitle: &str) -> anyhow::Result<()> {
         (20, 34),
         ("sans-serif", 13).into_font(),
     ))?;
-    let panels: [(&str, &str, fn(&Row) -> f64); 4] = [
+    let panels: [Panel; 4] = [
         ("RSS", "MiB", |r| r.1),
         ("Lag (records, both members)", "records", |r| r.2),
         ("Open file descriptors", "fds", |r| r.3),
