@@ -5,11 +5,12 @@
 //!
 //! On its own it runs on the memory backend and makes its dead letters
 //! first: a handler refuses the orders of one customer until "fixed".
-//! With a configuration file it works on that bus's topic and group:
+//! With a configuration file it works on that bus's topic and group, for
+//! the dead letters of one key (default `customer-7`):
 //!
 //! ```sh
 //! cargo run -p jxt-eventbus --example replay_dead_letters
-//! cargo run -p jxt-eventbus --features kafka --example replay_dead_letters -- service.yaml orders
+//! cargo run -p jxt-eventbus --features kafka --example replay_dead_letters -- service.yaml orders order-3
 //! ```
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let config = args.next().map(PathBuf::from);
     let topic = args.next().unwrap_or_else(|| "orders".into());
+    let key = args.next().unwrap_or_else(|| "customer-7".into());
     let bus = EventBus::builder()
         .config(BusConfig::load(config.as_deref())?)
         .build()
@@ -33,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if config.is_none() {
         make_dead_letters(&bus, &topic).await?;
     }
-    let report = replay(&bus, &topic, "customer-7").await?;
+    let report = replay(&bus, &topic, &key).await?;
     println!("replayed {report}");
     bus.shutdown().await?;
     Ok(())

@@ -9,6 +9,8 @@
 //! ```sh
 //! CONFIG=crates/jxt-eventbus/examples/orders_service/orders_service.yaml
 //! RUST_LOG=info cargo run -p jxt-eventbus --features kafka,http --example orders_service -- $CONFIG
+//! # (logs through a pipe: `2>&1 | tee -i log`; a plain tee dies on Ctrl-C, and the
+//! # service's next log line then ends it before it can commit)
 //! # orders from elsewhere; a total of 0 is poison, a multiple of 7 is retried once:
 //! eventbus --config $CONFIG --section eventbus publish orders --envelope \
 //!     --type OrderPlaced --aggregate order-1 '{"customer":"ada","total":14}'
