@@ -369,8 +369,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One CSV row: (minutes, rss MiB, lag, open fds, tokio tasks, lanes, fault).
-type Row = (f64, f64, f64, f64, f64, f64, String);
+/// One CSV row, as plotted.
+struct Row {
+    minutes: f64,
+    rss_mib: f64,
+    lag: f64,
+    /// Published and not yet handled (or dead-lettered).
+    unhandled: f64,
+    fds: f64,
+    tasks: f64,
+    lanes: f64,
+    fault: String,
+}
 
 /// A plot panel: title, unit, and the value it draws from a row.
 type Panel = (&'static str, &'static str, fn(&Row) -> f64);
@@ -382,15 +392,16 @@ fn read_rows(path: &str) -> anyhow::Result<Vec<Row>> {
         let f: Vec<&str> = line.split(',').collect();
         anyhow::ensure!(f.len() == 13, "{path}: a row of {} fields: {line}", f.len());
         let n = |i: usize| f[i].parse::<f64>();
-        rows.push((
-            n(0)? / 60.0,
-            n(1)? / 1024.0,
-            n(6)?,
-            n(2)?,
-            n(3)?,
-            n(4)?,
-            f[12].to_string(),
-        ));
+        rows.push(Row {
+            minutes: n(0)? / 60.0,
+            rss_mib: n(1)? / 1024.0,
+            fds: n(2)?,
+            tasks: n(3)?,
+            lanes: n(4)?,
+            lag: n(6)?,
+            unhandled: (n(7)? - n(8)? - n(10)?).max(0.0),
+            fault: f[12].to_string(),
+        });
     }
     Ok(rows)
 }
@@ -399,12 +410,12 @@ fn plot(csv: &str, out: &str, subtitle: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let rows = read_rows(csv)?;
     anyhow::ensure!(rows.len() >= 2, "{csv}: fewer than two samples");
-    let x_max = rows.last().map_or(1.0, |r| r.0).max(0.1);
-    let root = SVGBackend::new(out, (1200, 900)).into_drawing_area();
+    let x_max = rows.last().map_or(1.0, |r| r.minutes).max(0.1);
+    let root = SVGBackend::new(out, (1200, 1200)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(76);
     title.draw(&Text::new(
-        "jxt-eventbus soak on Kafka: RSS, lag, file descriptors and tasks over time",
+        "jxt-eventbus soak on Kafka: memory, lag, lanes, file descriptors and tasks over time",
         (20, 10),
         ("sans-serif", 18).into_font(),
     ))?;
@@ -413,13 +424,24 @@ fn plot(csv: &str, out: &str, subtitle: &str) -> anyhow::Result<()> {
         (20, 34),
         ("sans-serif", 13).into_font(),
     ))?;
-    let panels: [Panel; 4] = [
-        ("RSS", "MiB", |r| r.1),
-        ("Lag (records, both members)", "records", |r| r.2),
-        ("Open file descriptors", "fds", |r| r.3),
-        ("Live tokio tasks", "tasks", |r| r.4),
+    title.draw(&Text::new(
+        "vertical lines: red = member b restarted (leave, join), orange = a 10 s handler error burst (retries, dead letters)",
+        (20, 54),
+        ("sans-serif", 13).into_font(),
+    ))?;
+    let panels: [Panel; 6] = [
+        ("RSS", "MiB", |r| r.rss_mib),
+        (
+            "Lag: records not yet committed (both members)",
+            "records",
+            |r| r.lag,
+        ),
+        ("Published, not yet handled", "records", |r| r.unhandled),
+        ("Live key lanes (both members)", "lanes", |r| r.lanes),
+        ("Open file descriptors", "fds", |r| r.fds),
+        ("Live tokio tasks", "tasks", |r| r.tasks),
     ];
-    for (area, (name, unit, value)) in body.split_evenly((2, 2)).iter().zip(panels) {
+    for (area, (name, unit, value)) in body.split_evenly((3, 2)).iter().zip(panels) {
         let y_max = rows.iter().map(value).fold(1.0_f64, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(name, ("sans-serif", 16))
@@ -435,16 +457,22 @@ fn plot(csv: &str, out: &str, subtitle: &str) -> anyhow::Result<()> {
             .label_style(("sans-serif", 12))
             .draw()?;
         // Faults as thin vertical lines: red a restart, orange an error burst.
-        for r in rows.iter().filter(|r| r.6 == "restart" || r.6 == "errors") {
-            let color = if r.6 == "restart" {
+        for r in rows
+            .iter()
+            .filter(|r| r.fault == "restart" || r.fault == "errors")
+        {
+            let color = if r.fault == "restart" {
                 RED.mix(0.3)
             } else {
                 RGBColor(255, 140, 0).mix(0.4)
             };
-            chart.draw_series(LineSeries::new([(r.0, 0.0), (r.0, y_max)], color))?;
+            chart.draw_series(LineSeries::new(
+                [(r.minutes, 0.0), (r.minutes, y_max)],
+                color,
+            ))?;
         }
         chart.draw_series(LineSeries::new(
-            rows.iter().map(|r| (r.0, value(r))),
+            rows.iter().map(|r| (r.minutes, value(r))),
             BLUE.stroke_width(2),
         ))?;
     }
