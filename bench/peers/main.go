@@ -115,12 +115,11 @@ func main() {
 	var publish, cpu []float64
 	for i := 0; i < *rounds; i++ {
 		topic := fmt.Sprintf("bench-peer-%s-%s-%d", *name, run, i)
-		before := cpuTime()
 		res, err := w.round(addrs, topic, pe.run, *name == "watermill-kafka")
 		if err != nil {
 			log.Fatalf("round %d: %v", i, err)
 		}
-		cpu = append(cpu, float64((cpuTime()-before).Microseconds())/float64(w.messages))
+		cpu = append(cpu, float64(res.cpu.Microseconds())/float64(w.messages))
 		rate := float64(w.messages) / res.elapsed.Seconds()
 		r.PerRound = append(r.PerRound, float64(int64(rate)))
 		r.ConsumerPath.PerRound = append(r.ConsumerPath.PerRound, float64(int64(float64(w.messages)/res.consumerPath.Seconds())))

@@ -100,8 +100,11 @@ type result struct {
 	// consumerPath: a second group reading the filled topic, first record
 	// handled to last.
 	elapsed, publish, consumerPath time.Duration
-	p50, p99                       uint64
-	ordered                        bool
+	// CPU time of this process (producer and consumer) over the end-to-end
+	// part, group join included.
+	cpu      time.Duration
+	p50, p99 uint64
+	ordered  bool
 }
 
 // round runs one round on a fresh topic; watermill says whether to write
@@ -118,6 +121,7 @@ func (w *workload) round(brokers []string, topic string, run peer, watermillForm
 	defer func() { _ = admin.DeleteTopic(topic) }()
 
 	t := newTally(w)
+	cpuBefore := cpuTime()
 	stop, err := run(brokers, topic, topic+"-group", t)
 	if err != nil {
 		return result{}, err
@@ -134,6 +138,7 @@ func (w *workload) round(brokers []string, topic string, run peer, watermillForm
 	}
 	published := time.Since(start)
 	err = t.wait()
+	cpu := cpuTime() - cpuBefore
 	stop()
 	if err != nil {
 		return result{}, err
@@ -155,6 +160,7 @@ func (w *workload) round(brokers []string, topic string, run peer, watermillForm
 	return result{
 		elapsed:      t.endedAt.Sub(start),
 		publish:      published,
+		cpu:          cpu,
 		consumerPath: again.endedAt.Sub(again.startedAt),
 		p50:          q(0.5),
 		p99:          q(0.99),
