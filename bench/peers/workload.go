@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -107,8 +106,8 @@ type result struct {
 	ordered  bool
 }
 
-// round runs one round on a fresh topic; watermill says whether to write
-// the records as Watermill's DefaultMarshaler would (its UUID header).
+// round runs one round on a fresh topic; watermillFormat says whether to
+// write the records as Watermill's DefaultMarshaler does (a UUID header).
 func (w *workload) round(brokers []string, topic string, run peer, watermillFormat bool) (result, error) {
 	admin, err := sarama.NewClusterAdmin(brokers, sarama.NewConfig())
 	if err != nil {
@@ -211,9 +210,7 @@ func (w *workload) publish(brokers []string, topic string, watermillFormat bool)
 	if err != nil {
 		return err
 	}
-	var closeOnce sync.Once
-	closeP := func() { closeOnce.Do(func() { _ = p.Close() }) }
-	defer closeP()
+	defer func() { _ = p.Close() }()
 	var sent, acked uint64
 	ack := func() error {
 		select {
@@ -250,9 +247,6 @@ func (w *workload) publish(brokers []string, topic string, watermillFormat bool)
 				return err
 			}
 		}
-	}
-	if acked != w.messages {
-		return errors.New("acknowledgements do not match the records sent")
 	}
 	return nil
 }
