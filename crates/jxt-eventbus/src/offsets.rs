@@ -5,8 +5,14 @@
 //! the highest delivered offset + 1 when nothing is outstanding. Gaps in the
 //! offsets (compaction, transaction markers, stream sequences of other
 //! subjects) are fine: only delivered offsets are tracked.
+//!
+//! Records finished above the commit position are reported too
+//! ([`PartitionOffsets::finished_above`]): a backend that can keep them with
+//! the commit (Kafka's commit metadata) spares the next owner handling them
+//! again. Only delivered offsets whose handling finished are ever listed.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::SystemTime;
 
 /// Delivered and finished offsets of one partition.
@@ -22,6 +28,8 @@ pub struct PartitionOffsets {
     next: Option<i64>,
     /// Last position returned by [`PartitionOffsets::complete`].
     reported: Option<i64>,
+    /// Finished entries in `window` (all above the position).
+    finished: usize,
 }
 
 impl PartitionOffsets {
@@ -51,13 +59,17 @@ impl PartitionOffsets {
             .window
             .binary_search_by_key(&offset, |(o, _)| *o)
             .ok()?;
-        self.window[idx].1 = true;
+        if !self.window[idx].1 {
+            self.window[idx].1 = true;
+            self.finished += 1;
+        }
         if idx != 0 {
             return None;
         }
         while self.window.front().is_some_and(|(_, done)| *done) {
             self.window.pop_front();
             self.times.pop_front();
+            self.finished -= 1;
         }
         let position = self.position()?;
         if self.reported.is_some_and(|r| r >= position) {
@@ -74,6 +86,33 @@ impl PartitionOffsets {
             Some((o, _)) => Some(*o),
             None => self.next,
         }
+    }
+
+    /// Finished offsets above the commit position, as ascending runs of
+    /// consecutive offsets, at most `max_runs` of them (the lowest). Empty
+    /// when nothing above the position finished (checked in O(1)).
+    pub fn finished_above(&self, max_runs: usize) -> Vec<Range<i64>> {
+        let mut runs: Vec<Range<i64>> = Vec::new();
+        if self.finished == 0 || max_runs == 0 {
+            return runs;
+        }
+        let mut left = self.finished;
+        for &(o, done) in &self.window {
+            if !done {
+                continue;
+            }
+            let full = runs.len() == max_runs;
+            match runs.last_mut() {
+                Some(r) if r.end == o => r.end = o + 1,
+                _ if full => break,
+                _ => runs.push(o..o + 1),
+            }
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        runs
     }
 
     /// Publish time of the oldest unfinished record.
@@ -106,6 +145,24 @@ mod tests {
         assert_eq!(p.complete(14), None);
         assert_eq!(p.complete(13), Some(15));
         assert_eq!(p.outstanding(), 0);
+    }
+
+    #[test]
+    fn lists_what_finished_above_the_position() {
+        let mut p = PartitionOffsets::default();
+        for o in [10, 11, 12, 14, 15, 20] {
+            p.deliver(o);
+        }
+        assert!(p.finished_above(8).is_empty());
+        for o in [11, 12, 15, 14, 20] {
+            assert_eq!(p.complete(o), None);
+        }
+        assert_eq!(p.complete(12), None, "a second completion changes nothing");
+        // 12 and 14 are not consecutive offsets: 13 was never delivered.
+        assert_eq!(p.finished_above(8), vec![11..13, 14..16, 20..21]);
+        assert_eq!(p.finished_above(2), vec![11..13, 14..16]);
+        assert_eq!(p.complete(10), Some(21));
+        assert!(p.finished_above(8).is_empty());
     }
 
     #[test]
@@ -143,7 +200,14 @@ mod tests {
             let mut last = i64::MIN;
             for o in order {
                 finished.insert(o);
-                if let Some(pos) = p.complete(o) {
+                let advanced = p.complete(o);
+                // What is listed above the position finished, and nothing
+                // finished above it is left out.
+                let pos = p.position().unwrap();
+                let listed: Vec<i64> = p.finished_above(usize::MAX).into_iter().flatten().collect();
+                let expected: Vec<i64> = finished.iter().copied().filter(|&f| f > pos).collect();
+                prop_assert_eq!(&listed, &expected);
+                if let Some(pos) = advanced {
                     prop_assert!(pos > last);
                     last = pos;
                     for &d in offsets.iter().filter(|&&d| d < pos) {

@@ -44,7 +44,6 @@ impl Harness for Kafka {
             config.kafka.consumer.session_timeout = Duration::from_secs(10);
             // Members learn of a rebalance from their next heartbeat.
             config.kafka.consumer.heartbeat_interval = Duration::from_millis(500);
-            config.kafka.consumer.commit_interval = Duration::from_millis(500);
             test_config(&mut config);
             tweak(&mut config);
             EventBus::builder()

@@ -12,9 +12,9 @@
 //! last record handled.
 //!
 //! - **bus**: keyed dispatch (`--concurrency` lanes), offsets stored as
-//!   records finish, committed every `kafka.consumer.commit_interval`.
+//!   records finish, committed as they advance.
 //! - **baseline**: a `BaseConsumer` with the bus's consumer properties (the
-//!   same fetch settings; auto-commit of stored offsets) polled in a loop
+//!   same fetch settings; librdkafka's auto-commit of stored offsets) polled in a loop
 //!   that handles each record where it polled it and stores its offset: no
 //!   keyed parallelism, nothing to hand over.
 //! - **keyed by hand** (reported apart, `keyed_end_to_end`): the same
@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use futures::future::join_all;
-use jxt_eventbus::backend::kafka::consumer_properties;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -142,10 +141,7 @@ async fn raw_side(
         .set("message.timeout.ms", "30000")
         .create()?;
     let group = format!("{topic}-group");
-    let mut client = ClientConfig::new();
-    for (k, v) in consumer_properties(&bus_config(args, brokers, &group), &group) {
-        client.set(k, v);
-    }
+    let client = super::kafka::hand_written_client(&bus_config(args, brokers, &group), &group);
     let consumer: BaseConsumer = client.create()?;
     consumer.subscribe(&[topic])?;
     let tally = Tally::new(args.messages, args.keys, args.work());

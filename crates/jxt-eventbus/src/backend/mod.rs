@@ -186,9 +186,32 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     }
 
     /// Records the commit position (next offset to read) of a partition: every
-    /// record below it is finished. Committed by the backend periodically, on
-    /// revoke and on close. Ignored for partitions no longer owned.
+    /// record below it is finished. Committed by the backend as positions
+    /// advance (Kafka) or with its own acknowledgements, on revoke and on
+    /// close. Ignored for partitions no longer owned.
     fn store(&self, partition: &TopicPartition, next_offset: i64);
+
+    /// How many runs of offsets finished above the commit position the
+    /// backend can keep with a commit ([`Consumer::store_finished`]); 0 (the
+    /// default) when it keeps none, and the dispatcher does not collect them.
+    fn finished_runs_wanted(&self) -> usize {
+        0
+    }
+
+    /// As [`Consumer::store`], with the offsets finished above `next_offset`
+    /// (ascending runs of consecutive offsets, the lowest first; never an
+    /// offset that is not finished). A backend that keeps them with the
+    /// commit lets the partition's next owner skip those records. By default
+    /// they are dropped.
+    fn store_finished(
+        &self,
+        partition: &TopicPartition,
+        next_offset: i64,
+        finished_above: Vec<std::ops::Range<i64>>,
+    ) {
+        let _ = finished_above;
+        self.store(partition, next_offset);
+    }
 
     /// Commits stored positions now.
     ///

@@ -222,6 +222,12 @@ pub(crate) struct Dispatcher {
     /// Commit positions advanced in this loop turn, handed to the backend
     /// once per turn rather than once per record.
     advanced: HashMap<TopicPartition, i64>,
+    /// Partitions where a record above the commit position finished in this
+    /// loop turn (only when the backend keeps those, see
+    /// [`Consumer::finished_runs_wanted`]).
+    finished_above: HashSet<TopicPartition>,
+    /// [`Consumer::finished_runs_wanted`] of the backend.
+    finished_runs: usize,
     /// Recovery mode as last applied to the subscriptions' concurrency.
     recovering: bool,
     /// Threads of the runtime the dispatcher runs on.
@@ -241,7 +247,9 @@ impl Dispatcher {
         // flight (capped by `max_buffered`), and a completion must never be
         // dropped or block a worker.
         let (completions_tx, completions) = mpsc::unbounded_channel();
+        let finished_runs = consumer.finished_runs_wanted();
         let dispatcher = Dispatcher {
+            finished_runs,
             consumer,
             config,
             ctx,
@@ -261,6 +269,7 @@ impl Dispatcher {
             assigned_total: 0,
             revoked_total: 0,
             advanced: HashMap::default(),
+            finished_above: HashSet::new(),
             recovering: false,
             workers: tokio::runtime::Handle::current()
                 .metrics()
@@ -621,26 +630,50 @@ impl Dispatcher {
             }
         }
         if finished {
-            if let Some(position) = ps.offsets.complete(offset) {
-                // A revoking partition's final position is stored when it
-                // is released.
-                if owned {
+            // A revoking partition's final position is stored when it is
+            // released.
+            match ps.offsets.complete(offset) {
+                Some(position) if owned => {
                     self.advanced.insert(partition, position);
                 }
+                None if owned && self.finished_runs > 0 => {
+                    self.finished_above.insert(partition);
+                }
+                _ => {}
             }
         }
     }
 
     /// Hands the positions advanced in this turn to the backend.
     fn store_advanced(&mut self) {
-        if self.advanced.is_empty() {
+        if self.advanced.is_empty() && self.finished_above.is_empty() {
             return;
         }
         let now = Instant::now();
         for (tp, position) in self.advanced.drain() {
             if let Some(ps) = self.partitions.get_mut(&tp) {
                 ps.progress_at = now;
-                self.consumer.store(&tp, position);
+                self.finished_above.remove(&tp);
+                store_position(
+                    &*self.consumer,
+                    self.finished_runs,
+                    &tp,
+                    position,
+                    &ps.offsets,
+                );
+            }
+        }
+        for tp in self.finished_above.drain() {
+            if let Some(ps) = self.partitions.get(&tp) {
+                if let Some(position) = ps.offsets.position() {
+                    store_position(
+                        &*self.consumer,
+                        self.finished_runs,
+                        &tp,
+                        position,
+                        &ps.offsets,
+                    );
+                }
             }
         }
     }
@@ -772,6 +805,22 @@ fn count_running(
             }
         }
         i += same;
+    }
+}
+
+/// Hands a partition's commit position to the backend, with the offsets
+/// finished above it when the backend keeps them.
+fn store_position(
+    consumer: &dyn Consumer,
+    finished_runs: usize,
+    tp: &TopicPartition,
+    position: i64,
+    offsets: &PartitionOffsets,
+) {
+    if finished_runs == 0 {
+        consumer.store(tp, position);
+    } else {
+        consumer.store_finished(tp, position, offsets.finished_above(finished_runs));
     }
 }
 

@@ -177,7 +177,13 @@ impl Dispatcher {
             let owned_again = self.partitions.contains_key(tp);
             if !r.lost && !owned_again {
                 if let Some(position) = ps.offsets.position() {
-                    self.consumer.store(tp, position);
+                    super::store_position(
+                        &*self.consumer,
+                        self.finished_runs,
+                        tp,
+                        position,
+                        &ps.offsets,
+                    );
                 }
             }
             if ps.running > 0 {

@@ -28,7 +28,6 @@ pub fn config(brokers: &str, group: &str) -> BusConfig {
     // Members learn of a rebalance from their next heartbeat: keep
     // rebalances quick in tests.
     c.kafka.consumer.heartbeat_interval = Duration::from_millis(500);
-    c.kafka.consumer.commit_interval = Duration::from_millis(500);
     c.retry.initial_backoff = Duration::from_millis(5);
     c.retry.max_backoff = Duration::from_millis(50);
     c.dispatch.revoke_timeout = Duration::from_secs(10);

@@ -145,12 +145,12 @@ pub(super) fn consumer(config: &BusConfig, group: &str) -> ClientConfig {
         "queued.max.messages.kbytes",
         cc.prefetch_kbytes().to_string(),
     );
-    c.set("auto.commit.interval.ms", ms(cc.commit_interval));
-    // The guarantees: offsets are stored by the dispatcher only for finished
-    // records, committed periodically by librdkafka and synchronously on
-    // revoke; the cooperative assignor keeps owned partitions across
-    // subscription changes.
-    c.set("enable.auto.commit", "true");
+    // The guarantees: positions come from the dispatcher only for finished
+    // records and are committed by the backend itself (as they advance, with
+    // finished offsets in the metadata, and synchronously on revoke), never
+    // by librdkafka's timer; the cooperative assignor keeps owned
+    // partitions across subscription changes.
+    c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("partition.assignment.strategy", "cooperative-sticky");
     c.set("enable.partition.eof", "false");

@@ -5,10 +5,9 @@
 //! included, and never wait on the poll thread or librdkafka (they run on
 //! the async runtime's workers): `pause`/`resume` queue the change for the
 //! poll thread ([`super::flow`]), `store` notes the position in memory
-//! (a lock the poll thread holds only to take the notes) for the poll
-//! thread to store. Subscription changes and close go to the thread as
-//! commands, since they interact with rebalance callbacks that only that
-//! thread serves.
+//! (a short lock) for the committer thread ([`super::commits`]) to commit.
+//! Subscription changes and close go to the thread as commands, since they
+//! interact with rebalance callbacks that only that thread serves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -24,7 +23,7 @@ use super::admin::TopicAdmin;
 use super::errors;
 use super::lag;
 use super::poll_loop::{self, Command};
-use super::rebalance::{self, RebalanceContext};
+use super::rebalance::RebalanceContext;
 use crate::backend::{Consumer, PartitionLag, TopicPartition};
 use crate::config::StartFrom;
 use crate::error::{Error, Result};
@@ -152,19 +151,29 @@ impl Consumer for KafkaConsumer {
     }
 
     fn store(&self, partition: &TopicPartition, next_offset: i64) {
-        self.ctx.store(partition, next_offset);
+        self.ctx.store(partition, next_offset, Vec::new());
+    }
+
+    fn finished_runs_wanted(&self) -> usize {
+        super::commits::FINISHED_RUNS
+    }
+
+    fn store_finished(
+        &self,
+        partition: &TopicPartition,
+        next_offset: i64,
+        finished_above: Vec<std::ops::Range<i64>>,
+    ) {
+        self.ctx.store(partition, next_offset, finished_above);
     }
 
     async fn commit(&self) -> Result<()> {
-        self.blocking(|c| {
-            c.context().apply_stores(c);
-            rebalance::commit_sync(c, "commit")
-        })
-        .await?
-        .map_err(|e: KafkaError| Error::Commit {
-            reason: format!("the group coordinator refused the commit: {e}"),
-            source: Some(Box::new(e)),
-        })
+        self.blocking(|c| c.context().commits.commit_now(c))
+            .await?
+            .map_err(|e: KafkaError| Error::Commit {
+                reason: format!("the group coordinator refused the commit: {e}"),
+                source: Some(Box::new(e)),
+            })
     }
 
     async fn lag(&self) -> Result<Vec<PartitionLag>> {

@@ -6,12 +6,15 @@
 //! holding every subscribed topic, the `cooperative-sticky` assignor so that
 //! adding or removing a topic never revokes the partitions of the others.
 //!
-//! Offsets are stored only when the dispatcher says every record below a
-//! position is finished (`enable.auto.offset.store=false`); librdkafka
-//! commits stored positions every `kafka.consumer.commit_interval`, and the
-//! consumer commits synchronously when partitions are revoked (after their
-//! running records finished, bounded by `dispatch.revoke_timeout`) and at
-//! shutdown. A lost assignment commits nothing.
+//! Positions are committed only when the dispatcher says every record below
+//! them is finished, as they advance: a committer thread sends one commit
+//! request at a time (at least `kafka.consumer.commit_interval` apart) and
+//! merges what advanced meanwhile into the next; the offsets finished above
+//! each position go into the commit metadata, so the partition's next owner
+//! skips them. The consumer commits synchronously when partitions are
+//! revoked (after their running records finished, bounded by
+//! `dispatch.revoke_timeout`) and at shutdown. A lost assignment commits
+//! nothing.
 //!
 //! | file | what it does |
 //! |------|--------------|
@@ -21,6 +24,8 @@
 //! | `consumer` | the consumer handle the dispatcher talks to |
 //! | `poll_loop` | the consumer's own thread: poll, subscribe, close |
 //! | `rebalance` | rebalance callbacks: hand-over to the dispatcher, commits |
+//! | `commits` | commits as positions advance, one request in flight |
+//! | `commit_metadata` | offsets finished above a position, in the commit metadata |
 //! | `positions` | where partitions start (`start_from`), offset resets logged and counted |
 //! | `flow` | the dispatcher's pause and resume, applied by the poll thread |
 //! | `admin` | the topic strategy |
@@ -49,6 +54,8 @@ use crate::metrics::PartitionLabels;
 mod access;
 mod admin;
 mod client_config;
+mod commit_metadata;
+mod commits;
 mod consumer;
 mod context;
 mod errors;
@@ -277,7 +284,8 @@ impl Backend for KafkaBackend {
         let config = &self.config;
         let revoke_wait = config.dispatch.revoke_timeout + client_config::REVOKE_GRACE;
         let ctx = RebalanceContext::new(events, revoke_wait)
-            .with_positions(Positions::new(config, self.offset_resets.clone()));
+            .with_positions(Positions::new(config, self.offset_resets.clone()))
+            .with_commit_interval(config.kafka.consumer.commit_interval);
         let consumer: BaseConsumer<RebalanceContext> = client_config::consumer(config, group)
             .create_with_context(ctx)
             .map_err(|e| client_config::config_error(&config.kafka, "consumer", &e))?;

@@ -1,6 +1,7 @@
 //! The consumer's dedicated thread: polls librdkafka (records, rebalance
-//! callbacks, errors), applies subscription changes, stores offsets, and
-//! finally closes and destroys the consumer.
+//! callbacks, errors), applies subscription changes, runs the committer
+//! thread beside it ([`super::commits`]), and finally closes and destroys
+//! the consumer.
 //!
 //! It keeps polling while partitions are paused, so the group never evicts
 //! the bus for being busy (a pause first stops polling for at most
@@ -61,10 +62,26 @@ pub(super) fn run(
     commands: Receiver<Command>,
     group: String,
 ) {
-    let reply = serve(&consumer, commands, &group);
     let ctx = consumer.context().clone();
+    let committer = {
+        let commits = ctx.commits.clone();
+        let weak = Arc::downgrade(&consumer);
+        std::thread::Builder::new()
+            .name("kafka-commits".into())
+            .spawn(move || commits.run(weak))
+    };
+    if let Err(e) = &committer {
+        // Revokes and shutdown still commit; only the eager commits are off.
+        tracing::error!(error = %e, "cannot start the commit thread; positions are committed only on revoke and at shutdown");
+    }
+    let reply = serve(&consumer, commands, &group);
     ctx.flush();
-    ctx.apply_stores(&consumer);
+    ctx.commits.stop();
+    if let Ok(committer) = committer {
+        let _ = committer.join();
+    }
+    // What the drained dispatcher stored last, before the final revoke.
+    let _ = ctx.commits.commit_now(&consumer);
     // The handle only upgrades its weak reference for a moment (a lag or
     // commit request): wait for those to end so that the
     // last reference stays on this thread.
@@ -120,7 +137,6 @@ fn serve(
                 Err(TryRecvError::Disconnected) => return None,
             }
         }
-        ctx.apply_stores(consumer);
         ctx.flow.release(consumer, |r| {
             ctx.push(r);
         });
@@ -159,15 +175,22 @@ fn poll_batch(
     loop {
         match consumer.poll(wait) {
             None => return None,
-            Some(Ok(m)) => match ctx.flow.admit(mapping::record(&m, names)) {
-                Some(record) => {
-                    if ctx.push(record) >= MAX_BATCH {
-                        return None;
+            Some(Ok(m)) => {
+                let record = mapping::record(&m, names);
+                // Finished by the partition's previous owner (its commit
+                // metadata says so): not handed out again.
+                if !ctx.commits.skip(&record.partition, record.offset) {
+                    match ctx.flow.admit(record) {
+                        Some(record) => {
+                            if ctx.push(record) >= MAX_BATCH {
+                                return None;
+                            }
+                        }
+                        // Its partition is paused: stop and wait for the resume.
+                        None => return None,
                     }
                 }
-                // Its partition is paused: stop and wait for the resume.
-                None => return None,
-            },
+            }
             Some(Err(e)) => {
                 log_poll_error(&e, last_error);
                 return Denied::from_code(e.rdkafka_error_code());

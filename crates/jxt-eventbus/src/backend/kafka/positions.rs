@@ -71,30 +71,41 @@ impl Positions {
         }
     }
 
-    /// Gives the partitions of `tpl` that the group never committed their
-    /// `start_from` position, before `tpl` is assigned. Runs on the poll
-    /// thread (a blocking offset fetch from the group coordinator).
-    pub(super) fn prepare_assignment(
+    /// The group's committed positions and metadata for `tpl`, read at
+    /// assignment; `None` (logged) when the coordinator does not answer
+    /// within [`LOOKUP_TIMEOUT`]. Runs on the poll thread.
+    pub(super) fn committed(
         &self,
         consumer: &BaseConsumer<RebalanceContext>,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let Some(start) = self.uncommitted_start else {
-            return;
-        };
+        tpl: &TopicPartitionList,
+    ) -> Option<TopicPartitionList> {
         if tpl.count() == 0 {
-            return;
+            return None;
         }
-        let committed = match consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
-            Ok(c) => c,
+        match consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
+            Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(
                     error = %e,
                     "cannot read the group's committed positions; partitions never committed \
-                     start at kafka.consumer.offset_reset instead of start_from"
+                     start at kafka.consumer.offset_reset instead of start_from, and records \
+                     finished by the previous owner are handled again"
                 );
-                return;
+                None
             }
+        }
+    }
+
+    /// Gives the partitions of `tpl` that the group never committed (per
+    /// `committed`, from [`Positions::committed`]) their `start_from`
+    /// position, before `tpl` is assigned.
+    pub(super) fn prepare_assignment(
+        &self,
+        committed: Option<&TopicPartitionList>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let (Some(start), Some(committed)) = (self.uncommitted_start, committed) else {
+            return;
         };
         for e in committed.elements() {
             if matches!(e.offset(), Offset::Invalid) {

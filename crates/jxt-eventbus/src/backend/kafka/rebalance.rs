@@ -4,26 +4,25 @@
 //! Callbacks run on the poll thread inside `poll`, never on the async
 //! runtime. On revoke the thread hands the partitions to the dispatcher and
 //! blocks (bounded) until it has released them and stored their final
-//! positions, then commits synchronously and unassigns. On assign it
-//! assigns, makes sure the partitions are not paused, and tells the
-//! dispatcher before any of their records can be polled.
+//! positions, then commits them synchronously ([`super::commits`]) and
+//! unassigns. On assign it reads the group's committed positions and
+//! metadata, assigns, makes sure the partitions are not paused, and tells
+//! the dispatcher before any of their records can be polled.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
-};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::access::AccessDenials;
+use super::commits::CommitLedger;
 use super::context::{forward_error, forward_log, LastError};
 use super::flow::Flow;
 use super::positions::Positions;
@@ -36,9 +35,8 @@ pub(super) struct RebalanceContext {
     /// a rebalance event, so per partition the dispatcher sees
     /// `Assigned`, `Records`, `Revoked` in order.
     pending: Mutex<Vec<Record>>,
-    /// Positions handed over by the dispatcher, stored in librdkafka by the
-    /// poll thread in one call per loop (and before every commit).
-    stores: Mutex<HashMap<TopicPartition, i64>>,
+    /// Positions handed over by the dispatcher, committed as they advance.
+    pub(super) commits: Arc<CommitLedger>,
     /// How long a revoke waits for the dispatcher's answer.
     revoke_wait: Duration,
     /// Assign callbacks so far (a subscription change is complete after the
@@ -75,7 +73,7 @@ impl RebalanceContext {
         RebalanceContext {
             events,
             pending: Mutex::default(),
-            stores: Mutex::default(),
+            commits: Arc::new(CommitLedger::new(Duration::ZERO)),
             revoke_wait,
             assign_rounds: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -90,6 +88,12 @@ impl RebalanceContext {
     /// Uses `positions` for where partitions start and to report resets.
     pub(super) fn with_positions(mut self, positions: Positions) -> Self {
         self.positions = positions;
+        self
+    }
+
+    /// Leaves at least `interval` between the starts of two commits.
+    pub(super) fn with_commit_interval(mut self, interval: Duration) -> Self {
+        self.commits = Arc::new(CommitLedger::new(interval));
         self
     }
 
@@ -148,40 +152,15 @@ impl RebalanceContext {
         }
     }
 
-    /// Notes a position from the dispatcher (applied by [`Self::apply_stores`]).
-    pub(super) fn store(&self, partition: &TopicPartition, next_offset: i64) {
-        let mut stores = lock(&self.stores);
-        let e = stores.entry(partition.clone()).or_insert(next_offset);
-        *e = (*e).max(next_offset);
-    }
-
-    /// Stores the positions noted so far in librdkafka (the auto-commit and
-    /// explicit commits take them from there).
-    pub(super) fn apply_stores(&self, consumer: &BaseConsumer<Self>) {
-        let stores = std::mem::take(&mut *lock(&self.stores));
-        if stores.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::with_capacity(stores.len());
-        for (tp, offset) in &stores {
-            if let Err(e) =
-                tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))
-            {
-                tracing::warn!(partition = %tp, error = %e, "cannot store offset");
-            }
-        }
-        // Partitions no longer assigned are refused one by one; that is the
-        // contract (positions of partitions not owned are ignored).
-        if let Err(e) = consumer.store_offsets(&tpl) {
-            tracing::debug!(error = %e, "some offsets were not stored (partitions not assigned)");
-        }
-    }
-
-    fn discard_stores(&self, partitions: &[TopicPartition]) {
-        let mut stores = lock(&self.stores);
-        for tp in partitions {
-            stores.remove(tp);
-        }
+    /// Notes a position from the dispatcher, with the offsets finished
+    /// above it; committed by the committer thread.
+    pub(super) fn store(
+        &self,
+        partition: &TopicPartition,
+        next_offset: i64,
+        finished: Vec<std::ops::Range<i64>>,
+    ) {
+        self.commits.store(partition, next_offset, finished);
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -201,14 +180,9 @@ impl RebalanceContext {
                 self.await_release(answered);
             }
         }
-        if lost {
-            // Someone else owns them now: committing could move their
-            // position backwards or past records they have not finished.
-            self.discard_stores(&partitions);
-            return;
-        }
-        self.apply_stores(consumer);
-        let _ = commit_sync(consumer, "revoke");
+        // Lost: someone else owns them now, and committing could move their
+        // position backwards or past records they have not finished.
+        let _ = self.commits.release(consumer, &partitions, lost);
     }
 
     /// Waits until the dispatcher answers (or is gone), at most `revoke_wait`.
@@ -250,19 +224,6 @@ impl RebalanceContext {
     }
 }
 
-/// Commits the stored positions and waits for the broker.
-pub(super) fn commit_sync(consumer: &BaseConsumer<RebalanceContext>, why: &str) -> KafkaResult<()> {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => Ok(()),
-        // Nothing stored since the last commit.
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, why, "commit failed");
-            Err(e)
-        }
-    }
-}
-
 fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -295,7 +256,9 @@ impl ConsumerContext for RebalanceContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.positions.prepare_assignment(consumer, tpl);
+                let committed = self.positions.committed(consumer, tpl);
+                self.positions.prepare_assignment(committed.as_ref(), tpl);
+                self.commits.assign(tpl, committed.as_ref());
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -334,7 +297,7 @@ impl ConsumerContext for RebalanceContext {
                             }) {
                                 self.await_release(answered);
                             }
-                            self.discard_stores(&partitions);
+                            let _ = self.commits.release(consumer, &partitions, true);
                         }
                         if cooperative {
                             consumer.incremental_unassign(&all)

@@ -75,9 +75,15 @@ pub struct KafkaConsumerConfig {
     /// `dispatch.max_buffered` this bounds the consumer's memory whatever the
     /// backlog. Default 67108864 (64 MiB).
     pub prefetch_max_bytes: u64,
-    /// How often stored positions are committed (`auto.commit.interval.ms`).
-    /// A crash redelivers at most this much finished work; revokes and
-    /// shutdown commit synchronously regardless. Default 5s.
+    /// Least time between the starts of two commits. Positions are
+    /// committed as they advance, one commit request at a time; advances
+    /// that come while one is in flight (or within this interval) are merged
+    /// into the next. `0s` commits again as soon as the previous commit was
+    /// answered: a crash then redelivers only the records that were running
+    /// and those finished during one commit round trip. A longer interval
+    /// sends fewer commit requests and lets a crash redeliver up to this
+    /// much more finished work. Revokes and shutdown commit synchronously
+    /// regardless. Default 0s.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Where a partition goes when the group's committed position is no
@@ -104,7 +110,7 @@ impl Default for KafkaConsumerConfig {
             max_partition_fetch_bytes: 1_048_576,
             fetch_max_wait: Duration::from_millis(500),
             prefetch_max_bytes: 64 * 1024 * 1024,
-            commit_interval: Duration::from_secs(5),
+            commit_interval: Duration::ZERO,
             offset_reset: OffsetReset::Earliest,
             properties: BTreeMap::new(),
         }
@@ -140,10 +146,6 @@ impl KafkaConsumerConfig {
         p.check(positive(
             "kafka.consumer.heartbeat_interval",
             self.heartbeat_interval,
-        ));
-        p.check(positive(
-            "kafka.consumer.commit_interval",
-            self.commit_interval,
         ));
         for (field, d) in [
             ("kafka.consumer.session_timeout", self.session_timeout),

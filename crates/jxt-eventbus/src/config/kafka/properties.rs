@@ -14,7 +14,7 @@ const MANAGED: &[(&str, &str)] = &[
     ),
     (
         "enable.auto.commit",
-        "stored offsets are committed periodically (kafka.consumer.commit_interval), on revoke and on shutdown",
+        "positions are committed by the bus as they advance (kafka.consumer.commit_interval), on revoke and on shutdown",
     ),
     (
         "partition.assignment.strategy",

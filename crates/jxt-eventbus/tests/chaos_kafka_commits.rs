@@ -1,0 +1,266 @@
+//! What a crash redelivers on Kafka: consumers in child processes are
+//! SIGKILLed while keyed, sequenced records flow, and the duplicates must be
+//! bounded by the records the bus had in flight at each kill — not by how
+//! long positions waited to be committed. And a record finished above a
+//! slow one is not handed out again after a crash: its offset is carried in
+//! the commit metadata.
+//!
+//! Same harness as `chaos_kafka.rs` (children are this binary started on
+//! its ignored `chaos_child` test); the full form (`EVENTBUS_DEV_CHAOS_FULL=1`,
+//! `scripts/chaos`) kills 20 times during 200,000 records.
+#![cfg(feature = "kafka")]
+
+mod chaos_support;
+mod kafka_support;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use chaos_support::{
+    checker, form, has_handled, publish, read_logs, spawn_child, wait_all_handled, ChildSpec, Rng,
+    CHILD_TEST,
+};
+use jxt_eventbus::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Not a test: the body of a chaos child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the chaos tests start it in a child process"]
+async fn chaos_child() {
+    chaos_support::run_child().await;
+}
+
+/// The group's committed offset and metadata of one partition.
+fn committed_with_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> (Option<i64>, String) {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("offsets client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = client
+        .committed_offsets(tpl, kafka_support::TIMEOUT)
+        .expect("committed offsets");
+    let e = got.find_partition(topic, partition).expect("partition");
+    let offset = match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    };
+    (offset, e.metadata().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let form = form();
+    let (mut rng, seed) = Rng::seeded();
+    let topic = support::unique_name("chaos-commits");
+    kafka_support::create_topic(&brokers, &topic, 6).await;
+    let mut config = kafka_support::config(&brokers, &support::unique_name("g-chaos-commits"));
+    config.kafka.consumer.session_timeout = Duration::from_secs(6);
+    // The in-flight cap: at a kill, at most this many records were handed
+    // to the bus and not yet finished.
+    config.dispatch.max_buffered = 64;
+    config.dispatch.max_buffered_per_partition = 32;
+    config.dispatch.max_concurrency = 8;
+    let in_flight_cap = config.dispatch.max_buffered;
+    let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let spec = |n: u32| ChildSpec {
+        config: config.clone(),
+        topic: topic.clone(),
+        log: dir.path().join(format!("child-{n}.log")),
+        handler_delay_us: 50,
+        slow_every: 0,
+        slow_ms: 0,
+    };
+    eprintln!(
+        "chaos commits seed {seed}: {} records, {} keys, {} kills, in-flight cap {in_flight_cap}",
+        form.records, form.keys, form.kills
+    );
+    let publishing = tokio::spawn(publish(
+        publisher.clone(),
+        topic.clone(),
+        form.records,
+        form.keys,
+        Duration::from_secs(9) * form.kills,
+    ));
+    let started = Instant::now();
+    for n in 0..form.kills {
+        let spec = spec(n);
+        let mut child = spawn_child(&exe, CHILD_TEST, &spec);
+        support::wait_for(
+            "the child handling records",
+            Duration::from_secs(120),
+            || has_handled(&spec.log),
+        )
+        .await;
+        let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
+        tokio::time::sleep(life).await;
+        child.kill().expect("SIGKILL the child");
+        child.wait().unwrap();
+        eprintln!("kill {n}: {life:?} after it began handling");
+    }
+    let sent = publishing.await.unwrap();
+    let mut last = spawn_child(&exe, CHILD_TEST, &spec(form.kills));
+    wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
+    last.kill().unwrap();
+    last.wait().unwrap();
+    let report = checker::check(&sent, &read_logs(dir.path()));
+    let bound = in_flight_cap * form.kills as usize;
+    eprintln!(
+        "chaos commits kill loop (seed {seed}, {:.0?}): {report}; duplicate bound {bound} \
+         (in-flight cap {in_flight_cap} x {} kills)",
+        started.elapsed(),
+        form.kills
+    );
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        report.processes as u32,
+        form.kills + 1,
+        "every child handled"
+    );
+    assert!(
+        report.duplicates <= bound,
+        "{} duplicates after {} kills: more than the in-flight cap ({in_flight_cap}) per kill",
+        report.duplicates,
+        form.kills
+    );
+    publisher.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_finished_above_a_slow_one_are_not_redelivered_after_a_kill() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let topic = support::unique_name("chaos-above");
+    let group = support::unique_name("g-chaos-above");
+    kafka_support::create_topic(&brokers, &topic, 1).await;
+    let mut config = kafka_support::config(&brokers, &group);
+    config.kafka.consumer.session_timeout = Duration::from_secs(6);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    // The first child never finishes `k0 0` (keys that are multiples of 10,
+    // sequence numbers that are multiples of `slow_every`): the partition's
+    // position stays at it while the other keys' records finish.
+    let first = ChildSpec {
+        config: config.clone(),
+        topic: topic.clone(),
+        log: dir.path().join("first.log"),
+        handler_delay_us: 0,
+        slow_every: 1_000_000,
+        slow_ms: 3_600_000,
+    };
+    let second = ChildSpec {
+        log: dir.path().join("second.log"),
+        slow_every: 0,
+        slow_ms: 0,
+        ..first.clone()
+    };
+    let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
+    let keys = 5u64;
+    let per_key = 40u64;
+    let mut batch = Vec::new();
+    for seq in 0..per_key {
+        for k in 0..keys {
+            batch.push(Message::new(format!("k{k} {seq}")).with_key(format!("k{k}")));
+        }
+    }
+    for r in publisher.publish_batch(&topic, batch).await.unwrap() {
+        r.expect("published");
+    }
+    let mut child = spawn_child(&exe, CHILD_TEST, &first);
+    // Every record of the other keys finished; `k0`'s wait behind `k0 0`.
+    let others = ((keys - 1) * per_key) as usize;
+    support::wait_for(
+        "the other keys' records handled",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(&first.log)
+                .map(|t| checker::parse_log(&t).unwrap_or_default().len() >= others)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // ...and committed: the position at `k0 0` (offset 0), the finished
+    // offsets above it in the metadata.
+    support::wait_for(
+        "the finished offsets above the slow record in the commit metadata",
+        Duration::from_secs(30),
+        || {
+            let (offset, metadata) = committed_with_metadata(&brokers, &group, &topic, 0);
+            offset == Some(0) && !metadata.is_empty()
+        },
+    )
+    .await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let mut child = spawn_child(&exe, CHILD_TEST, &second);
+    // A sentinel after the restart: once it is handled, everything before it
+    // on the partition was handed out or skipped.
+    publisher
+        .publish(&topic, Message::new("k1 1000").with_key("k1"))
+        .await
+        .unwrap();
+    support::wait_for("the sentinel handled", Duration::from_secs(120), || {
+        std::fs::read_to_string(&second.log)
+            .map(|t| {
+                checker::parse_log(&t)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|l| l.key == "k1" && l.seq == 1000)
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let second_lines = checker::parse_log(&std::fs::read_to_string(&second.log).unwrap()).unwrap();
+    let first_done: BTreeSet<(String, u64)> =
+        checker::parse_log(&std::fs::read_to_string(&first.log).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key, l.seq))
+            .collect();
+    let redelivered: Vec<String> = second_lines
+        .iter()
+        .filter(|l| first_done.contains(&(l.key.clone(), l.seq)))
+        .map(|l| format!("{} {} (offset {})", l.key, l.seq, l.offset))
+        .collect();
+    let k0: BTreeSet<u64> = second_lines
+        .iter()
+        .filter(|l| l.key == "k0")
+        .map(|l| l.seq)
+        .collect();
+    eprintln!(
+        "first child finished {} records; the second handled {}, of which {} again",
+        first_done.len(),
+        second_lines.len(),
+        redelivered.len()
+    );
+    assert_eq!(
+        k0,
+        (0..per_key).collect::<BTreeSet<_>>(),
+        "the slow key's records were handled after the restart"
+    );
+    assert!(
+        redelivered.is_empty(),
+        "{} records finished before the kill were handed out again: {:?}",
+        redelivered.len(),
+        &redelivered[..redelivered.len().min(10)]
+    );
+    publisher.shutdown().await.unwrap();
+}
