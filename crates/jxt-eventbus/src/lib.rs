@@ -47,8 +47,13 @@
 //! after it was durably written to its dead-letter topic. Per partition, the
 //! committed position is the lowest record not yet finished: when record 7 of
 //! a slow key is still running and 8..100 of other keys are done, the position
-//! stays at 7. A crash therefore redelivers 7..100 — some twice — and never
-//! skips 7. Handlers must be idempotent (the event id makes that easy).
+//! stays at 7. A crash therefore redelivers 7 and never skips it. On Kafka
+//! the position is committed as it advances, with 8..100 listed as finished
+//! in the commit metadata, so the next owner hands out 7 again but not
+//! 8..100; what a crash repeats is bounded by the records running at that
+//! moment (and those finished during one commit round trip), not by a
+//! commit timer. Handlers must still be idempotent (the event id makes that
+//! easy).
 //!
 //! **Per-key order.** Records with the same key on the same topic are handled
 //! one at a time in publish order, retries included: a retry holds the key's

@@ -72,7 +72,7 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
     // to the bus and not yet finished.
     config.dispatch.max_buffered = 64;
     config.dispatch.max_buffered_per_partition = 32;
-    config.dispatch.max_concurrency = 8;
+    config.dispatch.max_concurrency = 4;
     let in_flight_cap = config.dispatch.max_buffered;
     let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
     let dir = tempfile::tempdir().unwrap();

@@ -253,6 +253,7 @@ impl CommitLedger {
                     }
                 }
             }
+            self.note_inherited(&l);
         }
         self.send(consumer, &commits, "revoke").map(|_| ())
     }
@@ -261,6 +262,16 @@ impl CommitLedger {
     pub(super) fn commit_now(&self, consumer: &BaseConsumer<RebalanceContext>) -> KafkaResult<()> {
         let _gate = lock(&self.gate);
         self.commit_dirty(consumer, "commit")
+    }
+
+    /// Clears the poll thread's fast-path flag once no partition has
+    /// inherited offsets left.
+    fn note_inherited(&self, l: &Ledger) {
+        if self.any_inherited.load(Ordering::Acquire)
+            && l.partitions.values().all(|pc| pc.inherited.is_empty())
+        {
+            self.any_inherited.store(false, Ordering::Release);
+        }
     }
 
     /// Ends the committer thread.
@@ -315,11 +326,14 @@ impl CommitLedger {
         let commits: Vec<(TopicPartition, (i64, String))> = {
             let mut l = lock(&self.ledger);
             l.dirty = false;
-            l.partitions
+            let commits = l
+                .partitions
                 .iter_mut()
                 .filter(|(_, pc)| pc.dirty)
                 .filter_map(|(tp, pc)| pc.next_commit(with_metadata).map(|c| (tp.clone(), c)))
-                .collect()
+                .collect();
+            self.note_inherited(&l);
+            commits
         };
         match self.send(consumer, &commits, why) {
             Ok(()) => {
@@ -380,6 +394,112 @@ impl CommitLedger {
             Err(e) => {
                 crate::log_limit::warn_limited!(error = %e, why, "commit failed");
                 Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offsets::PartitionOffsets;
+    use proptest::prelude::*;
+
+    fn runs_of(offsets: impl IntoIterator<Item = i64>) -> Vec<Range<i64>> {
+        let mut runs: Vec<Range<i64>> = Vec::new();
+        for o in offsets {
+            match runs.last_mut() {
+                Some(r) if r.end == o => r.end += 1,
+                _ => runs.push(o..o + 1),
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn the_position_passes_what_the_previous_owner_finished() {
+        // Committed at 10 with 11..13 finished above; this owner finished
+        // 10 and has not seen anything past 13 yet.
+        let mut pc = PartitionCommit {
+            floor: Some(10),
+            inherited: vec![11..13],
+            ..PartitionCommit::default()
+        };
+        pc.reported = Some((11, Vec::new()));
+        let (position, metadata) = pc.next_commit(true).unwrap();
+        assert_eq!((position, metadata.as_str()), (13, ""));
+        assert!(pc.inherited.is_empty());
+        // The same report again: nothing new to commit.
+        pc.committed = Some((13, String::new()));
+        assert_eq!(pc.next_commit(true), None);
+    }
+
+    proptest! {
+        /// Whatever the previous owner finished and whatever this one
+        /// finished, in any order: the committed position never passes an
+        /// unfinished record, and the metadata claims only finished ones.
+        #[test]
+        fn commits_claim_only_finished_records(
+            states in proptest::collection::vec(0u8..3, 1..300),
+            seed in any::<u64>(),
+            steps in 1usize..20,
+        ) {
+            // 0: finished by the previous owner (skipped), 1: delivered and
+            // finished here, 2: delivered and still running.
+            let n = states.len() as i64;
+            let inherited: Vec<i64> = (1..n).filter(|&o| states[o as usize] == 0).collect();
+            let delivered: Vec<i64> = (0..n).filter(|&o| o == 0 || states[o as usize] != 0).collect();
+            let mut finishing: Vec<i64> = delivered
+                .iter()
+                .copied()
+                .filter(|&o| o != 0 && states[o as usize] == 1)
+                .collect();
+            let mut s = seed | 1;
+            for i in (1..finishing.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                finishing.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            // Offset 0 (the committed position) finishes too, at some step.
+            let zero_at = (s % (steps as u64)) as usize;
+            let mut offsets = PartitionOffsets::default();
+            for &o in &delivered {
+                offsets.deliver(o);
+            }
+            let mut pc = PartitionCommit {
+                floor: Some(0),
+                inherited: runs_of(inherited.iter().copied()),
+                ..PartitionCommit::default()
+            };
+            let mut done: std::collections::BTreeSet<i64> = inherited.iter().copied().collect();
+            let chunk = finishing.len().div_ceil(steps).max(1);
+            let mut last = 0;
+            for step in 0..steps {
+                if step == zero_at {
+                    offsets.complete(0);
+                    done.insert(0);
+                }
+                for &o in finishing.iter().skip(step * chunk).take(chunk) {
+                    offsets.complete(o);
+                    done.insert(o);
+                }
+                let position = offsets.position().unwrap();
+                pc.reported = Some((position, offsets.finished_above(FINISHED_RUNS)));
+                if let Some((committed, metadata)) = pc.next_commit(true) {
+                    prop_assert!(committed >= last);
+                    last = committed;
+                    for o in 0..committed.min(n) {
+                        prop_assert!(done.contains(&o), "position {} passes unfinished {}", committed, o);
+                    }
+                    if !metadata.is_empty() {
+                        let claimed = FinishedAbove::decode(&metadata, committed).unwrap();
+                        for r in claimed.runs {
+                            for o in r {
+                                prop_assert!(done.contains(&o), "claims unfinished {}", o);
+                            }
+                        }
+                    }
+                    pc.committed = Some((committed, metadata));
+                }
             }
         }
     }
