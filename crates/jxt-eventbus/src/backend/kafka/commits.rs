@@ -422,7 +422,7 @@ mod tests {
         // 10 and has not seen anything past 13 yet.
         let mut pc = PartitionCommit {
             floor: Some(10),
-            inherited: vec![11..13],
+            inherited: runs_of([11, 12]),
             ..PartitionCommit::default()
         };
         pc.reported = Some((11, Vec::new()));
