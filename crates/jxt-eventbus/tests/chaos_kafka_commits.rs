@@ -14,7 +14,7 @@ mod chaos_support;
 mod kafka_support;
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chaos_support::{
@@ -55,6 +55,47 @@ fn committed_with_metadata(
         _ => None,
     };
     (offset, e.metadata().to_string())
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// For records handled again after a kill: how long before the kill the
+/// killed process had finished them, bucketed.
+fn repeat_ages(lines: &[checker::Line], killed_at: &BTreeMap<u32, u128>) -> String {
+    let mut by_start: Vec<&checker::Line> = lines.iter().collect();
+    by_start.sort_by_key(|l| l.start_ns);
+    let mut first: BTreeMap<(&str, u64), &checker::Line> = BTreeMap::new();
+    let mut buckets = [0usize; 5];
+    for l in by_start {
+        match first.get(&(l.key.as_str(), l.seq)) {
+            None => {
+                first.insert((l.key.as_str(), l.seq), l);
+            }
+            Some(f) => {
+                let Some(&kill) = killed_at.get(&f.pid) else {
+                    continue;
+                };
+                let age_ms = kill.saturating_sub(f.end_ns) / 1_000_000;
+                let i = match age_ms {
+                    0..10 => 0,
+                    10..50 => 1,
+                    50..200 => 2,
+                    200..1000 => 3,
+                    _ => 4,
+                };
+                buckets[i] += 1;
+            }
+        }
+    }
+    format!(
+        "<10 ms {}, 10-50 ms {}, 50-200 ms {}, 0.2-1 s {}, >1 s {}",
+        buckets[0], buckets[1], buckets[2], buckets[3], buckets[4]
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +143,7 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
         Duration::from_secs(9) * form.kills,
     ));
     let started = Instant::now();
+    let mut killed_at: BTreeMap<u32, u128> = BTreeMap::new();
     for n in 0..form.kills {
         let spec = spec(n);
         let mut child = spawn_child(&exe, CHILD_TEST, &spec);
@@ -113,8 +155,10 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
         .await;
         let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
         tokio::time::sleep(life).await;
+        let pid = child.id();
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
+        killed_at.insert(pid, now_ns());
         eprintln!("kill {n}: {life:?} after it began handling");
     }
     let sent = publishing.await.unwrap();
@@ -122,7 +166,12 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
     wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
     last.kill().unwrap();
     last.wait().unwrap();
-    let report = checker::check(&sent, &read_logs(dir.path()));
+    let lines = read_logs(dir.path());
+    let report = checker::check(&sent, &lines);
+    eprintln!(
+        "duplicates by how long before the kill their first handling ended: {}",
+        repeat_ages(&lines, &killed_at)
+    );
     let bound = in_flight_cap * form.kills as usize;
     eprintln!(
         "chaos commits kill loop (seed {seed}, {:.0?}): {report}; duplicate bound {bound} \
