@@ -16,8 +16,8 @@ use jxt_eventbus::config::{MemoryConfig, RetryConfig};
 use jxt_eventbus::dispatch::worker::dlq_headers;
 use jxt_eventbus::middleware::RateLimit;
 use jxt_eventbus::{
-    BatchError, BatchOptions, Delivery, Error, EventBus, HandlerError, MemoryBroker, Message,
-    SubscribeOptions,
+    BatchError, BatchOptions, BatchResult, Delivery, Error, EventBus, HandlerError, MemoryBroker,
+    Message, SubscribeOptions,
 };
 
 /// What the handler saw: each call's records as (key, seq, attempt).
@@ -70,6 +70,32 @@ fn flat(calls: &Calls) -> Vec<(String, u32, u32)> {
     calls.lock().unwrap().iter().flatten().cloned().collect()
 }
 
+/// Subscribes `topic` with a batch handler that records each call's records
+/// and answers what `answer` says of them.
+async fn subscribe_recording(
+    bus: &EventBus,
+    topic: &str,
+    options: BatchOptions,
+    answer: impl Fn(&[(String, u32, u32)]) -> BatchResult + Send + Sync + 'static,
+) -> Calls {
+    let calls: Calls = Arc::default();
+    let c = calls.clone();
+    bus.subscribe_batch(
+        topic,
+        move |batch: Vec<Delivery>| {
+            let records = seen(&batch);
+            let result = answer(&records);
+            c.lock().unwrap().push(records);
+            async move { result }
+        },
+        options,
+        SubscribeOptions::new(),
+    )
+    .await
+    .unwrap();
+    calls
+}
+
 fn assert_each_key_in_order(records: &[(String, u32, u32)], keys: usize, per_key: u32) {
     let mut by_key: HashMap<&str, Vec<u32>> = HashMap::new();
     for (k, seq, _) in records {
@@ -86,19 +112,8 @@ async fn batches_hold_many_keys_in_order_and_commit_to_the_end() {
     let (broker, bus) = memory_bus(3).await;
     // Published before subscribing: the first batches are full.
     publish(&bus, "orders", 20, 50).await;
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    bus.subscribe_batch(
-        "orders",
-        move |batch: Vec<Delivery>| {
-            c.lock().unwrap().push(seen(&batch));
-            async { Ok(()) }
-        },
-        BatchOptions::new(64).linger(Duration::from_millis(5)),
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    let options = BatchOptions::new(64).linger(Duration::from_millis(5));
+    let calls = subscribe_recording(&bus, "orders", options, |_| Ok(())).await;
     bus.idle().await.unwrap();
 
     let records = flat(&calls);
@@ -135,32 +150,21 @@ async fn batches_hold_many_keys_in_order_and_commit_to_the_end() {
 async fn a_retried_record_takes_the_later_records_of_its_key_and_no_other() {
     let (broker, bus) = memory_bus(1).await;
     publish(&bus, "orders", 4, 5).await;
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    bus.subscribe_batch(
-        "orders",
-        move |batch: Vec<Delivery>| {
-            let records = seen(&batch);
-            c.lock().unwrap().push(records.clone());
-            async move {
-                // k1's record 2 fails once, as a deadlock would.
-                let failed = records
-                    .iter()
-                    .position(|(k, seq, attempt)| k == "k1" && *seq == 2 && *attempt == 1);
-                match failed {
-                    Some(i) => Err(BatchError::records([(
-                        i,
-                        HandlerError::retryable("deadlock detected"),
-                    )])),
-                    None => Ok(()),
-                }
-            }
-        },
-        BatchOptions::new(100).linger(Duration::from_millis(5)),
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    let options = BatchOptions::new(100).linger(Duration::from_millis(5));
+    let calls = subscribe_recording(&bus, "orders", options, |records| {
+        // k1's record 2 fails once, as a deadlock would.
+        let failed = records
+            .iter()
+            .position(|(k, seq, attempt)| k == "k1" && *seq == 2 && *attempt == 1);
+        match failed {
+            Some(i) => Err(BatchError::records([(
+                i,
+                HandlerError::retryable("deadlock detected"),
+            )])),
+            None => Ok(()),
+        }
+    })
+    .await;
     bus.idle().await.unwrap();
 
     let calls = calls.lock().unwrap().clone();
@@ -201,29 +205,18 @@ async fn a_retried_record_takes_the_later_records_of_its_key_and_no_other() {
 async fn a_record_failing_for_good_is_dead_lettered_alone_and_its_key_goes_on() {
     let (broker, bus) = memory_bus(1).await;
     publish(&bus, "orders", 3, 4).await;
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    bus.subscribe_batch(
-        "orders",
-        move |batch: Vec<Delivery>| {
-            let records = seen(&batch);
-            c.lock().unwrap().push(records.clone());
-            async move {
-                let mut err = None;
-                for (i, (k, seq, _)) in records.iter().enumerate() {
-                    if k == "k2" && *seq == 1 {
-                        err.get_or_insert_with(|| BatchError::records([]))
-                            .record(i, HandlerError::permanent("row violates a constraint"));
-                    }
-                }
-                err.map_or(Ok(()), Err)
+    let options = BatchOptions::new(100).linger(Duration::from_millis(5));
+    let calls = subscribe_recording(&bus, "orders", options, |records| {
+        let mut err = None;
+        for (i, (k, seq, _)) in records.iter().enumerate() {
+            if k == "k2" && *seq == 1 {
+                err.get_or_insert_with(|| BatchError::records([]))
+                    .record(i, HandlerError::permanent("row violates a constraint"));
             }
-        },
-        BatchOptions::new(100).linger(Duration::from_millis(5)),
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+        }
+        err.map_or(Ok(()), Err)
+    })
+    .await;
     bus.idle().await.unwrap();
 
     let dlq = broker.retained("orders.dlq");
@@ -250,19 +243,11 @@ async fn a_record_failing_for_good_is_dead_lettered_alone_and_its_key_goes_on() 
 async fn a_batch_refused_as_a_whole_is_retried_then_dead_lettered_record_by_record() {
     let (broker, bus) = memory_bus(1).await;
     publish(&bus, "orders", 2, 2).await;
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    bus.subscribe_batch(
-        "orders",
-        move |batch: Vec<Delivery>| {
-            c.lock().unwrap().push(seen(&batch));
-            async { Err(HandlerError::retryable("database unavailable").into()) }
-        },
-        BatchOptions::new(100).linger(Duration::from_millis(5)),
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    let options = BatchOptions::new(100).linger(Duration::from_millis(5));
+    let calls = subscribe_recording(&bus, "orders", options, |_| {
+        Err(HandlerError::retryable("database unavailable").into())
+    })
+    .await;
     bus.idle().await.unwrap();
 
     let calls = calls.lock().unwrap().clone();
@@ -335,19 +320,8 @@ async fn on_kafka_batches_keep_key_order_and_commit_every_partition_to_its_end()
     let bus = kafka_support::bus(&brokers, &group).await;
     let (keys, per_key) = (50, 40);
     publish(&bus, &topic, keys, per_key).await;
-    let calls: Calls = Arc::default();
-    let c = calls.clone();
-    bus.subscribe_batch(
-        &topic,
-        move |batch: Vec<Delivery>| {
-            c.lock().unwrap().push(seen(&batch));
-            async { Ok(()) }
-        },
-        BatchOptions::new(200).linger(Duration::from_millis(20)),
-        SubscribeOptions::new(),
-    )
-    .await
-    .unwrap();
+    let options = BatchOptions::new(200).linger(Duration::from_millis(20));
+    let calls = subscribe_recording(&bus, &topic, options, |_| Ok(())).await;
     let total = keys * per_key as usize;
     support::eventually("every record handled", 60, || flat(&calls).len() >= total).await;
     bus.shutdown().await.unwrap();

@@ -104,14 +104,7 @@ pub(super) async fn run_batch(
         if pending.is_empty() {
             break;
         }
-        let delay = if held.exhausted {
-            ctx.retry.max_backoff
-        } else {
-            backoff
-                .get_or_insert_with(|| ctx.backoff())
-                .next()
-                .unwrap_or(ctx.retry.max_backoff)
-        };
+        let delay = ctx.retry_delay(&mut backoff, held.exhausted);
         report.flush();
         let leases = distinct_leases(&pending);
         let slept = tokio::select! {
@@ -278,11 +271,7 @@ async fn settle(
         }
         let now = SystemTime::now();
         let first = *e.first_failure.get_or_insert(now);
-        let out_of_time = ctx
-            .retry
-            .max_elapsed
-            .is_some_and(|max| now.duration_since(first).unwrap_or_default() >= max);
-        let exhausted = !err.is_retryable() || e.attempt >= ctx.retry.max_attempts || out_of_time;
+        let exhausted = ctx.exhausted(&err, e.attempt, first, now);
         if exhausted && ctx.dead_letter.enabled {
             report.flush();
             let outcome = Box::pin(dead_letter(ctx, job, &err, e.attempt, first, now)).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::SystemTime;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
@@ -75,7 +75,7 @@ pub(crate) struct WorkerContext {
 }
 
 impl WorkerContext {
-    pub(super) fn backoff(&self) -> impl Iterator<Item = std::time::Duration> {
+    pub(super) fn backoff(&self) -> ExponentialBackoff {
         let b = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial_backoff)
             .with_max_delay(self.retry.max_backoff)
@@ -86,6 +86,39 @@ impl WorkerContext {
         } else {
             b.build()
         }
+    }
+
+    /// Whether a record that failed with `err` on its `attempt`-th try,
+    /// first at `first`, gets no further try.
+    pub(super) fn exhausted(
+        &self,
+        err: &HandlerError,
+        attempt: u32,
+        first: SystemTime,
+        now: SystemTime,
+    ) -> bool {
+        let out_of_time = self
+            .retry
+            .max_elapsed
+            .is_some_and(|max| now.duration_since(first).unwrap_or_default() >= max);
+        !err.is_retryable() || attempt >= self.retry.max_attempts || out_of_time
+    }
+
+    /// The wait before the next try: the next step of `backoff` (built at
+    /// the first failure), or the longest wait once the tries are exhausted
+    /// (the record then holds its lane: dead letters are off).
+    pub(super) fn retry_delay(
+        &self,
+        backoff: &mut Option<ExponentialBackoff>,
+        exhausted: bool,
+    ) -> std::time::Duration {
+        if exhausted {
+            return self.retry.max_backoff;
+        }
+        backoff
+            .get_or_insert_with(|| self.backoff())
+            .next()
+            .unwrap_or(self.retry.max_backoff)
     }
 }
 
@@ -332,25 +365,14 @@ async fn process(shift: &mut Shift, job: &Job, clock: &mut std::time::Instant) -
         }
         let now = SystemTime::now();
         let first = *first_failure.get_or_insert(now);
-        let out_of_time = ctx
-            .retry
-            .max_elapsed
-            .is_some_and(|max| now.duration_since(first).unwrap_or_default() >= max);
-        let exhausted = !err.is_retryable() || attempt >= ctx.retry.max_attempts || out_of_time;
+        let exhausted = ctx.exhausted(&err, attempt, first, now);
         tracing::debug!(
             topic = %job.partition.topic, partition = job.partition.partition,
             offset = job.offset, attempt, kind = err.kind().as_str(), error = %err.detail(),
             "handler failed"
         );
         let dead_letter_now = exhausted && ctx.dead_letter.enabled;
-        let delay = if exhausted {
-            ctx.retry.max_backoff
-        } else {
-            backoff
-                .get_or_insert_with(|| ctx.backoff())
-                .next()
-                .unwrap_or(ctx.retry.max_backoff)
-        };
+        let delay = ctx.retry_delay(&mut backoff, exhausted);
         // Waiting ahead (a dead-letter write or a backoff).
         shift.before_wait();
         let ctx = &*shift.ctx;
