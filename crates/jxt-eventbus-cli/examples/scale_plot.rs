@@ -1,0 +1,319 @@
+//! Draws the scale curves of `docs/benchmarks-scale.md` from the JSON lines
+//! `scripts/bench-scale` writes (one `eventbus --json bench` line per point,
+//! tagged with its `matrix`), and prints the points as a Markdown table.
+//!
+//! ```text
+//! cargo run --release -p jxt-eventbus-cli --example scale_plot -- \
+//!     target/bench-scale/<run>.jsonl docs/img
+//! ```
+//!
+//! writes `scale-keys.svg`, `scale-partitions.svg` and `scale-payload.svg`
+//! into the directory (SVG only: no font or image libraries are built).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One measured point: the matrix it belongs to and the figures plotted.
+#[derive(Debug, Clone, PartialEq)]
+struct Point {
+    matrix: String,
+    keys: f64,
+    partitions: f64,
+    size: f64,
+    messages: f64,
+    rounds: f64,
+    /// End to end: the bus, the in-place loop (memory: the mpsc channel),
+    /// the keyed consumer written by hand (Kafka only).
+    bus: f64,
+    baseline: f64,
+    keyed: Option<f64>,
+    /// Consumer path on a filled topic (Kafka only): the bus and the keyed
+    /// consumer written by hand.
+    path_bus: Option<f64>,
+    path_keyed: Option<f64>,
+    rss_mib: f64,
+}
+
+fn parse(line: &str) -> Result<Point> {
+    let v: Value = serde_json::from_str(line)?;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let need = |k: &str| num(&v, k).with_context(|| format!("no `{k}` in {line}"));
+    Ok(Point {
+        matrix: v["matrix"].as_str().context("no `matrix`")?.to_string(),
+        keys: need("keys")?,
+        partitions: need("partitions")?,
+        size: need("size")?,
+        messages: need("messages")?,
+        rounds: need("rounds")?,
+        bus: need("msgs_per_sec")?,
+        baseline: need("baseline_msgs_per_sec")?,
+        keyed: num(&v["keyed_end_to_end"], "msgs_per_sec"),
+        path_bus: num(&v["consumer_path"], "msgs_per_sec"),
+        path_keyed: num(&v["consumer_path"], "baseline_msgs_per_sec"),
+        rss_mib: need("peak_rss_mb")?,
+    })
+}
+
+/// A line of a panel: its name, its colour and its (x, y) points; a rate
+/// keeps its colour in every panel.
+type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+
+/// One of a point's rates, where it was measured.
+type Rate = fn(&Point) -> Option<f64>;
+
+/// The throughput lines of `points` along `x`; `unit` turns a point's msg/s
+/// into the panel's unit.
+fn rates(points: &[&Point], x: fn(&Point) -> f64, unit: fn(&Point) -> f64) -> Vec<Series> {
+    let line = |f: Rate| -> Vec<(f64, f64)> {
+        points
+            .iter()
+            .filter_map(|p| Some((x(p), f(p)? * unit(p))))
+            .collect()
+    };
+    let kafka = points.iter().any(|p| p.keyed.is_some());
+    let all: [(&'static str, Rate); 5] = [
+        ("bus, end to end", |p| Some(p.bus)),
+        ("keyed by hand, end to end", |p| p.keyed),
+        (
+            if kafka {
+                "in-place loop, end to end"
+            } else {
+                "tokio mpsc, one task"
+            },
+            |p| Some(p.baseline),
+        ),
+        ("bus, consumer path", |p| p.path_bus),
+        ("keyed by hand, consumer path", |p| p.path_keyed),
+    ];
+    let colors = [BLUE, RED, BLACK, GREEN, MAGENTA];
+    all.into_iter()
+        .zip(colors)
+        .map(|((name, f), color)| (name, color, line(f)))
+        .filter(|(_, _, pts)| !pts.is_empty())
+        .collect()
+}
+
+/// One panel: title, x axis name, y unit, and its lines.
+struct Panel {
+    title: String,
+    x_desc: &'static str,
+    unit: &'static str,
+    lines: Vec<Series>,
+}
+
+/// An axis label: 1.5M, 200k, 96, 0.85.
+fn short(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1e6 => format!("{}M", v / 1e6),
+        a if a >= 1e4 => format!("{:.0}k", v / 1e3),
+        a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
+    // Three panels a row: a matrix's throughput, ratios and memory side by side.
+    let rows = panels.len().div_ceil(3);
+    let root = SVGBackend::new(path, (1500, 400 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (head, body) = root.split_vertically(40);
+    head.draw(&Text::new(
+        title.to_string(),
+        (20, 12),
+        ("sans-serif", 18).into_font(),
+    ))?;
+    for (area, panel) in body.split_evenly((rows, 3)).iter().zip(panels) {
+        let xs = panel
+            .lines
+            .iter()
+            .flat_map(|(_, _, p)| p.iter().map(|q| q.0));
+        let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+        let y_max = panel
+            .lines
+            .iter()
+            .flat_map(|(_, _, p)| p.iter().map(|q| q.1))
+            .fold(1e-3, f64::max)
+            * 1.5; // room for the legend above the lines
+                   // Log x: the points grow tenfold (or fourfold) from one to the next.
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.x_desc)
+            .y_desc(panel.unit)
+            .light_line_style(WHITE.mix(0.0))
+            .label_style(("sans-serif", 12))
+            .x_label_formatter(&|x| short(*x))
+            .y_label_formatter(&|y| short(*y))
+            .draw()?;
+        for &(name, color, ref points) in &panel.lines {
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The ratios of the bus to the raw clients along `x` (above 1 the bus is
+/// faster).
+fn ratios(points: &[&Point], x: fn(&Point) -> f64) -> Vec<Series> {
+    let line = |f: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
+        points.iter().filter_map(|p| Some((x(p), f(p)?))).collect()
+    };
+    let all: [(&'static str, RGBColor, Rate); 3] = [
+        ("bus ÷ keyed by hand, end to end", RED, |p| {
+            Some(p.bus / p.keyed?)
+        }),
+        ("bus ÷ in-place loop (memory: mpsc)", BLACK, |p| {
+            Some(p.bus / p.baseline)
+        }),
+        ("bus ÷ keyed by hand, consumer path", MAGENTA, |p| {
+            Some(p.path_bus? / p.path_keyed?)
+        }),
+    ];
+    all.into_iter()
+        .map(|(name, color, f)| (name, color, line(f)))
+        .filter(|(_, _, pts)| !pts.is_empty())
+        .collect()
+}
+
+/// The throughput, ratio and peak RSS panels of one matrix.
+fn panels(points: &[&Point], what: &str, x_desc: &'static str, x: fn(&Point) -> f64) -> [Panel; 3] {
+    let rss = points.iter().map(|p| (x(p), p.rss_mib)).collect();
+    [
+        Panel {
+            title: format!("{what}: throughput"),
+            x_desc,
+            unit: "msg/s",
+            lines: rates(points, x, |_| 1.0),
+        },
+        Panel {
+            title: format!("{what}: the bus against the raw client"),
+            x_desc,
+            unit: "bus ÷ raw client",
+            lines: ratios(points, x),
+        },
+        Panel {
+            title: format!("{what}: peak RSS of the benchmark process"),
+            x_desc,
+            unit: "MiB",
+            lines: vec![("peak RSS", BLUE, rss)],
+        },
+    ]
+}
+
+fn table(points: &[Point]) {
+    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
+    println!("| matrix | keys | partitions | bytes | records | rounds | bus msg/s | keyed by hand | in-place / mpsc | bus ÷ keyed | consumer path: bus | keyed by hand | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in points {
+        let ratio = p
+            .keyed
+            .map_or("—".to_string(), |k| format!("{:.2}", p.bus / k));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} | {:.0} |",
+            p.matrix,
+            p.keys,
+            p.partitions,
+            p.size,
+            p.messages,
+            p.rounds,
+            p.bus,
+            opt(p.keyed),
+            p.baseline,
+            ratio,
+            opt(p.path_bus),
+            opt(p.path_keyed),
+            p.rss_mib
+        );
+    }
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(jsonl), Some(dir)) = (args.next(), args.next()) else {
+        anyhow::bail!("usage: scale_plot <points.jsonl> <output directory>");
+    };
+    let text = std::fs::read_to_string(&jsonl).with_context(|| jsonl.clone())?;
+    let points: Vec<Point> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse)
+        .collect::<Result<_>>()?;
+    let mut by: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
+    for p in &points {
+        by.entry(p.matrix.as_str()).or_default().push(p);
+    }
+    let of = |m: &str| by.get(m).cloned().unwrap_or_default();
+    let keys = |p: &Point| p.keys;
+    let mut figure = Vec::new();
+    figure.extend(panels(&of("keys-kafka"), "Kafka", "keys", keys));
+    figure.extend(panels(&of("keys-memory"), "memory", "keys", keys));
+    draw(
+        &format!("{dir}/scale-keys.svg"),
+        "Keys 10 to 1,000,000: Kafka (6 partitions, 1 KiB) and memory (1 KiB)",
+        &figure,
+    )?;
+    let partitions = panels(&of("partitions"), "Kafka", "partitions", |p| p.partitions);
+    draw(
+        &format!("{dir}/scale-partitions.svg"),
+        "Kafka partitions 6 to 192 (1,000 keys, 1 KiB)",
+        &partitions,
+    )?;
+    let payload = of("payload");
+    let size = |p: &Point| p.size;
+    let mut figure = Vec::from(panels(&payload, "Kafka", "payload bytes", size));
+    figure.push(Panel {
+        title: "Kafka: payload throughput".into(),
+        x_desc: "payload bytes",
+        unit: "MiB/s",
+        lines: rates(&payload, size, |p| p.size / 1_048_576.0),
+    });
+    draw(
+        &format!("{dir}/scale-payload.svg"),
+        "Kafka payload 100 B to 100 KiB (1,000 keys, 6 partitions)",
+        &figure,
+    )?;
+    table(&points);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn parses_a_kafka_point_and_a_memory_point() {
+        let kafka = r#"{"matrix":"keys-kafka","keys":10,"partitions":6,"size":1024,"messages":200000,"rounds":1,"msgs_per_sec":150000.0,"baseline_msgs_per_sec":200000.0,"keyed_end_to_end":{"msgs_per_sec":160000.0},"consumer_path":{"msgs_per_sec":500000.0,"baseline_msgs_per_sec":450000.0},"peak_rss_mb":120.5}"#;
+        let p = parse(kafka).unwrap();
+        assert_eq!((p.keyed, p.path_bus), (Some(160000.0), Some(500000.0)));
+        assert_eq!(p.rss_mib, 120.5);
+        let memory = r#"{"matrix":"keys-memory","keys":10,"partitions":6,"size":1024,"messages":1000000,"rounds":3,"msgs_per_sec":5e5,"baseline_msgs_per_sec":2e6,"peak_rss_mb":70.0}"#;
+        let p = parse(memory).unwrap();
+        assert_eq!((p.keyed, p.path_keyed), (None, None));
+        assert!(parse(r#"{"matrix":"x"}"#).is_err());
+    }
+}
