@@ -34,6 +34,11 @@ struct Point {
     /// consumer written by hand.
     path_bus: Option<f64>,
     path_keyed: Option<f64>,
+    /// The bus ÷ each raw client: medians of the per-round ratios, as the
+    /// benchmark reports them.
+    ratio_baseline: f64,
+    ratio_keyed: Option<f64>,
+    ratio_path: Option<f64>,
     rss_mib: f64,
 }
 
@@ -50,9 +55,13 @@ fn parse(line: &str) -> Result<Point> {
         rounds: need("rounds")?,
         bus: need("msgs_per_sec")?,
         baseline: need("baseline_msgs_per_sec")?,
-        keyed: num(&v["keyed_end_to_end"], "msgs_per_sec"),
+        // The reference's own `msgs_per_sec` is the bus again.
+        keyed: num(&v["keyed_end_to_end"], "baseline_msgs_per_sec"),
         path_bus: num(&v["consumer_path"], "msgs_per_sec"),
         path_keyed: num(&v["consumer_path"], "baseline_msgs_per_sec"),
+        ratio_baseline: need("ratio")?,
+        ratio_keyed: num(&v["keyed_end_to_end"], "ratio"),
+        ratio_path: num(&v["consumer_path"], "ratio"),
         rss_mib: need("peak_rss_mb")?,
     })
 }
@@ -126,34 +135,45 @@ fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
         ("sans-serif", 18).into_font(),
     ))?;
     for (area, panel) in body.split_evenly((rows, 3)).iter().zip(panels) {
-        let xs = panel
+        // The x values (10, 100, ... or 6, 24, 96, 192) sit evenly spaced,
+        // one step each, labelled with their value.
+        let mut xs: Vec<f64> = panel
             .lines
             .iter()
-            .flat_map(|(_, _, p)| p.iter().map(|q| q.0));
-        let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+            .flat_map(|(_, _, p)| p.iter().map(|q| q.0))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let step = |x: f64| xs.iter().position(|&v| v == x).unwrap_or(0) as f64;
+        let label = |v: &f64| match xs.get(v.round() as usize) {
+            Some(&x) if (v - v.round()).abs() < 1e-6 && *v >= 0.0 => short(x),
+            _ => String::new(),
+        };
         let y_max = panel
             .lines
             .iter()
             .flat_map(|(_, _, p)| p.iter().map(|q| q.1))
             .fold(1e-3, f64::max)
             * 1.5; // room for the legend above the lines
-                   // Log x: the points grow tenfold (or fourfold) from one to the next.
         let mut chart = ChartBuilder::on(area)
             .caption(&panel.title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
-            .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)?;
+            .build_cartesian_2d(-0.3..xs.len() as f64 - 0.7, 0.0..y_max)?;
         chart
             .configure_mesh()
             .x_desc(panel.x_desc)
             .y_desc(panel.unit)
+            .disable_x_mesh()
             .light_line_style(WHITE.mix(0.0))
             .label_style(("sans-serif", 12))
-            .x_label_formatter(&|x| short(*x))
+            .x_labels(4 * xs.len())
+            .x_label_formatter(&label)
             .y_label_formatter(&|y| short(*y))
             .draw()?;
         for &(name, color, ref points) in &panel.lines {
+            let points: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (step(x), y)).collect();
             chart
                 .draw_series(LineSeries::new(
                     points.iter().copied(),
@@ -184,14 +204,12 @@ fn ratios(points: &[&Point], x: fn(&Point) -> f64) -> Vec<Series> {
         points.iter().filter_map(|p| Some((x(p), f(p)?))).collect()
     };
     let all: [(&'static str, RGBColor, Rate); 3] = [
-        ("bus ÷ keyed by hand, end to end", RED, |p| {
-            Some(p.bus / p.keyed?)
-        }),
+        ("bus ÷ keyed by hand, end to end", RED, |p| p.ratio_keyed),
         ("bus ÷ in-place loop (memory: mpsc)", BLACK, |p| {
-            Some(p.bus / p.baseline)
+            Some(p.ratio_baseline)
         }),
         ("bus ÷ keyed by hand, consumer path", MAGENTA, |p| {
-            Some(p.path_bus? / p.path_keyed?)
+            p.ratio_path
         }),
     ];
     all.into_iter()
@@ -226,27 +244,26 @@ fn panels(points: &[&Point], what: &str, x_desc: &'static str, x: fn(&Point) -> 
 }
 
 fn table(points: &[Point]) {
-    let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
-    println!("| matrix | keys | partitions | bytes | records | rounds | bus msg/s | keyed by hand | in-place / mpsc | bus ÷ keyed | consumer path: bus | keyed by hand | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let rate = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
+    let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}"));
+    println!("| matrix | keys | partitions | bytes | records | bus msg/s | keyed by hand | in-place (memory: mpsc) | bus ÷ keyed | bus ÷ in-place | consumer path: bus | keyed by hand | bus ÷ keyed | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for p in points {
-        let ratio = p
-            .keyed
-            .map_or("—".to_string(), |k| format!("{:.2}", p.bus / k));
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {:.2} | {} | {} | {} | {:.0} |",
             p.matrix,
             p.keys,
             p.partitions,
             p.size,
             p.messages,
-            p.rounds,
             p.bus,
-            opt(p.keyed),
+            rate(p.keyed),
             p.baseline,
-            ratio,
-            opt(p.path_bus),
-            opt(p.path_keyed),
+            ratio(p.ratio_keyed),
+            p.ratio_baseline,
+            rate(p.path_bus),
+            rate(p.path_keyed),
+            ratio(p.ratio_path),
             p.rss_mib
         );
     }
@@ -307,11 +324,11 @@ mod tests {
 
     #[test]
     fn parses_a_kafka_point_and_a_memory_point() {
-        let kafka = r#"{"matrix":"keys-kafka","keys":10,"partitions":6,"size":1024,"messages":200000,"rounds":1,"msgs_per_sec":150000.0,"baseline_msgs_per_sec":200000.0,"keyed_end_to_end":{"msgs_per_sec":160000.0},"consumer_path":{"msgs_per_sec":500000.0,"baseline_msgs_per_sec":450000.0},"peak_rss_mb":120.5}"#;
+        let kafka = r#"{"matrix":"keys-kafka","keys":10,"partitions":6,"size":1024,"messages":200000,"rounds":1,"msgs_per_sec":150000.0,"baseline_msgs_per_sec":200000.0,"ratio":0.75,"keyed_end_to_end":{"msgs_per_sec":150000.0,"baseline_msgs_per_sec":160000.0},"consumer_path":{"msgs_per_sec":500000.0,"baseline_msgs_per_sec":450000.0},"peak_rss_mb":120.5}"#;
         let p = parse(kafka).unwrap();
         assert_eq!((p.keyed, p.path_bus), (Some(160000.0), Some(500000.0)));
         assert_eq!(p.rss_mib, 120.5);
-        let memory = r#"{"matrix":"keys-memory","keys":10,"partitions":6,"size":1024,"messages":1000000,"rounds":3,"msgs_per_sec":5e5,"baseline_msgs_per_sec":2e6,"peak_rss_mb":70.0}"#;
+        let memory = r#"{"matrix":"keys-memory","keys":10,"partitions":6,"size":1024,"messages":1000000,"rounds":3,"msgs_per_sec":5e5,"baseline_msgs_per_sec":2e6,"ratio":0.25,"peak_rss_mb":70.0}"#;
         let p = parse(memory).unwrap();
         assert_eq!((p.keyed, p.path_keyed), (None, None));
         assert!(parse(r#"{"matrix":"x"}"#).is_err());
