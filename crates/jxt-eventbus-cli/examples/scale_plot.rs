@@ -17,14 +17,13 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 /// One measured point: the matrix it belongs to and the figures plotted.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 struct Point {
     matrix: String,
     keys: f64,
     partitions: f64,
     size: f64,
     messages: f64,
-    rounds: f64,
     /// End to end: the bus, the in-place loop (memory: the mpsc channel),
     /// the keyed consumer written by hand (Kafka only).
     bus: f64,
@@ -52,7 +51,6 @@ fn parse(line: &str) -> Result<Point> {
         partitions: need("partitions")?,
         size: need("size")?,
         messages: need("messages")?,
-        rounds: need("rounds")?,
         bus: need("msgs_per_sec")?,
         baseline: need("baseline_msgs_per_sec")?,
         // The reference's own `msgs_per_sec` is the bus again.
