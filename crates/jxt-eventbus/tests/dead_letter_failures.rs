@@ -195,20 +195,7 @@ mod kafka {
         bus.publish(&topic, Message::new("sentinel").with_key("k"))
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let waiting = loop {
-            let h = bus.health().await;
-            if let Some(c) = h.component("dead_letters") {
-                if c.state == HealthState::Unhealthy {
-                    break c.clone();
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "health never reported the waiting lane: {h:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let waiting = support::unhealthy_component(&bus, "dead_letters", WAIT).await;
         assert!(waiting.reason.contains("wait"), "{waiting:?}");
         assert!(waiting.reason.contains(&dlq), "{waiting:?}");
         assert!(

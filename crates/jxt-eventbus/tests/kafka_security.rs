@@ -328,20 +328,7 @@ async fn a_user_without_read_on_the_topic_makes_the_consumer_unhealthy_with_the_
     if let Err(e) = &result {
         assert!(e.to_string().contains("READ ACL"), "{e}");
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let consumer = loop {
-        let h = bus.health().await;
-        if let Some(c) = h.component("consumer") {
-            if c.state == HealthState::Unhealthy {
-                break c.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never said the topic is refused: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let consumer = support::unhealthy_component(&bus, "consumer", WAIT).await;
     assert!(consumer.reason.contains("READ ACL"), "{consumer:?}");
     assert!(consumer.reason.contains(&topic), "{consumer:?}");
     assert!(bus.readiness().await.is_err(), "not ready while refused");
@@ -424,20 +411,7 @@ async fn without_write_on_the_dead_letter_topic_the_lane_waits_and_health_says_w
             .await
             .expect("publish");
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let waiting = loop {
-        let h = bus.health().await;
-        if let Some(c) = h.component("dead_letters") {
-            if c.state == HealthState::Unhealthy {
-                break c.clone();
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never reported the waiting lane: {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let waiting = support::unhealthy_component(&bus, "dead_letters", WAIT).await;
     eprintln!("{waiting:?}");
     assert!(waiting.reason.contains(&dlq), "{waiting:?}");
     assert!(

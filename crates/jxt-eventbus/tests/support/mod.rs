@@ -60,6 +60,29 @@ pub async fn wait_settled(buses: &[&jxt_eventbus::EventBus], timeout: Duration) 
     .await;
 }
 
+/// Waits until health reports the component `name` unhealthy, polling every
+/// 50 ms; fails with the last health seen after `timeout`.
+pub async fn unhealthy_component(
+    bus: &jxt_eventbus::EventBus,
+    name: &str,
+    timeout: Duration,
+) -> jxt_eventbus::health::ComponentHealth {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let h = bus.health().await;
+        if let Some(c) = h.component(name) {
+            if c.state == jxt_eventbus::HealthState::Unhealthy {
+                return c.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never reported `{name}` unhealthy: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// [`wait_for`] with the limit in seconds.
 pub async fn eventually(what: &str, secs: u64, cond: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(secs), cond).await;
