@@ -7,7 +7,8 @@
 //! `--partitions` partitions, the side that goes first rotating. All publish in windows
 //! of `--window` records whose acknowledgements are awaited together (the bus
 //! through `publish_batch`, rdkafka through a `FutureProducer` with the bus's
-//! producer settings: acks=all, idempotent, murmur2_random, linger 5ms) while
+//! producer settings: acks=all, idempotent, murmur2_random, linger 5ms, and
+//! the same records: key, payload and a message id header) while
 //! their consumer reads; the interval runs from the first publish to the
 //! last record handled.
 //!
@@ -32,8 +33,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use uuid::Uuid;
+
+use jxt_eventbus::backend::kafka::MESSAGE_ID_HEADER;
 
 use super::kafka::{bus_config, bus_with_topic, spawn_keyed, RawPoller};
 use super::{cpu_since, key_of, payload, process_cpu, BenchArgs, SideResult, Tally};
@@ -48,7 +52,7 @@ pub(crate) const KEYED_BASELINE: &str =
 
 /// How a raw side consumes.
 #[derive(Clone, Copy, Debug)]
-enum RawConsumer {
+pub(super) enum RawConsumer {
     /// One loop handling each record where it polled it.
     InPlace,
     /// The hand-written keyed consumer of the consumer-path comparison.
@@ -105,7 +109,7 @@ pub(crate) async fn rounds(
     Ok(rounds)
 }
 
-async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideResult> {
+pub(super) async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideResult> {
     let bus = bus_with_topic(args, brokers, &format!("{topic}-group"), topic).await?;
     let cpu_before = process_cpu();
     let mut result = super::bus_side_windowed(bus, topic, args, args.window).await?;
@@ -113,7 +117,7 @@ async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str) -> Result<SideRe
     Ok(result)
 }
 
-async fn raw_side(
+pub(super) async fn raw_side(
     args: &BenchArgs,
     brokers: &str,
     admin: &AdminClient<DefaultClientContext>,
@@ -163,17 +167,24 @@ async fn raw_side(
     let mut from = 0;
     while from < args.messages {
         let to = (from + args.window.max(1)).min(args.messages);
-        let records: Vec<(String, Vec<u8>)> = (from..to)
+        // Each record carries a message id as the bus's do (a UUIDv7 in
+        // `X-Message-ID`), which the keyed consumer reads for de-duplication.
+        let records: Vec<(String, Vec<u8>, String)> = (from..to)
             .map(|i| {
                 let (k, seq, key) = key_of(i, args.keys);
-                (key, payload(k, seq, args.size))
+                (key, payload(k, seq, args.size), Uuid::now_v7().to_string())
             })
             .collect();
         let mut deliveries = Vec::with_capacity(records.len());
-        for (key, p) in &records {
+        for (key, p, id) in &records {
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: MESSAGE_ID_HEADER,
+                value: Some(id.as_str()),
+            });
             let mut record = FutureRecord::to(topic)
                 .key(key.as_str())
-                .payload(p.as_slice());
+                .payload(p.as_slice())
+                .headers(headers);
             loop {
                 match producer.send_result(record) {
                     Ok(d) => break deliveries.push(d),

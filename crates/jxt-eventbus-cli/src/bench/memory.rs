@@ -37,7 +37,7 @@ fn message(args: &BenchArgs, i: u64) -> Message {
     Message::new(payload(k, seq, args.size)).with_key(key)
 }
 
-async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
+pub(super) async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
     let mut config = BusConfig {
         group: "bench".into(),
         ..BusConfig::default()

@@ -29,6 +29,19 @@ mod kafka_e2e;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+mod only;
+
+/// An end-to-end side of the Kafka benchmark, for `--only`.
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnlySide {
+    /// The bus.
+    Bus,
+    /// rdkafka, handling each record where it polled it.
+    InPlace,
+    /// rdkafka, keyed by hand.
+    Keyed,
+}
 
 /// Which backend to measure.
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -102,6 +115,12 @@ pub(crate) struct BenchArgs {
     /// call. Default: one record per call.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) batch: Option<u64>,
+    /// Run only this side, `--rounds` times, and print its rate and CPU with
+    /// no comparison: for profiling one side alone (`perf record --
+    /// eventbus bench --only bus`, see `scripts/profile`). Kafka: the
+    /// end-to-end sides; memory: `bus`.
+    #[arg(long, value_enum)]
+    pub(crate) only: Option<OnlySide>,
     /// Print one JSON line instead of a table (`--json`).
     #[arg(skip)]
     pub(crate) json: bool,
@@ -403,6 +422,9 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
         Ok(url) if from_rig && !url.trim().is_empty() => url,
         _ => config.nats.servers.join(","),
     };
+    if let Some(side) = args.only {
+        return only::run(&args, side).await;
+    }
     let outcome = match args.backend {
         BenchBackend::Memory => memory::run(&args).await?,
         #[cfg(feature = "kafka")]
@@ -700,14 +722,12 @@ pub(crate) fn run_id() -> String {
 }
 
 /// CPU time used since `before` (see [`process_cpu`]).
-#[cfg(any(feature = "kafka", feature = "nats"))]
 pub(crate) fn cpu_since(before: Option<Duration>) -> Option<Duration> {
     Some(process_cpu()?.saturating_sub(before?))
 }
 
 /// CPU time (user + system) this process used so far, from
 /// `/proc/self/stat` (clock ticks of 10 ms).
-#[cfg(any(feature = "kafka", feature = "nats"))]
 pub(crate) fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are the
