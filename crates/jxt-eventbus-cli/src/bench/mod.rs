@@ -503,34 +503,75 @@ pub(crate) fn payload(key: u64, seq: u64, size: usize) -> Vec<u8> {
 
 /// What every handler does with a payload, on both sides: latency, per-key
 /// order and the completion count.
+///
+/// Its state is split by key into shards, each on cache lines of its own:
+/// handlers of different keys on different threads then touch different
+/// memory, as real handlers of different aggregates do, so a side that
+/// handles keys in parallel pays no contention for the tally itself (one
+/// shared counter and histogram lock cost it a cache-line transfer per
+/// record, which a side handling everything on one task never pays).
 #[derive(Debug)]
 pub(crate) struct Tally {
     work: Work,
     expected: u64,
-    done: AtomicU64,
-    next_seq: Vec<AtomicU64>,
-    disorder: AtomicU64,
-    latency: Mutex<Histogram<u64>>,
+    shards: Vec<Shard>,
+    /// Shards that have not counted all their records yet.
+    shards_left: AtomicU64,
     finished: Notify,
     started: OnceLock<Instant>,
     ended: OnceLock<Instant>,
 }
 
+/// Keys `k` with `k % SHARDS == i` are counted in shard `i`.
+const SHARDS: u64 = 64;
+
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
+    /// Records of this shard's keys among the `expected`.
+    expected: u64,
+    done: AtomicU64,
+    /// The next sequence number per key of the shard (index `k / SHARDS`).
+    next_seq: Vec<AtomicU64>,
+    disorder: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
 impl Tally {
     pub(crate) fn new(expected: u64, keys: u64, work: Work) -> Arc<Self> {
+        // Message i has key i % keys: key k gets the i < expected with that rest.
+        let per_key = |k: u64| expected / keys + u64::from(k < expected % keys);
+        let shards: Vec<Shard> = (0..SHARDS)
+            .map(|i| Shard {
+                expected: (i..keys).step_by(SHARDS as usize).map(per_key).sum(),
+                done: AtomicU64::new(0),
+                next_seq: (i..keys)
+                    .step_by(SHARDS as usize)
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                disorder: AtomicU64::new(0),
+                latency: Mutex::new(
+                    Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
+                ),
+            })
+            .collect();
+        let left = shards.iter().filter(|s| s.expected > 0).count() as u64;
         Arc::new(Tally {
             work,
             expected,
-            done: AtomicU64::new(0),
-            next_seq: (0..keys).map(|_| AtomicU64::new(0)).collect(),
-            disorder: AtomicU64::new(0),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds"),
-            ),
+            shards,
+            shards_left: AtomicU64::new(left),
             finished: Notify::new(),
             started: OnceLock::new(),
             ended: OnceLock::new(),
         })
+    }
+
+    fn done(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.done.load(Ordering::Acquire))
+            .sum()
     }
 
     /// Marks the start of the measured interval (first publish). Without
@@ -562,19 +603,23 @@ impl Tally {
         let (key, seq) = (word(8..16), word(16..24));
         let now = epoch().elapsed().as_nanos() as u64;
         let micros = now.saturating_sub(sent) / 1_000;
-        self.latency
+        let shard = &self.shards[(key % SHARDS) as usize];
+        shard
+            .latency
             .lock()
             .expect("histogram lock")
             .saturating_record(micros.max(1));
         // Each key must arrive as 0, 1, 2, ...; redeliveries repeat a lower seq.
-        let slot = &self.next_seq[key as usize];
+        let slot = &shard.next_seq[(key / SHARDS) as usize];
         let expect = slot.load(Ordering::Acquire);
         if seq == expect {
             slot.store(seq + 1, Ordering::Release);
         } else if seq > expect {
-            self.disorder.fetch_add(1, Ordering::Relaxed);
+            shard.disorder.fetch_add(1, Ordering::Relaxed);
         }
-        if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.expected {
+        if shard.done.fetch_add(1, Ordering::AcqRel) + 1 == shard.expected
+            && self.shards_left.fetch_sub(1, Ordering::AcqRel) == 1
+        {
             let _ = self.ended.set(Instant::now());
             self.finished.notify_one();
         }
@@ -644,7 +689,7 @@ impl Tally {
         if tokio::time::timeout(timeout, all).await.is_err() {
             bail!(
                 "only {} of {} messages were handled within {timeout:?}",
-                self.done.load(Ordering::Acquire),
+                self.done(),
                 self.expected
             );
         }
@@ -652,12 +697,21 @@ impl Tally {
             (Some(s), Some(e)) => e.duration_since(*s),
             _ => Duration::ZERO,
         };
-        let h = self.latency.lock().expect("histogram lock");
+        let mut h = Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+        for shard in &self.shards {
+            h.add(&*shard.latency.lock().expect("histogram lock"))
+                .expect("same bounds");
+        }
+        let disorder: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.disorder.load(Ordering::Relaxed))
+            .sum();
         Ok(SideResult {
             elapsed,
             p50_us: Some(h.value_at_quantile(0.5)),
             p99_us: Some(h.value_at_quantile(0.99)),
-            ordered: self.disorder.load(Ordering::Relaxed) == 0,
+            ordered: disorder == 0,
             cpu: None,
         })
     }
