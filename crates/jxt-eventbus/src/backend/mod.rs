@@ -26,7 +26,7 @@ pub mod memory;
 pub mod nats;
 
 /// A partition of a topic.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
 pub struct TopicPartition {
     /// Topic name.
     pub topic: Arc<str>,
@@ -41,6 +41,23 @@ impl TopicPartition {
             topic: topic.into(),
             partition,
         }
+    }
+}
+
+/// Equal topic and partition. The records of a topic share one name
+/// (`Arc<str>`), so the name is compared by address first: the dispatcher
+/// compares partitions several times per record.
+impl PartialEq for TopicPartition {
+    fn eq(&self, other: &Self) -> bool {
+        self.partition == other.partition
+            && (Arc::ptr_eq(&self.topic, &other.topic) || self.topic == other.topic)
+    }
+}
+
+impl std::hash::Hash for TopicPartition {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.topic.hash(state);
+        self.partition.hash(state);
     }
 }
 
