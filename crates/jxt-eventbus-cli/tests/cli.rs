@@ -243,6 +243,65 @@ fn bad_bench_arguments_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--handler-latency"));
 }
 
+/// The bus side runs with the loaded configuration: unordered dispatch
+/// breaks per-key order, and the order check says so.
+#[test]
+fn bench_runs_the_bus_with_the_configuration_and_checks_its_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unordered.yaml");
+    std::fs::write(&file, "dispatch:\n  ordering: unordered\n").unwrap();
+    let out = common::eventbus()
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "bench",
+            "--backend",
+            "memory",
+        ])
+        .args([
+            "--messages",
+            "20000",
+            "--keys",
+            "10",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run eventbus");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("per-key order was violated"), "{stderr}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(v["per_key_order_held"], false, "{v}");
+}
+
+/// `--only bus` runs the bus side alone and reports its rate and CPU.
+#[test]
+fn bench_only_runs_one_side() {
+    let out = eventbus(&[
+        "bench",
+        "--backend",
+        "memory",
+        "--only",
+        "bus",
+        "--messages",
+        "20000",
+        "--rounds",
+        "2",
+        "--json",
+    ]);
+    let v = json_line(out);
+    assert_eq!(v["side"], "bus", "{v}");
+    let rates = v["msgs_per_sec_per_round"].as_array().expect("rates");
+    assert_eq!(rates.len(), 2, "{v}");
+    assert!(rates.iter().all(|r| r.as_f64().unwrap() > 0.0), "{v}");
+    let out = eventbus(&["bench", "--backend", "memory", "--only", "keyed"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--only bus"));
+}
+
 #[test]
 fn handler_work_is_done_on_both_sides_and_reported() {
     let out = eventbus(&[

@@ -39,8 +39,9 @@ fn message(args: &BenchArgs, i: u64) -> Message {
 
 pub(super) async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
     let mut config = BusConfig {
+        backend: jxt_eventbus::BackendKind::Memory,
         group: "bench".into(),
-        ..BusConfig::default()
+        ..args.config.clone()
     };
     config.dispatch.max_concurrency = args.concurrency;
     let broker = MemoryBroker::new(MemoryConfig {

@@ -82,7 +82,9 @@ pub(crate) struct BenchArgs {
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) partitions: u32,
-    /// Handler concurrency of the bus (lanes at once).
+    /// Handler concurrency of the bus (lanes at once; sets
+    /// `dispatch.max_concurrency`), and workers of the keyed consumer
+    /// written by hand.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub(crate) concurrency: usize,
     /// Publishes in flight before their acknowledgements are awaited, on
@@ -124,6 +126,13 @@ pub(crate) struct BenchArgs {
     /// Print one JSON line instead of a table (`--json`).
     #[arg(skip)]
     pub(crate) json: bool,
+    /// The loaded configuration (`--config`, `EVENTBUS_*`): the bus sides
+    /// start from it, so settings such as `dispatch` or `kafka.consumer`
+    /// can be compared on one binary. The benchmark sets the backend, the
+    /// brokers, the group and `dispatch.max_concurrency` (`--concurrency`),
+    /// and on NATS the pull batch and ack window its raw consumers use too.
+    #[arg(skip)]
+    pub(crate) config: jxt_eventbus::BusConfig,
 }
 
 impl BenchArgs {
@@ -410,6 +419,7 @@ struct Report {
 
 pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> Result<()> {
     let config = global.load()?;
+    args.config = config.clone();
     args.json = global.json;
     args.backend = match config.backend {
         jxt_eventbus::BackendKind::Kafka => BenchBackend::Kafka,
