@@ -118,7 +118,7 @@ pub(super) fn bus_config(args: &BenchArgs, brokers: &str, group: &str) -> BusCon
     let mut config = BusConfig {
         backend: BackendKind::Kafka,
         group: group.to_string(),
-        ..args.config.clone()
+        ..(*args.config).clone()
     };
     config.kafka.brokers = brokers.split(',').map(str::to_string).collect();
     config.dispatch.max_concurrency = args.concurrency;

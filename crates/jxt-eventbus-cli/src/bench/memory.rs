@@ -41,7 +41,7 @@ pub(super) async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
     let mut config = BusConfig {
         backend: jxt_eventbus::BackendKind::Memory,
         group: "bench".into(),
-        ..args.config.clone()
+        ..(*args.config).clone()
     };
     config.dispatch.max_concurrency = args.concurrency;
     let broker = MemoryBroker::new(MemoryConfig {

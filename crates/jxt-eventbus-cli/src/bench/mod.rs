@@ -132,7 +132,7 @@ pub(crate) struct BenchArgs {
     /// brokers, the group and `dispatch.max_concurrency` (`--concurrency`),
     /// and on NATS the pull batch and ack window its raw consumers use too.
     #[arg(skip)]
-    pub(crate) config: jxt_eventbus::BusConfig,
+    pub(crate) config: Box<jxt_eventbus::BusConfig>,
 }
 
 impl BenchArgs {
@@ -217,6 +217,7 @@ impl Work {
     }
 
     /// On a plain thread (the in-place loops): spins, then sleeps.
+    #[cfg(feature = "kafka")]
     fn run_blocking(&self) {
         self.spin();
         if !self.latency.is_zero() {
@@ -419,7 +420,7 @@ struct Report {
 
 pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> Result<()> {
     let config = global.load()?;
-    args.config = config.clone();
+    *args.config = config.clone();
     args.json = global.json;
     args.backend = match config.backend {
         jxt_eventbus::BackendKind::Kafka => BenchBackend::Kafka,
@@ -597,6 +598,7 @@ impl Tally {
     }
 
     /// Handles one payload on a plain thread.
+    #[cfg(feature = "kafka")]
     pub(crate) fn handle_blocking(&self, payload: &[u8]) {
         self.work.run_blocking();
         self.record(payload);

@@ -181,7 +181,7 @@ async fn bus_side(args: &BenchArgs, url: &str, topic: &str) -> Result<SideResult
     let mut config = BusConfig {
         backend: BackendKind::Nats,
         group: "bench".into(),
-        ..args.config.clone()
+        ..(*args.config).clone()
     };
     config.nats.servers = vec![url.to_string()];
     config.nats.pull_batch = PULL_BATCH;

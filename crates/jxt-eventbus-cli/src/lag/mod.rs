@@ -110,7 +110,7 @@ pub(crate) async fn run(global: &Global, args: LagArgs) -> Result<()> {
         topics: &topics,
         timeout: args.timeout,
     };
-    let rows = match config.backend {
+    let rows: Vec<Row> = match config.backend {
         #[cfg(feature = "kafka")]
         BackendKind::Kafka => kafka::lag(&query).await?,
         #[cfg(feature = "nats")]

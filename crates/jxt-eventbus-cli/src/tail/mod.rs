@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use jxt_eventbus::{BackendKind, Message};
+#[cfg(any(feature = "kafka", feature = "nats"))]
+use jxt_eventbus::BackendKind;
+use jxt_eventbus::Message;
 use tokio::sync::mpsc;
 
 use crate::global::{self, Global};
