@@ -309,7 +309,7 @@ impl Consumer for MemoryConsumer {
             for partition in log.partitions.iter() {
                 let mut st = partition.lock();
                 let start = match self.start_from {
-                    StartFrom::Earliest => st.log.base,
+                    StartFrom::Earliest => st.log.start(),
                     StartFrom::Latest => st.log.end(),
                 };
                 st.committed.entry(self.group.clone()).or_insert(start);

@@ -18,11 +18,20 @@ use tokio::sync::Notify;
 use crate::message::Message;
 
 /// The retained records of one partition. Offsets start at 0 and never
-/// repeat; records below `base` were released once every group passed them.
+/// repeat. Records below `start` were released once every group passed
+/// them: no fetch, listing or new group sees them again. They are dropped
+/// from memory later, by the next publish to the partition
+/// ([`PartitionLog::compact`]), not by the commit that released them: the
+/// commit comes from the dispatcher, the one task every record of a bus
+/// passes through, and freeing the records there cost it a quarter of its
+/// time; the publisher that allocated them frees them more cheaply.
 #[derive(Debug, Default)]
 pub(super) struct PartitionLog {
-    pub(super) base: i64,
-    pub(super) records: VecDeque<Arc<Message>>,
+    /// Offset of `records[0]`.
+    base: i64,
+    /// Lowest offset still retained (`base <= start <= end`).
+    start: i64,
+    records: VecDeque<Arc<Message>>,
 }
 
 impl PartitionLog {
@@ -31,23 +40,49 @@ impl PartitionLog {
         self.base + self.records.len() as i64
     }
 
+    /// Lowest offset still retained: where a group reading from the
+    /// earliest record starts.
+    pub(super) fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Records retained (not yet released).
+    pub(super) fn len(&self) -> usize {
+        (self.end() - self.start) as usize
+    }
+
     pub(super) fn append(&mut self, message: Message) -> i64 {
         self.records.push_back(Arc::new(message));
         self.end() - 1
     }
 
     pub(super) fn get(&self, offset: i64) -> Option<&Arc<Message>> {
+        if offset < self.start {
+            return None;
+        }
         let idx = usize::try_from(offset - self.base).ok()?;
         self.records.get(idx)
     }
 
+    /// The retained records with their offsets.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (i64, &Arc<Message>)> {
+        let skip = (self.start - self.base) as usize;
+        (self.start..).zip(self.records.iter().skip(skip))
+    }
+
     /// Releases records below `position`; true when any was released.
     pub(super) fn release_below(&mut self, position: i64) -> bool {
-        let before = self.base;
-        while self.base < position && self.records.pop_front().is_some() {
+        let start = position.clamp(self.start, self.end());
+        let released = start != self.start;
+        self.start = start;
+        released
+    }
+
+    /// Drops the released records from memory.
+    pub(super) fn compact(&mut self) {
+        while self.base < self.start && self.records.pop_front().is_some() {
             self.base += 1;
         }
-        self.base != before
     }
 }
 
@@ -146,11 +181,20 @@ mod tests {
         }
         assert!(p.release_below(3));
         assert!(!p.release_below(3));
-        assert_eq!(p.base, 3);
+        assert_eq!(p.start(), 3);
+        assert_eq!(p.len(), 2);
+        assert!(p.get(2).is_none(), "released, though still in memory");
+        assert_eq!(p.records.len(), 5);
+        p.compact();
+        assert_eq!((p.base, p.records.len()), (3, 2), "dropped from memory");
         assert!(p.get(2).is_none());
         assert_eq!(p.get(3).unwrap().payload()[0], 3);
+        let offsets: Vec<i64> = p.iter().map(|(o, _)| o).collect();
+        assert_eq!(offsets, [3, 4]);
         assert_eq!(p.append(Message::new(vec![9])), 5);
         assert_eq!(p.end(), 6);
+        assert!(p.release_below(99));
+        assert_eq!(p.start(), 6, "never past the end");
     }
 
     #[test]
@@ -165,7 +209,7 @@ mod tests {
         assert!(!s.commit("fast", 2), "positions never move back");
         assert_eq!(s.committed["fast"], 4);
         assert!(s.commit("slow", 3));
-        assert_eq!(s.log.base, 3);
+        assert_eq!(s.log.start(), 3);
     }
 
     #[test]

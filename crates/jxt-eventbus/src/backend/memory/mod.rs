@@ -188,8 +188,8 @@ impl MemoryBroker {
         let mut out = Vec::new();
         for (p, partition) in t.partitions.iter().enumerate() {
             let st = partition.lock();
-            for (i, m) in st.log.records.iter().enumerate() {
-                out.push((p as i32, st.log.base + i as i64, Message::clone(m)));
+            for (offset, m) in st.log.iter() {
+                out.push((p as i32, offset, Message::clone(m)));
             }
         }
         out
@@ -303,7 +303,8 @@ impl MemoryBroker {
         message: Message,
     ) -> std::result::Result<PublishReceipt, Message> {
         let mut st = partition.lock();
-        if st.log.records.len() >= self.inner.config.max_retained_per_partition {
+        st.log.compact();
+        if st.log.len() >= self.inner.config.max_retained_per_partition {
             return Err(message);
         }
         let offset = st.log.append(message);
