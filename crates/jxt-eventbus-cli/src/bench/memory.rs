@@ -2,7 +2,9 @@
 //! mpsc pipeline doing the same hand-off (publisher task → consumer task
 //! handling each message), over `--rounds` rounds, the side that goes first
 //! alternating. Both sides' rates are bimodal from run to run (where the
-//! scheduler puts their tasks), so one round decides little.
+//! scheduler puts their tasks), so one round decides little; the CPU time a
+//! side used per record (the whole process's, publisher included) is steadier
+//! on a shared machine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use anyhow::Result;
 use jxt_eventbus::config::MemoryConfig;
 use jxt_eventbus::{BusConfig, EventBus, MemoryBroker, Message};
 
-use super::{key_of, payload, BenchArgs, Outcome, SideResult, Tally};
+use super::{cpu_since, key_of, payload, process_cpu, BenchArgs, Outcome, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -55,11 +57,13 @@ pub(super) async fn bus_side(args: &BenchArgs) -> Result<SideResult> {
         .await?;
     let tally = Tally::new(args.messages, args.keys, args.work());
     tally.subscribe(&bus, "bench").await?;
+    let cpu_before = process_cpu();
     tally.start();
     for i in 0..args.messages {
         bus.publish("bench", message(args, i)).await?;
     }
-    let result = tally.wait(TIMEOUT).await?;
+    let mut result = tally.wait(TIMEOUT).await?;
+    result.cpu = cpu_since(cpu_before);
     bus.shutdown().await?;
     Ok(result)
 }
@@ -73,12 +77,14 @@ async fn raw_side(args: &BenchArgs) -> Result<SideResult> {
             t.handle(m.payload()).await;
         }
     });
+    let cpu_before = process_cpu();
     tally.start();
     for i in 0..args.messages {
         tx.send(message(args, i)).await?;
     }
     drop(tx);
-    let result = tally.wait(TIMEOUT).await?;
+    let mut result = tally.wait(TIMEOUT).await?;
+    result.cpu = cpu_since(cpu_before);
     consumer.await?;
     Ok(result)
 }
