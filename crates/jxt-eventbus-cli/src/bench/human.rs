@@ -93,6 +93,15 @@ pub(super) fn print(report: &Report) -> Result<()> {
     {
         println!("bus publish filling the topic: {p:.0} msg/s");
     }
+    if let Some(c) = &report.consumer_path {
+        if let (Some(bus), Some(raw)) = (c.side_peak_rss_mb, c.baseline_side_peak_rss_mb) {
+            println!(
+                "consumer path, resident set while reading: bus {bus:.1} MiB (+{:.1}), baseline {raw:.1} MiB (+{:.1})",
+                c.side_rss_growth_mb.unwrap_or(0.0),
+                c.baseline_side_rss_growth_mb.unwrap_or(0.0),
+            );
+        }
+    }
     println!(
         "ratios are medians over rounds; per-key order held: {}; peak RSS {:.1} MiB",
         report.per_key_order_held, report.peak_rss_mb

@@ -36,6 +36,10 @@
 //! since publish is not reported, the records were published before).
 //! `cpu_us_per_msg` is the whole process's CPU time over the side's run
 //! (group join included) per record: steadier than rates on a busy machine.
+//! `side_peak_rss_mb` is the process's largest resident set while a side
+//! ran and `side_rss_growth_mb` what the side added to the resident set it
+//! started with ([`super::rss`]): the bus's memory while it reads the
+//! filled topic, apart from the other sides of the run.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +60,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::rss::RssSampler;
 use super::{cpu_since, process_cpu, BenchArgs, Outcome, Reference, SideResult, Tally};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -178,12 +183,16 @@ async fn fill(args: &BenchArgs, brokers: &str, topic: &str, run_id: &str) -> Res
 
 /// Reads the topic through the bus in a new group.
 async fn bus_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
+    // Sampled from before the client is built, so the side's growth holds
+    // everything of the bus.
+    let rss = RssSampler::start();
     let bus = EventBus::from_config(bus_config(args, brokers, group)).await?;
     let tally = Tally::new(args.messages, args.keys, args.work());
     let cpu_before = process_cpu();
     tally.subscribe(&bus, topic).await?;
     let mut result = tally.wait(TIMEOUT).await?;
     result.cpu = cpu_since(cpu_before);
+    result.rss = rss.map(RssSampler::finish);
     bus.shutdown().await?;
     Ok(without_latency(result))
 }
@@ -230,6 +239,7 @@ pub(super) fn hand_written_client(config: &jxt_eventbus::BusConfig, group: &str)
 
 /// Reads the topic by hand in a new group (see the module docs).
 async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> Result<SideResult> {
+    let rss = RssSampler::start();
     let config = bus_config(args, brokers, group);
     let consumer: BaseConsumer = hand_written_client(&config, group).create()?;
     consumer.subscribe(&[topic])?;
@@ -238,9 +248,11 @@ async fn raw_side(args: &BenchArgs, brokers: &str, topic: &str, group: &str) -> 
     let keyed = spawn_keyed(args, consumer, topic, &tally);
     let result = tally.wait(TIMEOUT).await;
     let cpu = cpu_since(cpu_before);
+    let rss = rss.map(RssSampler::finish);
     keyed.stop().await?;
     let mut result = result?;
     result.cpu = cpu;
+    result.rss = rss;
     Ok(without_latency(result))
 }
 

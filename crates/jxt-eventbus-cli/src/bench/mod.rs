@@ -30,6 +30,7 @@ mod memory;
 #[cfg(feature = "nats")]
 mod nats;
 mod only;
+mod rss;
 
 /// An end-to-end side of the Kafka benchmark, for `--only`.
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -277,6 +278,8 @@ pub(crate) struct SideResult {
     pub(crate) ordered: bool,
     /// CPU time of the whole process while the side ran, when measured.
     pub(crate) cpu: Option<Duration>,
+    /// The process's resident set while the side ran, when measured.
+    pub(crate) rss: Option<rss::RssSpan>,
 }
 
 /// What a backend's benchmark measured.
@@ -350,6 +353,18 @@ struct Summary {
     baseline_cpu_us_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     publish_msgs_per_sec: Option<f64>,
+    /// The largest resident set of the process while the bus's side ran,
+    /// over the rounds, MiB (where sampled: the Kafka consumer path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side_peak_rss_mb: Option<f64>,
+    /// What the bus's side added to the resident set it started with, at its
+    /// peak, the largest over the rounds, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side_rss_growth_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_side_peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_side_rss_growth_mb: Option<f64>,
     baseline: &'static str,
 }
 
@@ -377,9 +392,35 @@ impl Summary {
             cpu_us_per_msg: medians(&|b, _| cpu(b)).map(|x| (x * 100.0).round() / 100.0),
             baseline_cpu_us_per_msg: medians(&|_, r| cpu(r)).map(|x| (x * 100.0).round() / 100.0),
             publish_msgs_per_sec: outcome.publish_msgs_per_sec.map(f64::round),
+            side_peak_rss_mb: largest(rounds.iter().map(|(b, _)| b.rss), rss::RssSpan::peak_mib),
+            side_rss_growth_mb: largest(
+                rounds.iter().map(|(b, _)| b.rss),
+                rss::RssSpan::growth_mib,
+            ),
+            baseline_side_peak_rss_mb: largest(
+                rounds.iter().map(|(_, r)| r.rss),
+                rss::RssSpan::peak_mib,
+            ),
+            baseline_side_rss_growth_mb: largest(
+                rounds.iter().map(|(_, r)| r.rss),
+                rss::RssSpan::growth_mib,
+            ),
             baseline: outcome.baseline,
         }
     }
+}
+
+/// The largest `f` of the sampled spans, rounded to 0.1 MiB; `None` when no
+/// side was sampled.
+fn largest(
+    spans: impl Iterator<Item = Option<rss::RssSpan>>,
+    f: fn(&rss::RssSpan) -> f64,
+) -> Option<f64> {
+    spans
+        .flatten()
+        .map(|s| f(&s))
+        .reduce(f64::max)
+        .map(|mb| (mb * 10.0).round() / 10.0)
 }
 
 /// The JSON line.
@@ -725,6 +766,7 @@ impl Tally {
             p99_us: Some(h.value_at_quantile(0.99)),
             ordered: disorder == 0,
             cpu: None,
+            rss: None,
         })
     }
 }
