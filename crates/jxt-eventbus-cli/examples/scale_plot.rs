@@ -7,8 +7,11 @@
 //!     target/bench-scale/<run>.jsonl docs/img
 //! ```
 //!
-//! writes `scale-keys.svg`, `scale-partitions.svg` and `scale-payload.svg`
-//! into the directory (SVG only: no font or image libraries are built).
+//! writes `scale-keys.svg`, `scale-partitions.svg`, `scale-payload.svg`,
+//! `scale-nats.svg` and `scale-backlog.svg` into the directory (SVG only: no font or image libraries
+//! are built); a figure none of whose matrices is in the file is left as it
+//! is, so a run of some matrices (`scripts/bench-scale --only`) redraws only
+//! theirs.
 
 use std::collections::BTreeMap;
 
@@ -20,15 +23,19 @@ use serde_json::Value;
 #[derive(Debug)]
 struct Point {
     matrix: String,
+    /// `memory`, `kafka` or `nats`.
+    backend: String,
     keys: f64,
     partitions: f64,
     size: f64,
     messages: f64,
-    /// End to end: the bus, the in-place loop (memory: the mpsc channel),
-    /// the keyed consumer written by hand (Kafka only).
+    /// End to end: the bus, the in-place loop (memory: the mpsc channel;
+    /// NATS: async-nats on a plain consumer), the keyed consumer written by
+    /// hand (Kafka only), async-nats on a pinned consumer (NATS only).
     bus: f64,
     baseline: f64,
     keyed: Option<f64>,
+    pinned: Option<f64>,
     /// Consumer path on a filled topic (Kafka only): the bus and the keyed
     /// consumer written by hand.
     path_bus: Option<f64>,
@@ -37,7 +44,22 @@ struct Point {
     /// benchmark reports them.
     ratio_baseline: f64,
     ratio_keyed: Option<f64>,
+    ratio_pinned: Option<f64>,
     ratio_path: Option<f64>,
+    /// CPU time of the process per record while the bus, the baseline and
+    /// the pinned consumer by hand ran, µs (where measured).
+    cpu_bus: Option<f64>,
+    cpu_baseline: Option<f64>,
+    cpu_pinned: Option<f64>,
+    /// Consumer path (Kafka): CPU per record of the bus and of the keyed
+    /// consumer by hand, µs; the largest resident set while each ran, and
+    /// what each added to the resident set it started with, MiB.
+    path_cpu_bus: Option<f64>,
+    path_cpu_keyed: Option<f64>,
+    path_rss_bus: Option<f64>,
+    path_rss_keyed: Option<f64>,
+    path_growth_bus: Option<f64>,
+    path_growth_keyed: Option<f64>,
     rss_mib: f64,
 }
 
@@ -47,6 +69,7 @@ fn parse(line: &str) -> Result<Point> {
     let need = |k: &str| num(&v, k).with_context(|| format!("no `{k}` in {line}"));
     Ok(Point {
         matrix: v["matrix"].as_str().context("no `matrix`")?.to_string(),
+        backend: v["backend"].as_str().unwrap_or("kafka").to_string(),
         keys: need("keys")?,
         partitions: need("partitions")?,
         size: need("size")?,
@@ -55,11 +78,22 @@ fn parse(line: &str) -> Result<Point> {
         baseline: need("baseline_msgs_per_sec")?,
         // The reference's own `msgs_per_sec` is the bus again.
         keyed: num(&v["keyed_end_to_end"], "baseline_msgs_per_sec"),
+        pinned: num(&v["pinned_end_to_end"], "baseline_msgs_per_sec"),
         path_bus: num(&v["consumer_path"], "msgs_per_sec"),
         path_keyed: num(&v["consumer_path"], "baseline_msgs_per_sec"),
         ratio_baseline: need("ratio")?,
         ratio_keyed: num(&v["keyed_end_to_end"], "ratio"),
+        ratio_pinned: num(&v["pinned_end_to_end"], "ratio"),
         ratio_path: num(&v["consumer_path"], "ratio"),
+        cpu_bus: num(&v, "cpu_us_per_msg"),
+        cpu_baseline: num(&v, "baseline_cpu_us_per_msg"),
+        cpu_pinned: num(&v["pinned_end_to_end"], "baseline_cpu_us_per_msg"),
+        path_cpu_bus: num(&v["consumer_path"], "cpu_us_per_msg"),
+        path_cpu_keyed: num(&v["consumer_path"], "baseline_cpu_us_per_msg"),
+        path_rss_bus: num(&v["consumer_path"], "side_peak_rss_mb"),
+        path_rss_keyed: num(&v["consumer_path"], "baseline_side_peak_rss_mb"),
+        path_growth_bus: num(&v["consumer_path"], "side_rss_growth_mb"),
+        path_growth_keyed: num(&v["consumer_path"], "baseline_side_rss_growth_mb"),
         rss_mib: need("peak_rss_mb")?,
     })
 }
@@ -80,27 +114,29 @@ fn rates(points: &[&Point], x: fn(&Point) -> f64, unit: fn(&Point) -> f64) -> Ve
             .filter_map(|p| Some((x(p), f(p)? * unit(p))))
             .collect()
     };
-    let kafka = points.iter().any(|p| p.keyed.is_some());
-    let all: [(&'static str, Rate); 5] = [
+    let all: [(&'static str, Rate); 6] = [
         ("bus, end to end", |p| Some(p.bus)),
         ("keyed by hand, end to end", |p| p.keyed),
-        (
-            if kafka {
-                "in-place loop, end to end"
-            } else {
-                "tokio mpsc, one task"
-            },
-            |p| Some(p.baseline),
-        ),
+        (baseline_name(points), |p| Some(p.baseline)),
+        ("async-nats, pinned consumer", |p| p.pinned),
         ("bus, consumer path", |p| p.path_bus),
         ("keyed by hand, consumer path", |p| p.path_keyed),
     ];
-    let colors = [BLUE, RED, BLACK, GREEN, MAGENTA];
+    let colors = [BLUE, RED, BLACK, CYAN, GREEN, MAGENTA];
     all.into_iter()
         .zip(colors)
         .map(|((name, f), color)| (name, color, line(f)))
         .filter(|(_, _, pts)| !pts.is_empty())
         .collect()
+}
+
+/// What the headline baseline of `points` is.
+fn baseline_name(points: &[&Point]) -> &'static str {
+    match points.first().map(|p| p.backend.as_str()) {
+        Some("memory") => "tokio mpsc, one task",
+        Some("nats") => "async-nats, plain consumer",
+        _ => "in-place loop, end to end",
+    }
 }
 
 /// One panel: title, x axis name, y unit, and its lines.
@@ -122,6 +158,13 @@ fn short(v: f64) -> String {
 }
 
 fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
+    if panels
+        .iter()
+        .all(|p| p.lines.iter().all(|l| l.2.is_empty()))
+    {
+        eprintln!("scale_plot: no points for {path}, left as it is");
+        return Ok(());
+    }
     // Three panels a row: a matrix's throughput, ratios and memory side by side.
     let rows = panels.len().div_ceil(3);
     let root = SVGBackend::new(path, (1500, 400 * rows as u32 + 40)).into_drawing_area();
@@ -201,10 +244,15 @@ fn ratios(points: &[&Point], x: fn(&Point) -> f64) -> Vec<Series> {
     let line = |f: fn(&Point) -> Option<f64>| -> Vec<(f64, f64)> {
         points.iter().filter_map(|p| Some((x(p), f(p)?))).collect()
     };
-    let all: [(&'static str, RGBColor, Rate); 3] = [
+    let baseline = match points.first().map(|p| p.backend.as_str()) {
+        Some("nats") => "bus ÷ async-nats, plain consumer",
+        _ => "bus ÷ in-place loop (memory: mpsc)",
+    };
+    let all: [(&'static str, RGBColor, Rate); 4] = [
         ("bus ÷ keyed by hand, end to end", RED, |p| p.ratio_keyed),
-        ("bus ÷ in-place loop (memory: mpsc)", BLACK, |p| {
-            Some(p.ratio_baseline)
+        (baseline, BLACK, |p| Some(p.ratio_baseline)),
+        ("bus ÷ async-nats, pinned consumer", CYAN, |p| {
+            p.ratio_pinned
         }),
         ("bus ÷ keyed by hand, consumer path", MAGENTA, |p| {
             p.ratio_path
@@ -246,7 +294,10 @@ fn table(points: &[Point]) {
     let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}"));
     println!("| matrix | keys | partitions | bytes | records | bus msg/s | keyed by hand | in-place (memory: mpsc) | bus ÷ keyed | bus ÷ in-place | consumer path: bus | keyed by hand | bus ÷ keyed | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for p in points {
+    for p in points
+        .iter()
+        .filter(|p| p.backend != "nats" && p.matrix != "backlog")
+    {
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {:.2} | {} | {} | {} | {:.0} |",
             p.matrix,
@@ -262,6 +313,70 @@ fn table(points: &[Point]) {
             rate(p.path_bus),
             rate(p.path_keyed),
             ratio(p.ratio_path),
+            p.rss_mib
+        );
+    }
+}
+
+/// The backlog points: the consumer path reading a filled topic of more and
+/// more records, and the memory each side of it used.
+fn backlog_table(points: &[Point]) {
+    let points: Vec<&Point> = points.iter().filter(|p| p.matrix == "backlog").collect();
+    if points.is_empty() {
+        return;
+    }
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
+    println!();
+    println!("| records | consumer path: bus msg/s | keyed by hand | bus ÷ keyed | CPU µs/record: bus / keyed | peak RSS MiB while reading: bus / keyed | growth MiB: bus / keyed | end to end: bus msg/s | bus ÷ keyed | process peak RSS MiB |");
+    println!("|---:|---:|---:|---:|---|---|---|---:|---:|---:|");
+    for p in points {
+        println!(
+            "| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0} | {} | {:.0} |",
+            p.messages,
+            opt(p.path_bus, 0),
+            opt(p.path_keyed, 0),
+            opt(p.ratio_path, 2),
+            opt(p.path_cpu_bus, 2),
+            opt(p.path_cpu_keyed, 2),
+            opt(p.path_rss_bus, 0),
+            opt(p.path_rss_keyed, 0),
+            opt(p.path_growth_bus, 0),
+            opt(p.path_growth_keyed, 0),
+            p.bus,
+            opt(p.ratio_keyed, 2),
+            p.rss_mib
+        );
+    }
+}
+
+/// The NATS points: the bus against async-nats on a plain and on a pinned
+/// consumer, and the CPU each used per record.
+fn nats_table(points: &[Point]) {
+    let points: Vec<&Point> = points.iter().filter(|p| p.backend == "nats").collect();
+    if points.is_empty() {
+        return;
+    }
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
+    println!();
+    println!("| matrix | keys | bytes | records | bus msg/s | async-nats plain | async-nats pinned | bus ÷ plain | bus ÷ pinned | CPU µs/record: bus / plain / pinned | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    for p in points {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {} | {} / {} / {} | {:.0} |",
+            p.matrix,
+            p.keys,
+            p.size,
+            p.messages,
+            p.bus,
+            p.baseline,
+            opt(p.pinned, 0),
+            p.ratio_baseline,
+            opt(p.ratio_pinned, 2),
+            opt(p.cpu_bus, 1),
+            opt(p.cpu_baseline, 1),
+            opt(p.cpu_pinned, 1),
             p.rss_mib
         );
     }
@@ -312,7 +427,51 @@ fn main() -> Result<()> {
         "Kafka payload 100 B to 100 KiB (1,000 keys, 6 partitions)",
         &figure,
     )?;
+    let mut figure = Vec::from(panels(&of("nats-keys"), "NATS", "keys", keys));
+    let payload = of("nats-payload");
+    figure.extend(panels(&payload, "NATS", "payload bytes", size));
+    figure.push(Panel {
+        title: "NATS: payload throughput".into(),
+        x_desc: "payload bytes",
+        unit: "MiB/s",
+        lines: rates(&payload, size, |p| p.size / 1_048_576.0),
+    });
+    draw(
+        &format!("{dir}/scale-nats.svg"),
+        "NATS JetStream: keys 10 to 100,000 (1 KiB) and payload 100 B to 100 KiB (1,000 keys)",
+        &figure,
+    )?;
+    let backlog = of("backlog");
+    let records = |p: &Point| p.messages;
+    let [throughput, ratios, _] = panels(&backlog, "Kafka backlog", "records", records);
+    let side = |f: Rate| {
+        backlog
+            .iter()
+            .filter_map(|p| Some((p.messages, f(p)?)))
+            .collect()
+    };
+    let memory = Panel {
+        title: "Kafka backlog: resident set while reading it".into(),
+        x_desc: "records",
+        unit: "MiB",
+        lines: vec![
+            ("bus, consumer path", GREEN, side(|p| p.path_rss_bus)),
+            (
+                "keyed by hand, consumer path",
+                MAGENTA,
+                side(|p| p.path_rss_keyed),
+            ),
+            ("whole process (VmHWM)", BLACK, side(|p| Some(p.rss_mib))),
+        ],
+    };
+    draw(
+        &format!("{dir}/scale-backlog.svg"),
+        "Kafka backlog: 100 B records (1,000 keys, 6 partitions) read from the beginning",
+        &[throughput, ratios, memory],
+    )?;
     table(&points);
+    nats_table(&points);
+    backlog_table(&points);
     Ok(())
 }
 
@@ -330,5 +489,15 @@ mod tests {
         let p = parse(memory).unwrap();
         assert_eq!((p.keyed, p.path_keyed), (None, None));
         assert!(parse(r#"{"matrix":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn parses_a_nats_point() {
+        let nats = r#"{"matrix":"nats-keys","backend":"nats","keys":10,"partitions":6,"size":1024,"messages":100000,"msgs_per_sec":40000.0,"baseline_msgs_per_sec":46000.0,"ratio":0.87,"cpu_us_per_msg":10.2,"baseline_cpu_us_per_msg":8.9,"pinned_end_to_end":{"msgs_per_sec":40000.0,"baseline_msgs_per_sec":41000.0,"ratio":0.98,"baseline_cpu_us_per_msg":8.4},"peak_rss_mb":49.1}"#;
+        let p = parse(nats).unwrap();
+        assert_eq!(p.backend, "nats");
+        assert_eq!((p.pinned, p.ratio_pinned), (Some(41000.0), Some(0.98)));
+        assert_eq!((p.cpu_bus, p.cpu_pinned), (Some(10.2), Some(8.4)));
+        assert_eq!((p.keyed, p.path_bus), (None, None));
     }
 }
