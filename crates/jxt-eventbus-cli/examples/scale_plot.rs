@@ -290,14 +290,18 @@ fn panels(points: &[&Point], what: &str, x_desc: &'static str, x: fn(&Point) -> 
 }
 
 fn table(points: &[Point]) {
+    let points: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.backend != "nats" && p.matrix != "backlog")
+        .collect();
+    if points.is_empty() {
+        return;
+    }
     let rate = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0}"));
     let ratio = |r: Option<f64>| r.map_or("—".to_string(), |r| format!("{r:.2}"));
     println!("| matrix | keys | partitions | bytes | records | bus msg/s | keyed by hand | in-place (memory: mpsc) | bus ÷ keyed | bus ÷ in-place | consumer path: bus | keyed by hand | bus ÷ keyed | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for p in points
-        .iter()
-        .filter(|p| p.backend != "nats" && p.matrix != "backlog")
-    {
+    for p in points {
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {:.2} | {} | {} | {} | {:.0} |",
             p.matrix,
