@@ -76,6 +76,8 @@ fn memory_bench_prints_one_json_line() {
         "p50_us",
         "p99_us",
         "peak_rss_mb",
+        "cpu_us_per_msg",
+        "baseline_cpu_us_per_msg",
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
@@ -160,6 +162,16 @@ fn kafka_bench_reports_end_to_end_and_the_consumer_path() {
     assert!(v.get("nats_sharing").is_none());
     assert_compared(&v, "keyed_end_to_end");
     assert_compared(&v, "consumer_path");
+    // Each consumer-path side's resident set, apart from the other sides.
+    let path = &v["consumer_path"];
+    for side in ["", "baseline_"] {
+        let peak = path[format!("{side}side_peak_rss_mb")].as_f64();
+        let growth = path[format!("{side}side_rss_growth_mb")].as_f64();
+        assert!(
+            matches!((peak, growth), (Some(p), Some(g)) if p > 0.0 && (0.0..=p).contains(&g)),
+            "{side}side_peak_rss_mb {peak:?}, {side}side_rss_growth_mb {growth:?}: {path}"
+        );
+    }
 }
 
 #[test]
