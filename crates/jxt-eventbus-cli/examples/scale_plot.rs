@@ -8,10 +8,10 @@
 //! ```
 //!
 //! writes `scale-keys.svg`, `scale-partitions.svg`, `scale-payload.svg`,
-//! `scale-nats.svg` and `scale-backlog.svg` into the directory (SVG only: no font or image libraries
-//! are built); a figure none of whose matrices is in the file is left as it
-//! is, so a run of some matrices (`scripts/bench-scale --only`) redraws only
-//! theirs.
+//! `scale-nats.svg`, `scale-backlog.svg` and `scale-topics.svg` into the
+//! directory (SVG only: no font or image libraries are built); a figure
+//! none of whose matrices is in the file is left as it is, so a run of some
+//! matrices (`scripts/bench-scale --only`) redraws only theirs.
 
 use std::collections::BTreeMap;
 
@@ -392,11 +392,11 @@ fn main() -> Result<()> {
         anyhow::bail!("usage: scale_plot <points.jsonl> <output directory>");
     };
     let text = std::fs::read_to_string(&jsonl).with_context(|| jsonl.clone())?;
-    let points: Vec<Point> = text
+    let (topic_lines, lines): (Vec<&str>, Vec<&str>) = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(parse)
-        .collect::<Result<_>>()?;
+        .partition(|l| is_topics_step(l));
+    let points: Vec<Point> = lines.into_iter().map(parse).collect::<Result<_>>()?;
     let mut by: BTreeMap<&str, Vec<&Point>> = BTreeMap::new();
     for p in &points {
         by.entry(p.matrix.as_str()).or_default().push(p);
@@ -476,12 +476,282 @@ fn main() -> Result<()> {
     table(&points);
     nats_table(&points);
     backlog_table(&points);
+    if !topic_lines.is_empty() {
+        let steps: Vec<TopicStep> = topic_lines
+            .into_iter()
+            .map(parse_topic_step)
+            .collect::<Result<_>>()?;
+        draw_topics(&format!("{dir}/scale-topics.svg"), &steps)?;
+        topics_table(&steps);
+    }
     Ok(())
+}
+
+// Topics on one bus (`eventbus bench --topics ...`, matrix `topics`): one
+// line per step of one growing bus, so the points are drawn along the
+// number of topics, not from separate runs.
+
+/// One step of the topics matrix: the bus with `topics` topics subscribed.
+#[derive(Debug)]
+struct TopicStep {
+    topics: f64,
+    partitions: f64,
+    /// Number (1-based) of the first topic added in this step.
+    added_from: f64,
+    subscribe_ms: Vec<f64>,
+    assigned_ms: Vec<f64>,
+    first_record_ms: Vec<f64>,
+    revoked_while_adding: f64,
+    revoked_while_flowing: f64,
+    assigned_partitions: f64,
+    idle_cpu_ms_per_s: f64,
+    idle_rss_mb: f64,
+    rss_mb_before_bus: f64,
+    msgs_per_sec: f64,
+    cpu_us_per_msg: Option<f64>,
+    p99_us: Option<f64>,
+}
+
+fn is_topics_step(line: &str) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|v| v.get("matrix").and_then(Value::as_str) == Some("topics"))
+}
+
+fn parse_topic_step(line: &str) -> Result<TopicStep> {
+    let v: Value = serde_json::from_str(line)?;
+    let need = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("no `{k}` in {line}"))
+    };
+    let list = |k: &str| -> Result<Vec<f64>> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .with_context(|| format!("no `{k}` in {line}"))?
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .with_context(|| format!("`{k}` holds a non-number"))
+            })
+            .collect()
+    };
+    Ok(TopicStep {
+        topics: need("topics")?,
+        partitions: need("partitions")?,
+        added_from: need("added_from")?,
+        subscribe_ms: list("subscribe_ms")?,
+        assigned_ms: list("assigned_ms")?,
+        first_record_ms: list("first_record_ms")?,
+        revoked_while_adding: need("revoked_while_adding")?,
+        revoked_while_flowing: need("revoked_while_flowing")?,
+        assigned_partitions: need("assigned_partitions")?,
+        idle_cpu_ms_per_s: need("idle_cpu_ms_per_s")?,
+        idle_rss_mb: need("idle_rss_mb")?,
+        rss_mb_before_bus: need("rss_mb_before_bus")?,
+        msgs_per_sec: need("msgs_per_sec")?,
+        cpu_us_per_msg: v.get("cpu_us_per_msg").and_then(Value::as_f64),
+        p99_us: v.get("p99_us").and_then(Value::as_f64),
+    })
+}
+
+/// Panels with a linear x axis: the number of topics (or the topic's
+/// number), 0 to the largest.
+fn draw_linear(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
+    let rows = panels.len().div_ceil(3);
+    let root = SVGBackend::new(path, (1500, 400 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (head, body) = root.split_vertically(40);
+    head.draw(&Text::new(
+        title.to_string(),
+        (20, 12),
+        ("sans-serif", 18).into_font(),
+    ))?;
+    for (area, panel) in body.split_evenly((rows, 3)).iter().zip(panels) {
+        let all = || panel.lines.iter().flat_map(|(_, _, p)| p.iter());
+        let x_max = all().map(|q| q.0).fold(1.0, f64::max) * 1.05;
+        let y_max = all().map(|q| q.1).fold(1.0, f64::max) * 1.5;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.x_desc)
+            .y_desc(panel.unit)
+            .light_line_style(WHITE.mix(0.0))
+            .label_style(("sans-serif", 12))
+            .x_label_formatter(&|x| short(*x))
+            .y_label_formatter(&|y| short(*y))
+            .draw()?;
+        for &(name, color, ref points) in &panel.lines {
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(1),
+                ))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Per topic added, along its number: the time from `subscribe` to each
+/// milestone.
+fn per_topic(steps: &[TopicStep], f: fn(&TopicStep) -> &Vec<f64>) -> Vec<(f64, f64)> {
+    steps
+        .iter()
+        .flat_map(|s| {
+            f(s).iter()
+                .enumerate()
+                .map(move |(i, &ms)| (s.added_from + i as f64, ms))
+        })
+        .collect()
+}
+
+fn draw_topics(path: &str, steps: &[TopicStep]) -> Result<()> {
+    let along = |f: fn(&TopicStep) -> Option<f64>| -> Vec<(f64, f64)> {
+        steps
+            .iter()
+            .filter_map(|s| Some((s.topics, f(s)?)))
+            .collect()
+    };
+    let x_desc = "topics subscribed";
+    let panels = [
+        Panel {
+            title: "subscribe → ..., per topic added".into(),
+            x_desc: "topic number (in the order subscribed)",
+            unit: "ms",
+            lines: vec![
+                (
+                    "subscribe returned",
+                    BLUE,
+                    per_topic(steps, |s| &s.subscribe_ms),
+                ),
+                (
+                    "partitions owned",
+                    GREEN,
+                    per_topic(steps, |s| &s.assigned_ms),
+                ),
+                (
+                    "first record handled",
+                    RED,
+                    per_topic(steps, |s| &s.first_record_ms),
+                ),
+            ],
+        },
+        Panel {
+            title: "partitions revoked (must be 0)".into(),
+            x_desc,
+            unit: "partitions",
+            lines: vec![
+                (
+                    "while topics were added",
+                    RED,
+                    along(|s| Some(s.revoked_while_adding)),
+                ),
+                (
+                    "while records flowed",
+                    BLACK,
+                    along(|s| Some(s.revoked_while_flowing)),
+                ),
+            ],
+        },
+        Panel {
+            title: "idle: CPU of the process".into(),
+            x_desc,
+            unit: "ms CPU per s",
+            lines: vec![("idle CPU", BLUE, along(|s| Some(s.idle_cpu_ms_per_s)))],
+        },
+        Panel {
+            title: "idle: RSS of the process".into(),
+            x_desc,
+            unit: "MiB",
+            lines: vec![
+                ("RSS, idle", BLUE, along(|s| Some(s.idle_rss_mb))),
+                (
+                    "RSS before the bus started",
+                    BLACK,
+                    along(|s| Some(s.rss_mb_before_bus)),
+                ),
+            ],
+        },
+        Panel {
+            title: "records spread over the topics: throughput".into(),
+            x_desc,
+            unit: "msg/s",
+            lines: vec![("bus, end to end", BLUE, along(|s| Some(s.msgs_per_sec)))],
+        },
+        Panel {
+            title: "records spread over the topics: CPU per record".into(),
+            x_desc,
+            unit: "µs CPU per record",
+            lines: vec![("whole process", BLUE, along(|s| s.cpu_us_per_msg))],
+        },
+    ];
+    let partitions = steps.first().map_or(0.0, |s| s.partitions);
+    draw_linear(
+        path,
+        &format!(
+            "Kafka topics 1 to {} on one bus ({partitions} partitions each)",
+            short(steps.last().map_or(0.0, |s| s.topics))
+        ),
+        &panels,
+    )
+}
+
+fn topics_table(steps: &[TopicStep]) {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
+    println!("| topics | partitions owned | topics added | subscribe returned, median ms | first record, median ms | first record, max ms | revoked while adding | idle CPU ms/s | idle RSS MiB | msg/s over the topics | p99 µs | CPU µs/record | revoked while flowing |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in steps {
+        println!(
+            "| {} | {} | {}–{} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} |",
+            s.topics,
+            s.assigned_partitions,
+            s.added_from,
+            s.topics,
+            median(&s.subscribe_ms),
+            median(&s.first_record_ms),
+            max(&s.first_record_ms),
+            s.revoked_while_adding,
+            s.idle_cpu_ms_per_s,
+            s.idle_rss_mb,
+            s.msgs_per_sec,
+            opt(s.p99_us, 0),
+            opt(s.cpu_us_per_msg, 2),
+            s.revoked_while_flowing,
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{is_topics_step, parse, parse_topic_step};
 
     #[test]
     fn parses_a_kafka_point_and_a_memory_point() {
@@ -503,5 +773,17 @@ mod tests {
         assert_eq!((p.pinned, p.ratio_pinned), (Some(41000.0), Some(0.98)));
         assert_eq!((p.cpu_bus, p.cpu_pinned), (Some(10.2), Some(8.4)));
         assert_eq!((p.keyed, p.path_bus), (None, None));
+    }
+
+    #[test]
+    fn parses_a_topics_step_apart_from_the_other_points() {
+        let line = r#"{"matrix":"topics","mode":"topics","topics":10,"partitions":3,"messages":100000,"added_from":2,"subscribe_ms":[1500.1,1499.0],"assigned_ms":[1500.2,1499.1],"first_record_ms":[1501.0,1500.0],"revoked_while_adding":0,"revoked_while_flowing":0,"assigned_partitions":30,"idle_cpu_ms_per_s":12.0,"idle_rss_mb":40.5,"rss_mb_before_bus":20.1,"msgs_per_sec":60000.0,"p99_us":9000,"cpu_us_per_msg":6.5}"#;
+        assert!(is_topics_step(line));
+        let s = parse_topic_step(line).unwrap();
+        assert_eq!((s.topics, s.added_from), (10.0, 2.0));
+        assert_eq!(s.first_record_ms, vec![1501.0, 1500.0]);
+        assert_eq!(s.cpu_us_per_msg, Some(6.5));
+        assert!(!is_topics_step(r#"{"matrix":"keys-kafka"}"#));
+        assert!(parse_topic_step(r#"{"matrix":"topics","topics":1}"#).is_err());
     }
 }

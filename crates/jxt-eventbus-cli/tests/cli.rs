@@ -174,6 +174,97 @@ fn kafka_bench_reports_end_to_end_and_the_consumer_path() {
     }
 }
 
+/// `--topics`: one bus growing through the steps, one JSON line per step,
+/// nothing revoked while topics are added.
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_topics_bench_grows_one_bus_and_revokes_nothing() {
+    let Some(brokers) = support::kafka_brokers() else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_eventbus"))
+        .args([
+            "bench",
+            "--backend",
+            "kafka",
+            "--topics",
+            "1,3",
+            "--partitions",
+            "2",
+            "--messages",
+            "600",
+            "--keys",
+            "30",
+            "--idle-window",
+            "200ms",
+            "--json",
+        ])
+        .env("EVENTBUS_KAFKA_BROKERS", brokers)
+        .output()
+        .expect("run eventbus");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per step: {lines:?}");
+    for (v, (topics, added_from, added)) in lines.iter().zip([(1, 1, 1), (3, 2, 2)]) {
+        assert_eq!(v["mode"], "topics", "{v}");
+        assert_eq!(v["topics"], topics, "{v}");
+        assert_eq!(v["added_from"], added_from, "{v}");
+        assert_eq!(v["assigned_partitions"], topics * 2, "{v}");
+        assert_eq!(v["revoked_while_adding"], 0, "{v}");
+        assert_eq!(v["revoked_while_flowing"], 0, "{v}");
+        assert_eq!(v["lost_partitions"], serde_json::json!([]), "{v}");
+        assert_eq!(v["per_key_order_held"], true, "{v}");
+        for key in ["subscribe_ms", "assigned_ms", "first_record_ms"] {
+            let times = v[key].as_array().unwrap_or_else(|| panic!("{key}: {v}"));
+            assert_eq!(times.len(), added, "{key}: {v}");
+            assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{v}");
+        }
+        assert!(v["msgs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["idle_rss_mb"].as_f64().unwrap() > 0.0, "{v}");
+    }
+}
+
+#[test]
+fn bad_topics_bench_arguments_are_refused() {
+    let refused = |args: &[&str], says: &str| {
+        let out = eventbus(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    // Usage errors, before anything connects.
+    refused(&["bench", "--topics", "0"], "--topics");
+    refused(&["bench", "--topics", "3", "--rounds", "2"], "--rounds");
+    refused(&["bench", "--idle-window", "1s"], "--topics");
+    refused(
+        &["bench", "--backend", "kafka", "--topics", "10,5"],
+        "must increase",
+    );
+    refused(&["bench", "--topics", "2"], "Kafka only");
+    refused(
+        &[
+            "bench",
+            "--backend",
+            "kafka",
+            "--topics",
+            "10",
+            "--keys",
+            "5",
+        ],
+        "--keys (5) must be at least",
+    );
+    let out = eventbus(&["bench", "--topics", "3", "--rounds", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn config_check_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();

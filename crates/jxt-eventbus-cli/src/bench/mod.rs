@@ -26,6 +26,8 @@ mod human;
 mod kafka;
 #[cfg(feature = "kafka")]
 mod kafka_e2e;
+#[cfg(feature = "kafka")]
+mod kafka_topics;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
@@ -124,6 +126,21 @@ pub(crate) struct BenchArgs {
     /// end-to-end sides; memory: `bus`.
     #[arg(long, value_enum)]
     pub(crate) only: Option<OnlySide>,
+    /// Kafka: instead of the comparison with the raw client, one bus
+    /// subscribes topics (each of `--partitions` partitions) one after
+    /// another up to each of these counts in turn (e.g. `1,10,50,100,200`,
+    /// increasing), and reports per step: per topic the time from
+    /// `subscribe` to its partitions owned and its first record handled,
+    /// the partitions revoked meanwhile (must be 0), the idle CPU and RSS,
+    /// and the throughput of `--messages` records spread over the topics
+    /// subscribed (docs/benchmarks-scale.md). One JSON line per step.
+    #[arg(long, value_delimiter = ',', value_parser = topic_count,
+          conflicts_with_all = ["rounds", "nats_sharing", "batch", "handler_latency", "handler_cpu", "only"])]
+    pub(crate) topics: Vec<usize>,
+    /// With `--topics`: how long every topic stays subscribed with nothing
+    /// to read while the process's CPU time is measured.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", requires = "topics")]
+    pub(crate) idle_window: Duration,
     /// Print one JSON line instead of a table (`--json`).
     #[arg(skip)]
     pub(crate) json: bool,
@@ -235,6 +252,14 @@ fn payload_size(text: &str) -> std::result::Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+fn topic_count(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=1000) => Ok(n),
+        Ok(_) => Err("must be 1 to 1000 topics".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn at_least_one(text: &str) -> std::result::Result<usize, String> {
@@ -474,6 +499,9 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
         Ok(url) if from_rig && !url.trim().is_empty() => url,
         _ => config.nats.servers.join(","),
     };
+    if !args.topics.is_empty() {
+        return run_topics(&args).await;
+    }
     if let Some(side) = args.only {
         return only::run(&args, side).await;
     }
@@ -527,6 +555,40 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
         bail!("per-key order was violated on the bus side");
     }
     Ok(())
+}
+
+/// `--topics 1,10,...`: the topics-on-one-bus measurement
+/// ([`kafka_topics`]).
+async fn run_topics(args: &BenchArgs) -> Result<()> {
+    if let Some(w) = args.topics.windows(2).find(|w| w[0] >= w[1]) {
+        bail!(
+            "--topics must increase step by step (one bus grows through them): {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+    if !matches!(args.backend, BenchBackend::Kafka) {
+        bail!(
+            "--topics measures Kafka only (the backend is {:?}); add --backend kafka",
+            args.backend
+        );
+    }
+    #[cfg(feature = "kafka")]
+    {
+        kafka_topics::run(args, &args.topics, |report| {
+            if args.json {
+                println!("{}", serde_json::to_string(report)?);
+            } else {
+                report.print();
+            }
+            Ok(())
+        })
+        .await
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        bail!("the Kafka benchmark is not compiled in (cargo feature `kafka`)")
+    }
 }
 
 /// Bytes of the payload header: send time (ns), key index, sequence in key.
