@@ -508,6 +508,8 @@ struct TopicStep {
     idle_rss_mb: f64,
     rss_mb_before_bus: f64,
     msgs_per_sec: f64,
+    /// Absent in lines written before it was measured.
+    publish_msgs_per_sec: Option<f64>,
     cpu_us_per_msg: Option<f64>,
     p99_us: Option<f64>,
 }
@@ -549,6 +551,7 @@ fn parse_topic_step(line: &str) -> Result<TopicStep> {
         idle_rss_mb: need("idle_rss_mb")?,
         rss_mb_before_bus: need("rss_mb_before_bus")?,
         msgs_per_sec: need("msgs_per_sec")?,
+        publish_msgs_per_sec: v.get("publish_msgs_per_sec").and_then(Value::as_f64),
         cpu_us_per_msg: v.get("cpu_us_per_msg").and_then(Value::as_f64),
         p99_us: v.get("p99_us").and_then(Value::as_f64),
     })
@@ -693,7 +696,14 @@ fn draw_topics(path: &str, steps: &[TopicStep]) -> Result<()> {
             title: "records spread over the topics: throughput".into(),
             x_desc,
             unit: "msg/s",
-            lines: vec![("bus, end to end", BLUE, along(|s| Some(s.msgs_per_sec)))],
+            lines: vec![
+                ("bus, end to end", BLUE, along(|s| Some(s.msgs_per_sec))),
+                (
+                    "publish alone (acknowledged)",
+                    BLACK,
+                    along(|s| s.publish_msgs_per_sec),
+                ),
+            ],
         },
         Panel {
             title: "records spread over the topics: CPU per record".into(),
@@ -726,11 +736,11 @@ fn topics_table(steps: &[TopicStep]) {
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
-    println!("| topics | partitions owned | topics added | subscribe returned, median ms | first record, median ms | first record, max ms | revoked while adding | idle CPU ms/s | idle RSS MiB | msg/s over the topics | p99 µs | CPU µs/record | revoked while flowing |");
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| topics | partitions owned | topics added | subscribe returned, median ms | first record, median ms | first record, max ms | revoked while adding | idle CPU ms/s | idle RSS MiB | msg/s over the topics | published msg/s | p99 µs | CPU µs/record | revoked while flowing |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in steps {
         println!(
-            "| {} | {} | {}–{} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {}–{} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {} |",
             s.topics,
             s.assigned_partitions,
             s.added_from,
@@ -742,6 +752,7 @@ fn topics_table(steps: &[TopicStep]) {
             s.idle_cpu_ms_per_s,
             s.idle_rss_mb,
             s.msgs_per_sec,
+            opt(s.publish_msgs_per_sec, 0),
             opt(s.p99_us, 0),
             opt(s.cpu_us_per_msg, 2),
             s.revoked_while_flowing,
