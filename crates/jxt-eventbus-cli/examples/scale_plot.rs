@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -157,16 +159,17 @@ fn short(v: f64) -> String {
     }
 }
 
-fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
-    if panels
-        .iter()
-        .all(|p| p.lines.iter().all(|l| l.2.is_empty()))
-    {
-        eprintln!("scale_plot: no points for {path}, left as it is");
-        return Ok(());
-    }
-    // Three panels a row: a matrix's throughput, ratios and memory side by side.
-    let rows = panels.len().div_ceil(3);
+/// A drawing area of a figure.
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// A panel's chart: both axes linear in f64.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A figure of `panels` panels: the title on top, then three panels a row
+/// (a matrix's throughput, ratios and memory side by side). Returns the
+/// root, to present once drawn, and the panels' areas.
+fn figure<'a>(path: &'a str, title: &str, panels: usize) -> Result<(Area<'a>, Vec<Area<'a>>)> {
+    let rows = panels.div_ceil(3);
     let root = SVGBackend::new(path, (1500, 400 * rows as u32 + 40)).into_drawing_area();
     root.fill(&WHITE)?;
     let (head, body) = root.split_vertically(40);
@@ -175,7 +178,56 @@ fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
         (20, 12),
         ("sans-serif", 18).into_font(),
     ))?;
-    for (area, panel) in body.split_evenly((rows, 3)).iter().zip(panels) {
+    let areas = body.split_evenly((rows, 3));
+    Ok((root, areas))
+}
+
+/// Draws each line of a panel (its x values through `x`) with its points,
+/// then the legend.
+fn draw_lines<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    lines: &[Series],
+    x: impl Fn(f64) -> f64,
+    width: u32,
+    radius: u32,
+) -> Result<()> {
+    for &(name, color, ref points) in lines {
+        let points: Vec<(f64, f64)> = points.iter().map(|&(px, y)| (x(px), y)).collect();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(width),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&p| Circle::new(p, radius, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 12))
+        .draw()?;
+    Ok(())
+}
+
+fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
+    if panels
+        .iter()
+        .all(|p| p.lines.iter().all(|l| l.2.is_empty()))
+    {
+        eprintln!("scale_plot: no points for {path}, left as it is");
+        return Ok(());
+    }
+    let (root, areas) = figure(path, title, panels.len())?;
+    for (area, panel) in areas.iter().zip(panels) {
         // The x values (10, 100, ... or 6, 24, 96, 192) sit evenly spaced,
         // one step each, labelled with their value.
         let mut xs: Vec<f64> = panel
@@ -213,26 +265,7 @@ fn draw(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
             .x_label_formatter(&label)
             .y_label_formatter(&|y| short(*y))
             .draw()?;
-        for &(name, color, ref points) in &panel.lines {
-            let points: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (step(x), y)).collect();
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()?;
+        draw_lines(&mut chart, &panel.lines, step, 2, 3)?;
     }
     root.present()?;
     Ok(())
@@ -560,16 +593,8 @@ fn parse_topic_step(line: &str) -> Result<TopicStep> {
 /// Panels with a linear x axis: the number of topics (or the topic's
 /// number), 0 to the largest.
 fn draw_linear(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
-    let rows = panels.len().div_ceil(3);
-    let root = SVGBackend::new(path, (1500, 400 * rows as u32 + 40)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (head, body) = root.split_vertically(40);
-    head.draw(&Text::new(
-        title.to_string(),
-        (20, 12),
-        ("sans-serif", 18).into_font(),
-    ))?;
-    for (area, panel) in body.split_evenly((rows, 3)).iter().zip(panels) {
+    let (root, areas) = figure(path, title, panels.len())?;
+    for (area, panel) in areas.iter().zip(panels) {
         let all = || panel.lines.iter().flat_map(|(_, _, p)| p.iter());
         let x_max = all().map(|q| q.0).fold(1.0, f64::max) * 1.05;
         let y_max = all().map(|q| q.1).fold(1.0, f64::max) * 1.5;
@@ -588,25 +613,7 @@ fn draw_linear(path: &str, title: &str, panels: &[Panel]) -> Result<()> {
             .x_label_formatter(&|x| short(*x))
             .y_label_formatter(&|y| short(*y))
             .draw()?;
-        for &(name, color, ref points) in &panel.lines {
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(1),
-                ))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled())))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            .draw()?;
+        draw_lines(&mut chart, &panel.lines, |x| x, 1, 2)?;
     }
     root.present()?;
     Ok(())

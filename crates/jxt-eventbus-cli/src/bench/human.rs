@@ -44,16 +44,16 @@ fn rows(t: &mut comfy_table::Table, name: &str, s: &Summary, latency: [Option<u6
 pub(super) fn print(report: &Report) -> Result<()> {
     println!(
         "{:?}{}: {} messages over {} keys, {} bytes, {} partitions, {} lanes{}, {} rounds (eventbus {} {})",
-        report.backend,
+        report.workload.backend,
         report
             .nats_sharing
             .map_or(String::new(), |s| format!(" (sharing {s:?})")),
-        report.messages,
-        report.keys,
-        report.size,
-        report.partitions,
-        report.concurrency,
-        report.work.describe(),
+        report.workload.messages,
+        report.workload.keys,
+        report.workload.size,
+        report.workload.partitions,
+        report.workload.concurrency,
+        report.workload.work.describe(),
         report.headline.rounds,
         report.build.version,
         report.build.commit,

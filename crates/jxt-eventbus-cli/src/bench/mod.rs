@@ -162,6 +162,19 @@ impl BenchArgs {
             batch: self.batch.map(|n| n as usize),
         }
     }
+
+    /// The workload a report names.
+    pub(crate) fn workload(&self) -> Workload {
+        Workload {
+            backend: self.backend,
+            messages: self.messages,
+            keys: self.keys,
+            size: self.size,
+            partitions: self.partitions,
+            concurrency: self.concurrency,
+            work: self.work(),
+        }
+    }
 }
 
 /// Work a handler does per record besides the tally, the same on every
@@ -448,11 +461,9 @@ fn largest(
         .map(|mb| (mb * 10.0).round() / 10.0)
 }
 
-/// The JSON line.
+/// The workload a JSON line names.
 #[derive(Debug, Serialize)]
-struct Report {
-    #[serde(flatten)]
-    build: Build,
+pub(crate) struct Workload {
     backend: BenchBackend,
     messages: u64,
     keys: u64,
@@ -462,6 +473,15 @@ struct Report {
     concurrency: usize,
     #[serde(flatten)]
     work: Work,
+}
+
+/// The JSON line.
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(flatten)]
+    build: Build,
+    #[serde(flatten)]
+    workload: Workload,
     /// NATS: the bus's `nats.consumer.sharing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     nats_sharing: Option<NatsSharingArg>,
@@ -520,13 +540,7 @@ pub(crate) async fn run(global: &crate::global::Global, mut args: BenchArgs) -> 
     let ordered = |o: &Outcome| o.rounds.iter().all(|(b, _)| b.ordered);
     let report = Report {
         build: BUILD,
-        backend: args.backend,
-        messages: args.messages,
-        keys: args.keys,
-        size: args.size,
-        partitions: args.partitions,
-        concurrency: args.concurrency,
-        work: args.work(),
+        workload: args.workload(),
         nats_sharing: matches!(args.backend, BenchBackend::Nats).then_some(args.nats_sharing),
         headline: Summary::of(&outcome, args.messages),
         p50_us: first_bus.p50_us,

@@ -8,21 +8,15 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{BenchArgs, BenchBackend, Build, OnlySide, SideResult, Work, BUILD};
+use super::{BenchArgs, BenchBackend, Build, OnlySide, SideResult, Workload, BUILD};
 
 #[derive(Serialize)]
 struct Report {
     #[serde(flatten)]
     build: Build,
-    backend: BenchBackend,
     side: OnlySide,
-    messages: u64,
-    keys: u64,
-    size: usize,
-    partitions: u32,
-    concurrency: usize,
     #[serde(flatten)]
-    work: Work,
+    workload: Workload,
     msgs_per_sec_per_round: Vec<f64>,
     cpu_us_per_msg_per_round: Vec<Option<f64>>,
 }
@@ -30,14 +24,8 @@ struct Report {
 pub(crate) async fn run(args: &BenchArgs, side: OnlySide) -> Result<()> {
     let mut report = Report {
         build: BUILD,
-        backend: args.backend,
         side,
-        messages: args.messages,
-        keys: args.keys,
-        size: args.size,
-        partitions: args.partitions,
-        concurrency: args.concurrency,
-        work: args.work(),
+        workload: args.workload(),
         msgs_per_sec_per_round: Vec::new(),
         cpu_us_per_msg_per_round: Vec::new(),
     };
