@@ -22,39 +22,12 @@ use chaos_support::{
     CHILD_TEST,
 };
 use jxt_eventbus::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Not a test: the body of a chaos child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the chaos tests start it in a child process"]
 async fn chaos_child() {
     chaos_support::run_child().await;
-}
-
-/// The group's committed offset and metadata of one partition.
-fn committed_with_metadata(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    partition: i32,
-) -> (Option<i64>, String) {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("offsets client");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    let got = client
-        .committed_offsets(tpl, kafka_support::TIMEOUT)
-        .expect("committed offsets");
-    let e = got.find_partition(topic, partition).expect("partition");
-    let offset = match e.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    };
-    (offset, e.metadata().to_string())
 }
 
 fn now_ns() -> u128 {
@@ -254,7 +227,8 @@ async fn records_finished_above_a_slow_one_are_not_redelivered_after_a_kill() {
         "the finished offsets above the slow record in the commit metadata",
         Duration::from_secs(30),
         || {
-            let (offset, metadata) = committed_with_metadata(&brokers, &group, &topic, 0);
+            let (offset, metadata) =
+                kafka_support::committed_with_metadata(&brokers, &group, &topic, 1).remove(0);
             offset == Some(0) && !metadata.is_empty()
         },
     )

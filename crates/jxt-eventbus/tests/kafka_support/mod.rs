@@ -96,6 +96,20 @@ pub fn group_members(brokers: &str, group: &str) -> usize {
 /// Committed position of `group` per partition of `topic` (`None` where
 /// nothing was committed).
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    committed_with_metadata(brokers, group, topic, partitions)
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect()
+}
+
+/// Committed position and commit metadata of `group` per partition of
+/// `topic`.
+pub fn committed_with_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<i64>, String)> {
     let client: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -109,9 +123,12 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .committed_offsets(tpl, TIMEOUT)
         .expect("committed offsets");
     (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
+        .map(|p| match got.find_partition(topic, p) {
+            Some(e) => match e.offset() {
+                Offset::Offset(o) => (Some(o), e.metadata().to_string()),
+                _ => (None, e.metadata().to_string()),
+            },
+            None => (None, String::new()),
         })
         .collect()
 }
