@@ -15,12 +15,9 @@ mod kafka_support;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chaos_support::{
-    checker, form, has_handled, publish, read_logs, spawn_child, wait_all_handled, ChildSpec, Rng,
-    CHILD_TEST,
-};
+use chaos_support::{checker, kill_loop, spawn_child, ChildSpec, CHILD_TEST};
 use jxt_eventbus::Message;
 
 /// Not a test: the body of a chaos child process.
@@ -28,13 +25,6 @@ use jxt_eventbus::Message;
 #[ignore = "the chaos tests start it in a child process"]
 async fn chaos_child() {
     chaos_support::run_child().await;
-}
-
-fn now_ns() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// For records handled again after a kill: how long before the kill the
@@ -76,8 +66,6 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
     let Some(brokers) = support::kafka_brokers() else {
         return;
     };
-    let form = form();
-    let (mut rng, seed) = Rng::seeded();
     let topic = support::unique_name("chaos-commits");
     kafka_support::create_topic(&brokers, &topic, 6).await;
     let mut config = kafka_support::config(&brokers, &support::unique_name("g-chaos-commits"));
@@ -94,75 +82,30 @@ async fn sigkill_duplicates_are_bounded_by_the_records_in_flight() {
     config.dispatch.max_concurrency = 2;
     let in_flight_cap = config.dispatch.max_buffered;
     let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let spec = |n: u32| ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join(format!("child-{n}.log")),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
-    };
-    eprintln!(
-        "chaos commits seed {seed}: {} records, {} keys, {} kills, in-flight cap {in_flight_cap}",
-        form.records, form.keys, form.kills
-    );
-    let publishing = tokio::spawn(publish(
-        publisher.clone(),
-        topic.clone(),
-        form.records,
-        form.keys,
-        Duration::from_secs(9) * form.kills,
-    ));
-    let started = Instant::now();
-    let mut killed_at: BTreeMap<u32, u128> = BTreeMap::new();
-    for n in 0..form.kills {
-        let spec = spec(n);
-        let mut child = spawn_child(&exe, CHILD_TEST, &spec);
-        support::wait_for(
-            "the child handling records",
-            Duration::from_secs(120),
-            || has_handled(&spec.log),
-        )
-        .await;
-        let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
-        tokio::time::sleep(life).await;
-        let pid = child.id();
-        child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
-        killed_at.insert(pid, now_ns());
-        eprintln!("kill {n}: {life:?} after it began handling");
-    }
-    let sent = publishing.await.unwrap();
-    let mut last = spawn_child(&exe, CHILD_TEST, &spec(form.kills));
-    wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
-    last.kill().unwrap();
-    last.wait().unwrap();
-    let lines = read_logs(dir.path());
-    let report = checker::check(&sent, &lines);
+    eprintln!("chaos commits: in-flight cap {in_flight_cap}");
+    let seen = kill_loop(
+        "kafka commits",
+        config,
+        &topic,
+        &publisher,
+        Duration::from_secs(9),
+    )
+    .await;
     eprintln!(
         "duplicates by how long before the kill their first handling ended: {}",
-        repeat_ages(&lines, &killed_at)
+        repeat_ages(&seen.lines, &seen.killed_at)
     );
-    let bound = in_flight_cap * form.kills as usize;
+    let report = &seen.report;
+    let bound = in_flight_cap * seen.kills as usize;
     eprintln!(
-        "chaos commits kill loop (seed {seed}, {:.0?}): {report}; duplicate bound {bound} \
-         (in-flight cap {in_flight_cap} x {} kills)",
-        started.elapsed(),
-        form.kills
-    );
-    assert!(report.ok(), "{report}");
-    assert_eq!(
-        report.processes as u32,
-        form.kills + 1,
-        "every child handled"
+        "chaos commits: {} duplicates, bound {bound} (in-flight cap {in_flight_cap} x {} kills)",
+        report.duplicates, seen.kills
     );
     assert!(
         report.duplicates <= bound,
         "{} duplicates after {} kills: more than the in-flight cap ({in_flight_cap}) per kill",
         report.duplicates,
-        form.kills
+        seen.kills
     );
     publisher.shutdown().await.unwrap();
 }

@@ -339,14 +339,15 @@ pub async fn publish(
 /// `publisher` publishes to `topic` over the schedule (`per_kill`: about
 /// how long a child takes to start handling plus its life); then a last
 /// child handles the rest and the checker must find nothing lost, no order
-/// violation, no overlap, and records handled by every child.
+/// violation, no overlap, and records handled by every child. Returns what
+/// it saw, for tests that check more (the duplicates' bound).
 pub async fn kill_loop(
     backend: &str,
     config: BusConfig,
     topic: &str,
     publisher: &EventBus,
     per_kill: Duration,
-) {
+) -> KillLoop {
     let form = form();
     let (mut rng, seed) = Rng::seeded();
     let dir = tempfile::tempdir().unwrap();
@@ -371,6 +372,7 @@ pub async fn kill_loop(
         per_kill * form.kills,
     ));
     let started = Instant::now();
+    let mut killed_at = BTreeMap::new();
     for n in 0..form.kills {
         let spec = spec(n);
         let mut child = spawn_child(&exe, CHILD_TEST, &spec);
@@ -385,8 +387,10 @@ pub async fn kill_loop(
         .await;
         let life = rng.between(Duration::from_millis(100), Duration::from_millis(3_000));
         tokio::time::sleep(life).await;
+        let pid = child.id();
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
+        killed_at.insert(pid, now_ns());
         eprintln!(
             "kill {n}: {life:?} after it began handling ({:.1?} after start)",
             joined.elapsed()
@@ -398,7 +402,8 @@ pub async fn kill_loop(
     wait_all_handled(dir.path(), &sent, &mut [&mut last]).await;
     last.kill().unwrap();
     last.wait().unwrap();
-    let report = checker::check(&sent, &read_logs(dir.path()));
+    let lines = read_logs(dir.path());
+    let report = checker::check(&sent, &lines);
     eprintln!(
         "chaos {backend} kill loop (seed {seed}, {:.0?}): {report}",
         started.elapsed()
@@ -409,4 +414,19 @@ pub async fn kill_loop(
         form.kills + 1,
         "every child handled records"
     );
+    KillLoop {
+        report,
+        lines,
+        killed_at,
+        kills: form.kills,
+    }
+}
+
+/// What a [`kill_loop`] saw.
+pub struct KillLoop {
+    pub report: checker::Report,
+    pub lines: Vec<Line>,
+    /// When each killed child (by pid) was killed, ns since the epoch.
+    pub killed_at: BTreeMap<u32, u128>,
+    pub kills: u32,
 }
