@@ -68,14 +68,11 @@ async fn a_broker_killed_for_10_s_bounds_publishes_and_loses_nothing() {
     let mut config = kafka_support::config(&kafka.brokers, &support::unique_name("g-broker"));
     config.kafka.producer.message_timeout = message_timeout;
     config.health.check_interval = check_interval;
-    let consumer = ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join("consumer.log"),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
-    };
+    let consumer = ChildSpec::new(
+        config.clone(),
+        topic.clone(),
+        dir.path().join("consumer.log"),
+    );
     let mut child = spawn_child(&std::env::current_exe().unwrap(), CHILD_TEST, &consumer);
     let publisher = EventBus::from_config(config).await.unwrap();
 
@@ -186,13 +183,12 @@ async fn rebalance_churn_keeps_key_order_across_members() {
     let mut config = kafka_support::config(&brokers, &group);
     config.kafka.consumer.session_timeout = Duration::from_secs(6);
     let exe = std::env::current_exe().unwrap();
-    let spec = |n: u32| ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join(format!("member-{n}.log")),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
+    let spec = |n: u32| {
+        ChildSpec::new(
+            config.clone(),
+            topic.clone(),
+            dir.path().join(format!("member-{n}.log")),
+        )
     };
     eprintln!(
         "chaos seed {seed}: {} records, {} keys, 3 members, {} leaves and joins",
@@ -278,12 +274,13 @@ async fn handlers_slower_than_the_revoke_timeout_never_overlap_the_next_owner() 
     config.dispatch.revoke_timeout = Duration::from_secs(2);
     let exe = std::env::current_exe().unwrap();
     let spec = |n: u32| ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join(format!("member-{n}.log")),
-        handler_delay_us: 50,
         slow_every: 25,
         slow_ms: 8_000,
+        ..ChildSpec::new(
+            config.clone(),
+            topic.clone(),
+            dir.path().join(format!("member-{n}.log")),
+        )
     };
     let publisher = kafka_support::bus(&brokers, &support::unique_name("g-pub")).await;
     let publishing = tokio::spawn(publish(
@@ -373,14 +370,11 @@ async fn a_cluster_node_killed_loses_nothing_and_keeps_key_order() {
     // replicas at least.
     assert_eq!(config.kafka.producer.required_acks, Acks::All);
     assert!(config.kafka.producer.idempotent);
-    let consumer = ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join("consumer.log"),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
-    };
+    let consumer = ChildSpec::new(
+        config.clone(),
+        topic.clone(),
+        dir.path().join("consumer.log"),
+    );
     let mut child = spawn_child(&std::env::current_exe().unwrap(), CHILD_TEST, &consumer);
     let mut publisher_config = config.clone();
     publisher_config.group = support::unique_name("g-pub");

@@ -81,14 +81,11 @@ async fn a_server_restart_with_file_storage_loses_nothing_and_keeps_key_order() 
     config.nats.idle_heartbeat = Duration::from_secs(1);
     assert_eq!(config.nats.stream.storage, NatsStorage::File);
     let dir = tempfile::tempdir().unwrap();
-    let consumer = ChildSpec {
-        config: config.clone(),
-        topic: topic.clone(),
-        log: dir.path().join("consumer.log"),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
-    };
+    let consumer = ChildSpec::new(
+        config.clone(),
+        topic.clone(),
+        dir.path().join("consumer.log"),
+    );
     eprintln!(
         "chaos nats restart seed {seed}: {records} records, {keys} keys, {restarts} restarts"
     );
@@ -210,14 +207,11 @@ async fn a_member_frozen_past_its_pin_hands_over_without_overlap() {
     let spec = |n: usize| {
         let mut config = nats_support::config(&proxies[n].url(), &group);
         config.nats.ack_wait = FREEZE_ACK_WAIT;
-        ChildSpec {
+        ChildSpec::new(
             config,
-            topic: topic.clone(),
-            log: dir.path().join(format!("member-{n}.log")),
-            handler_delay_us: 50,
-            slow_every: 0,
-            slow_ms: 0,
-        }
+            topic.clone(),
+            dir.path().join(format!("member-{n}.log")),
+        )
     };
     eprintln!("chaos nats freeze seed {seed}: {records} records, {keys} keys, {freezes} freezes");
     let publisher =

@@ -79,6 +79,20 @@ pub struct ChildSpec {
     pub slow_ms: u64,
 }
 
+impl ChildSpec {
+    /// A consumer of `topic` whose handlers take 50 µs, none slow.
+    pub fn new(config: BusConfig, topic: impl Into<String>, log: PathBuf) -> Self {
+        ChildSpec {
+            config,
+            topic: topic.into(),
+            log,
+            handler_delay_us: 50,
+            slow_every: 0,
+            slow_ms: 0,
+        }
+    }
+}
+
 pub fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -352,13 +366,12 @@ pub async fn kill_loop(
     let (mut rng, seed) = Rng::seeded();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let spec = |n: u32| ChildSpec {
-        config: config.clone(),
-        topic: topic.to_string(),
-        log: dir.path().join(format!("child-{n}.log")),
-        handler_delay_us: 50,
-        slow_every: 0,
-        slow_ms: 0,
+    let spec = |n: u32| {
+        ChildSpec::new(
+            config.clone(),
+            topic,
+            dir.path().join(format!("child-{n}.log")),
+        )
     };
     eprintln!(
         "chaos {backend} seed {seed}: {} records, {} keys, {} kills",
